@@ -1,0 +1,335 @@
+//! Layers top→base: following backing files and differencing parents, loop detection, and the
+//! chain-wide answer for a guest range (`resolve`) that map, read and every view use.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use super::io::HostFile;
+use super::mapping::{skip, Extent, HostFileId, LayerExtent, LayerKind};
+use super::{combine_path, probe, qcow2, raw, vhd, Error, Format, OpenOptions, Result};
+
+/// Deepest chain we follow; deeper is reported as damage rather than walked forever.
+pub const MAX_CHAIN_DEPTH: usize = 256;
+
+/// One opened file of a chain, in its own format.
+pub enum Layer {
+    Raw(raw::Raw),
+    Vhd(vhd::Vhd),
+    Qcow2(qcow2::Qcow2),
+}
+
+/// What a layer says about the file beneath it.
+#[derive(Clone, Debug)]
+pub struct BackingRef {
+    /// The name as stored in the image (qemu's `backing-filename`).
+    pub name: String,
+    /// Paths to try, in order; the first that exists is the parent.
+    pub candidates: Vec<String>,
+    pub format: Option<Format>,
+}
+
+impl Layer {
+    pub fn format(&self) -> Format {
+        match self {
+            Layer::Raw(_) => Format::Raw,
+            Layer::Vhd(_) => Format::Vhd,
+            Layer::Qcow2(_) => Format::Qcow2,
+        }
+    }
+
+    pub fn virtual_size(&self) -> u64 {
+        match self {
+            Layer::Raw(r) => r.virtual_size(),
+            Layer::Vhd(v) => v.virtual_size(),
+            Layer::Qcow2(q) => q.virtual_size(),
+        }
+    }
+
+    /// What this layer alone holds at `virt`, for a run of at most `max` bytes (> 0).
+    pub fn status(&self, virt: u64, max: u64) -> Result<LayerExtent> {
+        match self {
+            Layer::Raw(r) => r.status(virt, max),
+            Layer::Vhd(v) => v.status(virt, max),
+            Layer::Qcow2(q) => q.status(virt, max),
+        }
+    }
+
+    pub fn host(&self, id: HostFileId) -> Option<&HostFile> {
+        match (self, id) {
+            (Layer::Raw(r), HostFileId::Image) => Some(&r.file),
+            (Layer::Vhd(v), HostFileId::Image) => Some(&v.file),
+            (Layer::Qcow2(q), HostFileId::Image) => Some(&q.file),
+            (Layer::Qcow2(q), HostFileId::DataFile) => q.data_file.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn file(&self) -> &HostFile {
+        self.host(HostFileId::Image).expect("every layer has its image file")
+    }
+
+    /// qcow2 cluster size, or a dynamic VHD's block size.
+    pub fn cluster_size(&self) -> Option<u64> {
+        match self {
+            Layer::Raw(_) => None,
+            Layer::Vhd(v) => v.block_size(),
+            Layer::Qcow2(q) => Some(q.cluster_size()),
+        }
+    }
+
+    pub fn backing(&self) -> Option<BackingRef> {
+        match self {
+            Layer::Raw(_) => None,
+            Layer::Vhd(v) => v.parent_ref(),
+            Layer::Qcow2(q) => q.backing_ref(),
+        }
+    }
+
+    pub fn warnings(&self) -> Vec<String> {
+        match self {
+            Layer::Raw(_) => vec![],
+            Layer::Vhd(v) => v.warnings.clone(),
+            Layer::Qcow2(q) => q.warnings.clone(),
+        }
+    }
+
+    fn read_compressed(&self, host: u64, csize: u64, cluster_virt: u64, delta: u64, buf: &mut [u8]) -> Result<()> {
+        match self {
+            Layer::Qcow2(q) => q.read_compressed(host, csize, cluster_virt, delta, buf),
+            _ => Err(Error::Corrupt("compressed data in a format without compression".into())),
+        }
+    }
+}
+
+pub struct LayerInfo {
+    /// The file name as qemu would print it: the top as given, a backing file combined with
+    /// the folder of the image naming it.
+    pub name: String,
+    pub layer: Layer,
+    /// How the layer above names this one, if any.
+    pub named_as: Option<String>,
+}
+
+pub struct Image {
+    pub layers: Vec<LayerInfo>,
+    /// Problems found while opening that did not stop it (mismatched parent ids, fallbacks).
+    pub warnings: Vec<String>,
+    /// Set when the chain could not be followed and `OpenOptions::lenient` let it open anyway.
+    pub chain_error: Option<String>,
+}
+
+pub(crate) fn open_layer(path: &Path, name: String, format: Option<Format>) -> Result<Layer> {
+    let file = HostFile::open(path, name)?;
+    let format = match format {
+        Some(f) => f,
+        None => probe(&file)?,
+    };
+    Ok(match format {
+        Format::Raw => Layer::Raw(raw::Raw::open(file)),
+        Format::Vhd => Layer::Vhd(vhd::Vhd::open(file)?),
+        Format::Qcow2 => Layer::Qcow2(qcow2::Qcow2::open(file)?),
+    })
+}
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+pub fn open_chain(path: &Path, opts: &OpenOptions) -> Result<Image> {
+    let top_name = path.to_string_lossy().into_owned();
+    let top = open_layer(path, top_name.clone(), opts.format)?;
+    let mut warnings: Vec<String> = top.warnings().iter().map(|w| format!("{}: {}", top_name, w)).collect();
+    let mut seen = HashSet::new();
+    if let Some(id) = identity(path) {
+        seen.insert(id);
+    }
+    let mut layers = vec![LayerInfo { name: top_name, layer: top, named_as: None }];
+    let mut chain_error = None;
+    if !opts.no_backing {
+        if let Err(e) = follow(&mut layers, &mut seen, &mut warnings) {
+            if opts.lenient {
+                chain_error = Some(e.to_string());
+            } else {
+                return Err(e);
+            }
+        }
+    }
+    Ok(Image { layers, warnings, chain_error })
+}
+
+fn follow(layers: &mut Vec<LayerInfo>, seen: &mut HashSet<(u64, u64)>, warnings: &mut Vec<String>) -> Result<()> {
+    loop {
+        let last = layers.last().expect("chain has a top");
+        let Some(backing) = last.layer.backing() else { return Ok(()) };
+        if layers.len() >= MAX_CHAIN_DEPTH {
+            return Err(Error::Chain(format!("backing chain deeper than {} files", MAX_CHAIN_DEPTH)));
+        }
+        let child_name = last.name.clone();
+        let found = backing
+            .candidates
+            .iter()
+            .map(|c| combine_path(&child_name, c))
+            .find(|p| Path::new(p).exists());
+        let Some(name) = found else {
+            return Err(Error::Chain(format!(
+                "{}: backing file '{}' not found{}",
+                child_name,
+                backing.name,
+                if backing.candidates.len() > 1 {
+                    format!(" (tried {})", backing.candidates.join(", "))
+                } else {
+                    String::new()
+                }
+            )));
+        };
+        let path = Path::new(&name);
+        if let Some(id) = identity(path) {
+            if !seen.insert(id) {
+                return Err(Error::Chain(format!(
+                    "{}: backing file '{}' makes a loop in the backing chain",
+                    child_name, name
+                )));
+            }
+        }
+        let layer = open_layer(path, name.clone(), backing.format)
+            .map_err(|e| Error::Chain(format!("{}: backing file: {}", child_name, e)))?;
+        warnings.extend(layer.warnings().iter().map(|w| format!("{}: {}", name, w)));
+        if let (Layer::Vhd(child), Layer::Vhd(parent)) = (&last.layer, &layer) {
+            if let Some(w) = child.check_parent(parent) {
+                warnings.push(format!("{}: {}", child_name, w));
+            }
+        }
+        layers.push(LayerInfo { name, layer, named_as: Some(backing.name) });
+    }
+}
+
+impl Image {
+    pub fn top(&self) -> &Layer {
+        &self.layers[0].layer
+    }
+
+    pub fn virtual_size(&self) -> u64 {
+        self.top().virtual_size()
+    }
+
+    pub fn format(&self) -> Format {
+        self.top().format()
+    }
+
+    /// The chain's answer for guest bytes from `virt`, for a run of at most `max` bytes, with
+    /// the same layering rules as qemu's block status: a layer that does not hold a range
+    /// passes it to the one below; a range beyond the end of the layer below reads as zero.
+    pub fn resolve(&self, virt: u64, max: u64) -> Result<Extent> {
+        let size = self.virtual_size();
+        if virt >= size || max == 0 {
+            return Err(Error::Invalid(format!("guest offset 0x{:x} is past the end of the disk (0x{:x})", virt, size)));
+        }
+        let mut len = max.min(size - virt);
+        let mut depth = 0;
+        loop {
+            let layer = &self.layers[depth].layer;
+            let lsize = layer.virtual_size();
+            let ext = if virt >= lsize {
+                LayerExtent { len, kind: LayerKind::Unallocated { host: None } }
+            } else {
+                layer.status(virt, len.min(lsize - virt))?
+            };
+            debug_assert!(ext.len > 0 && ext.len <= len);
+            match ext.kind {
+                LayerKind::Unallocated { .. } if depth + 1 < self.layers.len() => {
+                    if virt >= self.layers[depth + 1].layer.virtual_size() {
+                        return Ok(Extent { virt, len: ext.len, depth, kind: ext.kind });
+                    }
+                    len = ext.len;
+                    depth += 1;
+                }
+                _ => return Ok(Extent { virt, len: ext.len, depth, kind: ext.kind }),
+            }
+        }
+    }
+
+    /// Every extent of `[virt, virt+len)` in order, as the chain resolves them.
+    pub fn extents(&self, virt: u64, len: u64) -> Result<Vec<Extent>> {
+        let end = virt.saturating_add(len).min(self.virtual_size());
+        let mut out = Vec::new();
+        let mut pos = virt;
+        while pos < end {
+            let e = self.resolve(pos, end - pos)?;
+            pos += e.len;
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    /// Read guest bytes through the chain.
+    pub fn read(&self, virt: u64, buf: &mut [u8]) -> Result<()> {
+        let size = self.virtual_size();
+        let end = virt.checked_add(buf.len() as u64).filter(|&e| e <= size).ok_or_else(|| {
+            Error::Invalid(format!(
+                "read of 0x{:x} bytes at 0x{:x} goes past the end of the disk (0x{:x})",
+                buf.len(),
+                virt,
+                size
+            ))
+        })?;
+        let mut pos = virt;
+        while pos < end {
+            let e = self.resolve(pos, end - pos)?;
+            let out = &mut buf[(pos - virt) as usize..(pos - virt + e.len) as usize];
+            self.read_extent(&e, out)?;
+            pos += e.len;
+        }
+        Ok(())
+    }
+
+    /// Read the bytes of one resolved extent (or its first `buf.len()` bytes).
+    pub fn read_extent(&self, e: &Extent, buf: &mut [u8]) -> Result<()> {
+        let layer = &self.layers[e.depth].layer;
+        match e.kind {
+            LayerKind::Data { file, host, .. } => {
+                let f = layer.host(file).ok_or_else(|| Error::Corrupt("data in a missing file".into()))?;
+                f.read_zero_fill(host, buf)
+            }
+            LayerKind::Zero { .. } | LayerKind::Unallocated { .. } => {
+                buf.fill(0);
+                Ok(())
+            }
+            LayerKind::Compressed { host, csize, cluster_virt } => {
+                layer.read_compressed(host, csize, cluster_virt, e.virt - cluster_virt, buf)
+            }
+            LayerKind::Opaque => Err(Error::Unsupported(format!(
+                "{} is encrypted; vdiskview does not decrypt guest data",
+                self.layers[e.depth].name
+            ))),
+        }
+    }
+
+    /// Read host bytes of layer `layer` (file space), zero past the end.
+    pub fn read_host(&self, layer: usize, off: u64, buf: &mut [u8]) -> Result<()> {
+        let l = self.layers.get(layer).ok_or_else(|| Error::Invalid(format!("no layer {}", layer)))?;
+        let f = l.layer.file();
+        if off.checked_add(buf.len() as u64).is_none_or(|e| e > f.len()) {
+            return Err(Error::Invalid(format!(
+                "read of 0x{:x} bytes at file offset 0x{:x} goes past the end of {} (0x{:x})",
+                buf.len(),
+                off,
+                l.name,
+                f.len()
+            )));
+        }
+        f.read_zero_fill(off, buf)
+    }
+
+    /// The file name qemu prints for the host file of an extent.
+    pub fn host_name(&self, e: &Extent) -> Option<&str> {
+        let (id, _) = e.host_at(0)?;
+        Some(self.layers[e.depth].layer.host(id)?.name.as_str())
+    }
+
+    /// Trim an extent to start `delta` bytes later.
+    pub fn advance(e: &Extent, delta: u64) -> Extent {
+        let le = skip(LayerExtent { len: e.len, kind: e.kind }, delta);
+        Extent { virt: e.virt + delta, len: le.len, depth: e.depth, kind: le.kind }
+    }
+}

@@ -1,0 +1,117 @@
+//! Bounded positioned I/O on one host file. Every offset that comes from an image passes
+//! through here, so "past the end of the file" is caught in one place.
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use super::{Error, Result};
+
+#[derive(Debug)]
+pub struct HostFile {
+    file: File,
+    /// The path as the user (or a parent image) named it; qemu prints this form.
+    pub name: String,
+    pub path: PathBuf,
+    len: u64,
+}
+
+impl HostFile {
+    pub fn open(path: &Path, name: String) -> Result<HostFile> {
+        let file = File::open(path).map_err(|e| Error::Io(format!("{}: {}", path.display(), e)))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::Io(format!("{}: {}", path.display(), e)))?;
+        if meta.is_dir() {
+            return Err(Error::Io(format!("{}: is a directory", path.display())));
+        }
+        let len = if meta.file_type().is_file() { meta.len() } else { block_device_len(&file) };
+        Ok(HostFile { file, name, path: path.to_path_buf(), len })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes the file really occupies on disk (st_blocks * 512), qemu's `actual-size`.
+    pub fn allocated_size(&self) -> u64 {
+        self.file.metadata().map(|m| m.blocks() * 512).unwrap_or(0)
+    }
+
+    /// Read exactly `buf.len()` bytes at `off`; anything past the end of the file is an error
+    /// naming `what`, the structure being read.
+    pub fn read_exact_at(&self, off: u64, buf: &mut [u8], what: &str) -> Result<()> {
+        let end = off.checked_add(buf.len() as u64);
+        match end {
+            Some(end) if end <= self.len => {}
+            _ => {
+                return Err(Error::Corrupt(format!(
+                    "{} at 0x{:x}+0x{:x} lies past the end of {} (0x{:x} bytes)",
+                    what,
+                    off,
+                    buf.len(),
+                    self.name,
+                    self.len
+                )))
+            }
+        }
+        self.file
+            .read_exact_at(buf, off)
+            .map_err(|e| Error::Io(format!("{}: read at 0x{:x}: {}", self.name, off, e)))
+    }
+
+    /// Read at `off`, filling whatever lies past the end of the file with zeros, as qemu does
+    /// for a data cluster beyond EOF.
+    pub fn read_zero_fill(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        let avail = self.len.saturating_sub(off).min(buf.len() as u64) as usize;
+        if avail > 0 {
+            self.file
+                .read_exact_at(&mut buf[..avail], off)
+                .map_err(|e| Error::Io(format!("{}: read at 0x{:x}: {}", self.name, off, e)))?;
+        }
+        buf[avail..].fill(0);
+        Ok(())
+    }
+
+    /// Allocation status of host bytes at `off` as SEEK_DATA/SEEK_HOLE see them:
+    /// (is_data, run length from `off`, at most `max`). Filesystems without the support
+    /// report everything as data, as qemu assumes.
+    pub fn data_run(&self, off: u64, max: u64) -> (bool, u64) {
+        if off >= self.len {
+            return (false, max);
+        }
+        let fd = self.file.as_raw_fd();
+        // SAFETY: lseek on a file descriptor we own; no memory is touched.
+        let data = unsafe { libc::lseek(fd, off as libc::off_t, libc::SEEK_DATA) };
+        if data < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ENXIO) {
+                // a trailing hole
+                return (false, max);
+            }
+            return (true, max);
+        }
+        let data = data as u64;
+        if data > off {
+            return (false, (data - off).min(max));
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, off as libc::off_t, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return (true, max);
+        }
+        let hole = (hole as u64).max(off + 1);
+        (true, (hole - off).min(max))
+    }
+}
+
+fn block_device_len(file: &File) -> u64 {
+    use std::io::{Seek, SeekFrom};
+    let mut f = file;
+    f.seek(SeekFrom::End(0)).unwrap_or(0)
+}

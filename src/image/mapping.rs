@@ -1,0 +1,81 @@
+//! What a guest range is. One vocabulary for map, read, write, the NBD plugin and the grid.
+//!
+//! A format layer answers for itself alone with a [`LayerExtent`]; the chain
+//! ([`super::Image::resolve`]) turns those into [`Extent`]s that say which layer holds the
+//! bytes. Nothing outside the image model computes host offsets.
+
+/// Which host file of a layer holds bytes: the image file itself or a qcow2 external data file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HostFileId {
+    Image,
+    DataFile,
+}
+
+/// What one layer says of a guest range, ignoring the layers below it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerKind {
+    /// Guest bytes stored at `host` in `file`. `passthrough` marks a raw mapping (raw image,
+    /// fixed VHD) whose status qemu takes from the host file's own holes.
+    Data { file: HostFileId, host: u64, passthrough: bool },
+    /// Data that cannot be located by offset: encrypted clusters (qemu reports no offset).
+    Opaque,
+    /// Reads as zero in this layer; `host` when space is allocated for it.
+    Zero { host: Option<(HostFileId, u64)> },
+    /// Not in this layer: the layer below answers (zero at the bottom). `host` when space is
+    /// allocated for it (a qcow2 subcluster of an allocated cluster).
+    Unallocated { host: Option<(HostFileId, u64)> },
+    /// A compressed cluster: `host` and `csize` bytes hold the whole compressed cluster that
+    /// starts at guest offset `cluster_virt`.
+    Compressed { host: u64, csize: u64, cluster_virt: u64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerExtent {
+    pub len: u64,
+    pub kind: LayerKind,
+}
+
+/// The chain's answer for a guest range starting at `virt`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    pub virt: u64,
+    pub len: u64,
+    /// Index of the layer that answered (0 = top). For ranges no layer holds, the bottom
+    /// layer's index, or the layer whose backing file ends before this range, as qemu counts.
+    pub depth: usize,
+    /// `kind` as the answering layer said it; `Unallocated` means no layer has it (reads zero).
+    pub kind: LayerKind,
+}
+
+impl Extent {
+    /// The host byte holding guest byte `virt + delta`, where there is one.
+    pub fn host_at(&self, delta: u64) -> Option<(HostFileId, u64)> {
+        match self.kind {
+            LayerKind::Data { file, host, .. } => Some((file, host + delta)),
+            LayerKind::Zero { host: Some((f, h)) } | LayerKind::Unallocated { host: Some((f, h)) } => {
+                Some((f, h + delta))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            LayerKind::Data { .. } | LayerKind::Opaque => "data",
+            LayerKind::Zero { .. } => "zero",
+            LayerKind::Unallocated { .. } => "unallocated",
+            LayerKind::Compressed { .. } => "compressed",
+        }
+    }
+}
+
+/// Advance a layer extent by `delta` bytes (host offsets move with it).
+pub fn skip(ext: LayerExtent, delta: u64) -> LayerExtent {
+    let kind = match ext.kind {
+        LayerKind::Data { file, host, passthrough } => LayerKind::Data { file, host: host + delta, passthrough },
+        LayerKind::Zero { host } => LayerKind::Zero { host: host.map(|(f, h)| (f, h + delta)) },
+        LayerKind::Unallocated { host } => LayerKind::Unallocated { host: host.map(|(f, h)| (f, h + delta)) },
+        k => k,
+    };
+    LayerExtent { len: ext.len - delta, kind }
+}

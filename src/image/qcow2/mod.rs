@@ -1,0 +1,397 @@
+//! QCOW2 v2/v3: header and extensions, L1/L2 mapping with zero, compressed and extended-L2
+//! clusters, external data files, refcounts.
+
+pub mod cluster;
+pub mod compress;
+pub mod header;
+pub mod refcount;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cluster::{Geometry, L2Entry, Sub, L1E_OFFSET_MASK};
+use header::{Header, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_DIRTY, INCOMPAT_KNOWN};
+
+use super::chain::BackingRef;
+use super::io::HostFile;
+use super::mapping::{HostFileId, LayerExtent, LayerKind};
+use super::region::Region;
+use super::{combine_path, Error, Format, Result};
+
+/// Bytes of L2 tables kept in memory.
+const L2_CACHE_BYTES: usize = 32 << 20;
+
+pub struct Qcow2 {
+    pub file: HostFile,
+    pub data_file: Option<HostFile>,
+    pub header: Header,
+    pub geo: Geometry,
+    pub l1: Vec<u64>,
+    pub warnings: Vec<String>,
+    l2_cache: Mutex<(usize, HashMap<u64, Arc<Vec<L2Entry>>>)>,
+    last_cluster: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+}
+
+impl Qcow2 {
+    pub fn open(file: HostFile) -> Result<Qcow2> {
+        let header = Header::read(&file)?;
+        let name = file.name.clone();
+        let mut warnings = Vec::new();
+        let unknown = header.incompatible & !INCOMPAT_KNOWN;
+        if unknown != 0 {
+            let names: Vec<String> =
+                (0..64).filter(|b| unknown & (1 << b) != 0).map(|b| header.feature_name(0, b)).collect();
+            return Err(Error::Unsupported(format!(
+                "{}: unsupported qcow2 incompatible feature(s): {}",
+                name,
+                names.join(", ")
+            )));
+        }
+        if header.incompatible & INCOMPAT_CORRUPT != 0 {
+            warnings.push("the image is marked corrupt (incompatible feature bit 1)".into());
+        }
+        if header.incompatible & INCOMPAT_DIRTY != 0 {
+            warnings.push("the image is dirty: refcounts may be stale (lazy refcounts)".into());
+        }
+        if header.compression_type > 1 {
+            return Err(Error::Unsupported(format!(
+                "{}: unknown compression type {}",
+                name, header.compression_type
+            )));
+        }
+        if header.crypt_method != 0 {
+            warnings.push("the image is encrypted: guest data cannot be read without its key".into());
+        }
+        let data_file = if header.incompatible & INCOMPAT_DATA_FILE != 0 {
+            let df = header.data_file.clone().ok_or_else(|| {
+                Error::Corrupt(format!("{}: the image needs an external data file but names none", name))
+            })?;
+            let path = combine_path(&name, &df);
+            Some(HostFile::open(std::path::Path::new(&path), path.clone()).map_err(|e| {
+                Error::Chain(format!("{}: external data file '{}': {}", name, df, e))
+            })?)
+        } else {
+            None
+        };
+        let geo = Geometry {
+            cluster_bits: header.cluster_bits,
+            extended: header.extended_l2(),
+            has_data_file: data_file.is_some(),
+        };
+        let cs = geo.cluster_size();
+        let l2_cover = cs * geo.l2_entries();
+        let needed = header.size.div_ceil(l2_cover);
+        if (header.l1_size as u64) < needed {
+            return Err(Error::Corrupt(format!(
+                "{}: L1 table has {} entries, too few for a disk of {} bytes (needs {})",
+                name, header.l1_size, header.size, needed
+            )));
+        }
+        let l1_bytes = header.l1_size as u64 * 8;
+        if header.l1_size > 0
+            && (header.l1_table_offset % cs != 0
+                || header.l1_table_offset.checked_add(l1_bytes).is_none_or(|e| e > file.len()))
+        {
+            return Err(Error::Corrupt(format!(
+                "{}: L1 table at 0x{:x} ({} entries) lies past the end of the file (0x{:x}) or is not cluster aligned",
+                name,
+                header.l1_table_offset,
+                header.l1_size,
+                file.len()
+            )));
+        }
+        // only the entries the disk uses matter; the rest may be garbage
+        let used = needed.min(header.l1_size as u64) as usize;
+        let mut raw = vec![0u8; used * 8];
+        file.read_exact_at(header.l1_table_offset, &mut raw, "L1 table")?;
+        let l1 = raw.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap())).collect();
+        Ok(Qcow2 {
+            file,
+            data_file,
+            header,
+            geo,
+            l1,
+            warnings,
+            l2_cache: Mutex::new((0, HashMap::new())),
+            last_cluster: Mutex::new(None),
+        })
+    }
+
+    pub fn virtual_size(&self) -> u64 {
+        self.header.size
+    }
+
+    pub fn cluster_size(&self) -> u64 {
+        self.geo.cluster_size()
+    }
+
+    pub fn encrypted(&self) -> bool {
+        self.header.crypt_method != 0
+    }
+
+    fn host_id(&self) -> HostFileId {
+        if self.data_file.is_some() {
+            HostFileId::DataFile
+        } else {
+            HostFileId::Image
+        }
+    }
+
+    /// The L2 table at `off`, read once and cached.
+    pub fn l2_table(&self, off: u64) -> Result<Arc<Vec<L2Entry>>> {
+        if let Some(t) = self.l2_cache.lock().unwrap().1.get(&off) {
+            return Ok(t.clone());
+        }
+        let cs = self.cluster_size();
+        if off % cs != 0 {
+            return Err(Error::Corrupt(format!("{}: L2 table offset 0x{:x} is not cluster aligned", self.file.name, off)));
+        }
+        let mut buf = vec![0u8; cs as usize];
+        self.file.read_exact_at(off, &mut buf, "L2 table")?;
+        let words: Vec<u64> = buf.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap())).collect();
+        let entries: Vec<L2Entry> = if self.geo.extended {
+            words.chunks_exact(2).map(|p| L2Entry { entry: p[0], bitmap: p[1] }).collect()
+        } else {
+            words.iter().map(|&e| L2Entry { entry: e, bitmap: 0 }).collect()
+        };
+        let t = Arc::new(entries);
+        let mut cache = self.l2_cache.lock().unwrap();
+        if cache.0 + cs as usize > L2_CACHE_BYTES {
+            cache.1.clear();
+            cache.0 = 0;
+        }
+        cache.0 += cs as usize;
+        cache.1.insert(off, t.clone());
+        Ok(t)
+    }
+
+    /// The L2 table offset for guest offset `virt`, if its L1 entry points at one.
+    pub fn l2_offset(&self, virt: u64) -> Option<u64> {
+        let l2_cover = self.cluster_size() * self.geo.l2_entries();
+        let e = self.l1.get((virt / l2_cover) as usize).copied().unwrap_or(0) & L1E_OFFSET_MASK;
+        (e != 0).then_some(e)
+    }
+
+    /// The L2 entry of the cluster holding `virt`.
+    pub fn l2_entry(&self, virt: u64) -> Result<Option<L2Entry>> {
+        let Some(l2) = self.l2_offset(virt) else { return Ok(None) };
+        let t = self.l2_table(l2)?;
+        let idx = (virt / self.cluster_size()) % self.geo.l2_entries();
+        Ok(Some(t[idx as usize]))
+    }
+
+    fn layer_kind(&self, sub: Sub, in_cluster: u64, cluster_virt: u64, virt: u64) -> Result<LayerKind> {
+        let id = self.host_id();
+        let crypt = self.encrypted();
+        let aligned = |off: u64| -> Result<u64> {
+            if off % self.cluster_size() != 0 {
+                Err(Error::Corrupt(format!(
+                    "{}: cluster offset 0x{:x} for guest offset 0x{:x} is not cluster aligned",
+                    self.file.name, off, virt
+                )))
+            } else {
+                Ok(off)
+            }
+        };
+        Ok(match sub {
+            Sub::Normal(_) if crypt => LayerKind::Opaque,
+            Sub::Normal(off) => LayerKind::Data { file: id, host: aligned(off)? + in_cluster, passthrough: false },
+            Sub::ZeroPlain => LayerKind::Zero { host: None },
+            Sub::ZeroAlloc(_) if crypt => LayerKind::Zero { host: None },
+            Sub::ZeroAlloc(off) => LayerKind::Zero { host: Some((id, aligned(off)? + in_cluster)) },
+            Sub::UnallocPlain => LayerKind::Unallocated { host: None },
+            Sub::UnallocAlloc(_) if crypt => LayerKind::Unallocated { host: None },
+            Sub::UnallocAlloc(off) => LayerKind::Unallocated { host: Some((id, aligned(off)? + in_cluster)) },
+            Sub::Compressed { host, csize } => {
+                if self.data_file.is_some() {
+                    return Err(Error::Corrupt(format!(
+                        "{}: compressed cluster at guest offset 0x{:x} in an image with an external data file",
+                        self.file.name, virt
+                    )));
+                }
+                LayerKind::Compressed { host, csize, cluster_virt }
+            }
+            Sub::Invalid => {
+                return Err(Error::Corrupt(format!(
+                    "{}: invalid subcluster bitmap for guest offset 0x{:x}",
+                    self.file.name, virt
+                )))
+            }
+        })
+    }
+
+    pub fn status(&self, virt: u64, max: u64) -> Result<LayerExtent> {
+        let cs = self.cluster_size();
+        let scs = self.geo.subcluster_size();
+        let l2_cover = cs * self.geo.l2_entries();
+        let table_end = (virt / l2_cover + 1) * l2_cover;
+        let limit = max.min(table_end - virt);
+        let Some(l2) = self.l2_offset(virt) else {
+            return Ok(LayerExtent { len: limit, kind: LayerKind::Unallocated { host: None } });
+        };
+        let table = self.l2_table(l2)?;
+        let end = virt + limit;
+        let mut pos = virt;
+        let mut first: Option<LayerKind> = None;
+        while pos < end {
+            let cluster_virt = pos / cs * cs;
+            let e = table[((pos / cs) % self.geo.l2_entries()) as usize];
+            let sc = ((pos % cs) / scs) as u32;
+            let sub = self.geo.classify(e, sc);
+            let kind = self.layer_kind(sub, pos % cs, cluster_virt, pos)?;
+            let next = match sub {
+                Sub::Compressed { .. } => cluster_virt + cs,
+                _ => (pos / scs + 1) * scs,
+            }
+            .min(end);
+            match first {
+                None => first = Some(kind),
+                Some(k0) => {
+                    let expect = super::mapping::skip(LayerExtent { len: u64::MAX, kind: k0 }, pos - virt).kind;
+                    let same = match (k0, kind) {
+                        (LayerKind::Compressed { .. }, _) => false,
+                        _ => expect == kind,
+                    };
+                    if !same {
+                        break;
+                    }
+                }
+            }
+            pos = next;
+        }
+        Ok(LayerExtent { len: pos - virt, kind: first.expect("at least one cluster") })
+    }
+
+    pub fn read_compressed(&self, host: u64, csize: u64, cluster_virt: u64, delta: u64, buf: &mut [u8]) -> Result<()> {
+        let _ = cluster_virt;
+        let cs = self.cluster_size() as usize;
+        let cached = self.last_cluster.lock().unwrap().as_ref().filter(|(h, _)| *h == host).map(|(_, d)| d.clone());
+        let data = match cached {
+            Some(d) => d,
+            None => {
+                if host >= self.file.len() {
+                    return Err(Error::Corrupt(format!(
+                        "{}: compressed cluster at 0x{:x} lies past the end of the file",
+                        self.file.name, host
+                    )));
+                }
+                let mut input = vec![0u8; csize as usize];
+                self.file.read_zero_fill(host, &mut input)?;
+                let mut out = vec![0u8; cs];
+                compress::decompress(self.header.compression_type, &input, &mut out).map_err(|e| {
+                    Error::Corrupt(format!("{}: compressed cluster at 0x{:x}: {}", self.file.name, host, e))
+                })?;
+                let d = Arc::new(out);
+                *self.last_cluster.lock().unwrap() = Some((host, d.clone()));
+                d
+            }
+        };
+        let start = delta as usize;
+        buf.copy_from_slice(&data[start..start + buf.len()]);
+        Ok(())
+    }
+
+    pub fn backing_ref(&self) -> Option<BackingRef> {
+        let name = self.header.backing_file.clone()?;
+        let format = self.header.backing_format.as_deref().and_then(Format::parse);
+        Some(BackingRef { candidates: vec![name.clone()], name, format })
+    }
+
+    /// Offsets of the L2 tables the active L1 table points at, in L1 order, each once.
+    pub fn l2_tables(&self) -> Vec<(usize, u64)> {
+        let mut seen = std::collections::HashSet::new();
+        self.l1
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &e)| {
+                let off = e & L1E_OFFSET_MASK;
+                (off != 0 && seen.insert(off)).then_some((i, off))
+            })
+            .collect()
+    }
+
+    /// The metadata structures of the file (not the data clusters).
+    pub fn regions(&self) -> Vec<Region> {
+        let cs = self.cluster_size();
+        let h = &self.header;
+        let mut out = h.regions();
+        let mut l1 = Region::new(h.l1_table_offset, h.l1_size as u64 * 8, "l1", "L1 table");
+        l1.fields = self
+            .l1
+            .iter()
+            .enumerate()
+            .filter(|(_, &e)| e != 0)
+            .map(|(i, &e)| super::region::Field {
+                off: h.l1_table_offset + i as u64 * 8,
+                len: 8,
+                name: format!("L1[{}]", i),
+                value: format!("0x{:016x}", e),
+            })
+            .collect();
+        out.push(l1);
+        for (i, off) in self.l2_tables() {
+            if off < self.file.len() {
+                out.push(Region::new(off, cs, "l2", format!("L2 table for L1[{}]", i)));
+            }
+        }
+        out.extend(self.refcount_regions());
+        if h.nb_snapshots > 0 && h.snapshots_offset < self.file.len() {
+            out.push(Region::new(h.snapshots_offset, cs.min(self.file.len() - h.snapshots_offset), "snapshot-table", "snapshot table"));
+        }
+        for e in &h.extensions {
+            if e.data.len() >= 16 && (e.kind == header::EXT_CRYPTO || e.kind == header::EXT_BITMAPS) {
+                let (off, len, what, name) = if e.kind == header::EXT_CRYPTO {
+                    let off = u64::from_be_bytes(e.data[0..8].try_into().unwrap());
+                    let len = u64::from_be_bytes(e.data[8..16].try_into().unwrap());
+                    (off, len, "crypto-header", "encryption header")
+                } else {
+                    let len = u64::from_be_bytes(e.data[8..16].try_into().unwrap());
+                    let off = if e.data.len() >= 24 { u64::from_be_bytes(e.data[16..24].try_into().unwrap()) } else { 0 };
+                    (off, len, "bitmap-directory", "bitmap directory")
+                };
+                if off < self.file.len() && len > 0 {
+                    out.push(Region::new(off, len.min(self.file.len() - off), what, name));
+                }
+            }
+        }
+        out.sort_by_key(|r| r.start);
+        out
+    }
+
+    /// The data cluster (or compressed cluster) holding host offset `off` of the image (or
+    /// data) file, with the guest offset it serves: a reverse walk of the L2 tables.
+    pub fn data_at(&self, off: u64, file: HostFileId) -> Result<Option<Region>> {
+        if file != self.host_id() {
+            return Ok(None);
+        }
+        let cs = self.cluster_size();
+        let per = self.geo.l2_entries();
+        for (l1i, l2off) in self.l2_tables() {
+            let Ok(t) = self.l2_table(l2off) else { continue };
+            for (j, e) in t.iter().enumerate() {
+                let cluster_virt = (l1i as u64 * per + j as u64) * cs;
+                if cluster_virt >= self.virtual_size() {
+                    break;
+                }
+                match self.geo.classify(*e, 0) {
+                    Sub::Compressed { host, csize } if off >= host && off < host + csize => {
+                        let mut r = Region::new(host, csize, "compressed", format!("compressed cluster {}", cluster_virt / cs));
+                        r.virt = Some(cluster_virt);
+                        return Ok(Some(r));
+                    }
+                    Sub::Compressed { .. } => {}
+                    _ => {
+                        let host = e.entry & cluster::L2E_OFFSET_MASK;
+                        let allocated = host != 0 || (self.geo.has_data_file && e.entry & cluster::OFLAG_COPIED != 0);
+                        if allocated && off >= host && off < host + cs {
+                            let mut r = Region::new(host, cs, "data", format!("cluster {} data", cluster_virt / cs));
+                            r.virt = Some(cluster_virt);
+                            return Ok(Some(r));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+}

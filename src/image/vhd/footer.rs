@@ -1,0 +1,219 @@
+//! The VHD footer (512 bytes at the end, copied at offset 0 in dynamic images).
+
+use crate::image::io::HostFile;
+use crate::image::region::{ascii, hex_bytes, Field, FieldReader};
+use crate::image::Result;
+
+pub const COOKIE: &[u8; 8] = b"conectix";
+pub const FOOTER_SIZE: u64 = 512;
+pub const DISK_FIXED: u32 = 2;
+pub const DISK_DYNAMIC: u32 = 3;
+pub const DISK_DIFFERENCING: u32 = 4;
+/// The largest CHS geometry; qemu then trusts `current_size` instead of the geometry.
+const MAX_GEOMETRY: u64 = 65535 * 16 * 255;
+
+#[derive(Clone, Debug)]
+pub struct Footer {
+    /// Where it was read from.
+    pub offset: u64,
+    pub bytes: [u8; 512],
+    pub features: u32,
+    pub version: u32,
+    pub data_offset: u64,
+    pub timestamp: u32,
+    pub creator_app: [u8; 4],
+    pub creator_version: u32,
+    pub creator_os: u32,
+    pub original_size: u64,
+    pub current_size: u64,
+    pub cylinders: u16,
+    pub heads: u8,
+    pub sectors: u8,
+    pub disk_type: u32,
+    pub checksum: u32,
+    pub unique_id: [u8; 16],
+    pub saved_state: u8,
+}
+
+/// One's complement of the byte sum, skipping the 4-byte checksum field at `skip`.
+pub fn checksum(bytes: &[u8], skip: usize) -> u32 {
+    let sum: u32 = bytes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !(skip..skip + 4).contains(i))
+        .fold(0u32, |a, (_, &b)| a.wrapping_add(b as u32));
+    !sum
+}
+
+/// Where a footer cookie is: the end of the file (512-byte or old 511-byte footer), else the
+/// copy at offset 0. Returns the offset of the footer found.
+pub fn find_cookie(file: &HostFile) -> Result<Option<u64>> {
+    let len = file.len();
+    let mut cookie = [0u8; 8];
+    let mut candidates = vec![];
+    if len >= FOOTER_SIZE {
+        candidates.push(len - FOOTER_SIZE);
+    }
+    if len >= 511 && len % 512 == 511 {
+        candidates.push(len - 511);
+    }
+    if len >= FOOTER_SIZE {
+        candidates.push(0);
+    }
+    for off in candidates {
+        file.read_exact_at(off, &mut cookie, "VHD footer cookie")?;
+        if &cookie == COOKIE {
+            return Ok(Some(off));
+        }
+    }
+    Ok(None)
+}
+
+impl Footer {
+    pub fn read(file: &HostFile, off: u64) -> Result<Footer> {
+        let mut bytes = [0u8; 512];
+        let avail = (file.len() - off).min(512) as usize;
+        file.read_exact_at(off, &mut bytes[..avail], "VHD footer")?;
+        Ok(Footer::parse(off, bytes))
+    }
+
+    pub fn parse(offset: u64, bytes: [u8; 512]) -> Footer {
+        let r = FieldReader::new(offset, &bytes);
+        let mut creator_app = [0u8; 4];
+        creator_app.copy_from_slice(r.raw(28, 4));
+        let mut unique_id = [0u8; 16];
+        unique_id.copy_from_slice(r.raw(68, 16));
+        Footer {
+            offset,
+            features: r.u32(8),
+            version: r.u32(12),
+            data_offset: r.u64(16),
+            timestamp: r.u32(24),
+            creator_app,
+            creator_version: r.u32(32),
+            creator_os: r.u32(36),
+            original_size: r.u64(40),
+            current_size: r.u64(48),
+            cylinders: r.u16(56),
+            heads: r.u8(58),
+            sectors: r.u8(59),
+            disk_type: r.u32(60),
+            checksum: r.u32(64),
+            unique_id,
+            saved_state: r.u8(84),
+            bytes,
+        }
+    }
+
+    pub fn cookie_ok(&self) -> bool {
+        &self.bytes[..8] == COOKIE
+    }
+
+    pub fn computed_checksum(&self) -> u32 {
+        checksum(&self.bytes, 64)
+    }
+
+    pub fn checksum_ok(&self) -> bool {
+        self.computed_checksum() == self.checksum
+    }
+
+    pub fn chs_size(&self) -> u64 {
+        self.cylinders as u64 * self.heads as u64 * self.sectors as u64 * 512
+    }
+
+    /// The disk size as qemu computes it: Virtual PC and qemu's own old images use the CHS
+    /// geometry; Hyper-V, Disk2vhd, XenServer and newer qemu use `current_size`.
+    pub fn virtual_size(&self) -> u64 {
+        let app = &self.creator_app;
+        let use_chs = app != b"win " && app != b"qem2" && app != b"d2v " && app != b"CTXS" && app != b"tap\0";
+        if !use_chs || self.chs_size() / 512 == MAX_GEOMETRY {
+            self.current_size
+        } else {
+            self.chs_size()
+        }
+    }
+
+    pub fn disk_type_name(&self) -> &'static str {
+        match self.disk_type {
+            DISK_FIXED => "fixed",
+            DISK_DYNAMIC => "dynamic",
+            DISK_DIFFERENCING => "differencing",
+            0 => "none",
+            1 => "reserved (deprecated)",
+            _ => "unknown",
+        }
+    }
+
+    pub fn fields(&self) -> Vec<Field> {
+        let mut r = FieldReader::new(self.offset, &self.bytes);
+        r.push(0, 8, "Cookie", ascii(&self.bytes[..8]));
+        r.push(8, 4, "Features", format!("0x{:08x}", self.features));
+        r.push(12, 4, "File format version", version(self.version));
+        r.push(16, 8, "Data offset", format!("0x{:016x}", self.data_offset));
+        r.push(24, 4, "Time stamp", timestamp(self.timestamp));
+        r.push(28, 4, "Creator application", ascii(&self.creator_app));
+        r.push(32, 4, "Creator version", version(self.creator_version));
+        r.push(36, 4, "Creator host OS", ascii(&self.bytes[36..40]));
+        r.push(40, 8, "Original size", self.original_size.to_string());
+        r.push(48, 8, "Current size", self.current_size.to_string());
+        r.push(
+            56,
+            4,
+            "Disk geometry",
+            format!("{}/{}/{} (C/H/S, {} bytes)", self.cylinders, self.heads, self.sectors, self.chs_size()),
+        );
+        r.push(60, 4, "Disk type", format!("{} ({})", self.disk_type, self.disk_type_name()));
+        let verdict = if self.checksum_ok() {
+            "ok".to_string()
+        } else {
+            format!("BAD, computed 0x{:08x}", self.computed_checksum())
+        };
+        r.push(64, 4, "Checksum", format!("0x{:08x} ({})", self.checksum, verdict));
+        r.push(68, 16, "Unique ID", uuid(&self.unique_id));
+        r.push(84, 1, "Saved state", self.saved_state.to_string());
+        r.push(85, 427, "Reserved", String::new());
+        r.fields
+    }
+}
+
+pub fn version(v: u32) -> String {
+    format!("{}.{}", v >> 16, v & 0xffff)
+}
+
+/// VHD time stamps count seconds from 2000-01-01 00:00:00 UTC.
+pub fn timestamp(t: u32) -> String {
+    const EPOCH_2000: i64 = 946_684_800;
+    let unix = EPOCH_2000 + t as i64;
+    let days = unix.div_euclid(86400);
+    let secs = unix.rem_euclid(86400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{} ({:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC)",
+        t,
+        y,
+        m,
+        d,
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil conversion.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+pub fn uuid(b: &[u8; 16]) -> String {
+    let h = hex_bytes(b);
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
