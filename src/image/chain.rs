@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use super::io::HostFile;
+use super::region::Region;
 use super::mapping::{skip, Extent, HostFileId, LayerExtent, LayerKind};
 use super::{combine_path, probe, qcow2, raw, vhd, Error, Format, OpenOptions, Result};
 
@@ -82,6 +83,20 @@ impl Layer {
             Layer::Raw(_) => None,
             Layer::Vhd(v) => v.parent_ref(),
             Layer::Qcow2(q) => q.backing_ref(),
+        }
+    }
+
+    /// The structures of this layer's image file, in file order (qcow2 data clusters are
+    /// found on demand by [`Image::locate_host`]).
+    pub fn regions(&self) -> Vec<Region> {
+        match self {
+            Layer::Raw(r) => {
+                let mut d = Region::new(0, r.file.len(), "data", "disk data");
+                d.virt = Some(0);
+                vec![d]
+            }
+            Layer::Vhd(v) => v.regions(),
+            Layer::Qcow2(q) => q.regions(),
         }
     }
 
@@ -291,7 +306,7 @@ impl Image {
                 let f = layer.host(file).ok_or_else(|| Error::Corrupt("data in a missing file".into()))?;
                 f.read_zero_fill(host, buf)
             }
-            LayerKind::Zero { .. } | LayerKind::Unallocated { .. } => {
+            LayerKind::Zero { .. } | LayerKind::Unallocated { .. } | LayerKind::ZeroData { .. } => {
                 buf.fill(0);
                 Ok(())
             }
@@ -319,6 +334,29 @@ impl Image {
             )));
         }
         f.read_zero_fill(off, buf)
+    }
+
+    /// The structure of layer `layer`'s image file that holds host offset `off`: metadata
+    /// first, then (qcow2) the data cluster mapped there; `free` where nothing claims it.
+    pub fn locate_host(&self, layer: usize, off: u64) -> Result<Region> {
+        let l = &self.layers.get(layer).ok_or_else(|| Error::Invalid(format!("no layer {}", layer)))?.layer;
+        let len = l.file().len();
+        if off >= len {
+            return Err(Error::Invalid(format!("file offset 0x{:x} is past the end of the file (0x{:x})", off, len)));
+        }
+        let regions = l.regions();
+        // the innermost (last starting) region that contains off
+        if let Some(r) = regions.iter().rev().find(|r| r.contains(off)) {
+            return Ok(r.clone());
+        }
+        if let Layer::Qcow2(q) = l {
+            if let Some(r) = q.data_at(off, HostFileId::Image)? {
+                return Ok(r);
+            }
+        }
+        let start = regions.iter().filter(|r| r.start + r.len <= off).map(|r| r.start + r.len).max().unwrap_or(0);
+        let end = regions.iter().filter(|r| r.start > off).map(|r| r.start).min().unwrap_or(len);
+        Ok(Region::new(start, end - start, "free", "unused space"))
     }
 
     /// The file name qemu prints for the host file of an extent.

@@ -17,6 +17,9 @@ pub enum LayerKind {
     /// Guest bytes stored at `host` in `file`. `passthrough` marks a raw mapping (raw image,
     /// fixed VHD) whose status qemu takes from the host file's own holes.
     Data { file: HostFileId, host: u64, passthrough: bool },
+    /// Data-flagged bytes stored at `host` that read as zero because the host file has a hole
+    /// there (a fixed VHD's sparse file; qemu reports these `data` and `zero` at once).
+    ZeroData { file: HostFileId, host: u64 },
     /// Data that cannot be located by offset: encrypted clusters (qemu reports no offset).
     Opaque,
     /// Reads as zero in this layer; `host` when space is allocated for it.
@@ -51,7 +54,7 @@ impl Extent {
     /// The host byte holding guest byte `virt + delta`, where there is one.
     pub fn host_at(&self, delta: u64) -> Option<(HostFileId, u64)> {
         match self.kind {
-            LayerKind::Data { file, host, .. } => Some((file, host + delta)),
+            LayerKind::Data { file, host, .. } | LayerKind::ZeroData { file, host } => Some((file, host + delta)),
             LayerKind::Zero { host: Some((f, h)) } | LayerKind::Unallocated { host: Some((f, h)) } => {
                 Some((f, h + delta))
             }
@@ -61,7 +64,7 @@ impl Extent {
 
     pub fn kind_name(&self) -> &'static str {
         match self.kind {
-            LayerKind::Data { .. } | LayerKind::Opaque => "data",
+            LayerKind::Data { .. } | LayerKind::ZeroData { .. } | LayerKind::Opaque => "data",
             LayerKind::Zero { .. } => "zero",
             LayerKind::Unallocated { .. } => "unallocated",
             LayerKind::Compressed { .. } => "compressed",
@@ -73,6 +76,7 @@ impl Extent {
 pub fn skip(ext: LayerExtent, delta: u64) -> LayerExtent {
     let kind = match ext.kind {
         LayerKind::Data { file, host, passthrough } => LayerKind::Data { file, host: host + delta, passthrough },
+        LayerKind::ZeroData { file, host } => LayerKind::ZeroData { file, host: host + delta },
         LayerKind::Zero { host } => LayerKind::Zero { host: host.map(|(f, h)| (f, h + delta)) },
         LayerKind::Unallocated { host } => LayerKind::Unallocated { host: host.map(|(f, h)| (f, h + delta)) },
         k => k,

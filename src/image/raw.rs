@@ -18,17 +18,19 @@ impl Raw {
     }
 
     pub fn status(&self, virt: u64, max: u64) -> Result<LayerExtent> {
-        Ok(passthrough_status(&self.file, virt, virt, max))
+        Ok(passthrough_status(&self.file, virt, max, false))
     }
 }
 
 /// Status of a range stored 1:1 in a host file (raw, fixed VHD): data or hole, as the host
-/// file's SEEK_DATA/SEEK_HOLE say. qemu reports holes as zero with their offset.
-pub fn passthrough_status(file: &HostFile, virt: u64, host: u64, max: u64) -> LayerExtent {
-    let _ = virt;
+/// file's SEEK_DATA/SEEK_HOLE say. qemu reports a raw file's holes as zero, and a fixed VHD's
+/// as data that reads zero (`hole_is_data`).
+pub fn passthrough_status(file: &HostFile, host: u64, max: u64, hole_is_data: bool) -> LayerExtent {
     let (data, len) = file.data_run(host, max);
     let kind = if data {
         LayerKind::Data { file: HostFileId::Image, host, passthrough: true }
+    } else if hole_is_data {
+        LayerKind::ZeroData { file: HostFileId::Image, host }
     } else {
         LayerKind::Zero { host: Some((HostFileId::Image, host)) }
     };

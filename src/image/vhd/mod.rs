@@ -234,7 +234,7 @@ impl Vhd {
 
     pub fn status(&self, virt: u64, max: u64) -> Result<LayerExtent> {
         let Some(bs) = self.block_size() else {
-            return Ok(passthrough_status(&self.file, virt, virt, max));
+            return Ok(passthrough_status(&self.file, virt, max, true));
         };
         let block = virt / bs;
         let in_block = virt % bs;

@@ -1,0 +1,172 @@
+//! The command line: one file per subcommand, all over the image model.
+
+mod dump;
+mod info;
+mod map;
+mod read;
+mod tables;
+mod where_;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::image::{self, Format, Image, OpenOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "vdiskview",
+    version,
+    about = "See virtual disk images (VHD, QCOW2, raw) as they really are",
+    long_about = "See virtual disk images (VHD fixed/dynamic/differencing, QCOW2, raw) as they really are: \
+decoded headers, allocation tables, guest and host offsets, backing chains.\n\n\
+With no IMAGE, opens the bundled demo image (assets/demo.vhd).\n\
+Offsets accept expressions: 4096, 0x1000, 4K, 1M, 0x200+512*3.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// Image to open (the bundled demo image when omitted)
+    pub image: Option<PathBuf>,
+    #[command(flatten)]
+    pub open: OpenArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Args, Clone, Default)]
+pub struct OpenArgs {
+    /// Image format (probed when not given)
+    #[arg(long, short = 'f', value_enum, global = true)]
+    pub format: Option<FormatArg>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    Auto,
+    Vhd,
+    #[value(alias = "vpc")]
+    Vpc,
+    Qcow2,
+    Raw,
+}
+
+#[derive(Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
+pub enum Output {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Summary of an image and its chain (qemu-img info's JSON keys with --output json)
+    Info {
+        image: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Guest ranges and where they live, exactly as `qemu-img map` prints them
+    Map {
+        image: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// The on-disk structures as text: VHD footer, header and BAT; QCOW2 header, L1/L2, refcounts
+    Tables { image: PathBuf },
+    /// Raw bytes to stdout: the guest disk, or the host file with --file
+    Read {
+        image: PathBuf,
+        /// Start offset (expression)
+        #[arg(long, default_value = "0")]
+        offset: String,
+        /// Bytes to read (default: to the end)
+        #[arg(long)]
+        length: Option<String>,
+        /// Read the host file instead of the guest disk
+        #[arg(long)]
+        file: bool,
+    },
+    /// Hexdump whose rows name the structure they lie in
+    Dump {
+        image: PathBuf,
+        #[arg(long, default_value = "0")]
+        offset: String,
+        #[arg(long, default_value = "512")]
+        length: String,
+        /// Dump the host file instead of the guest disk
+        #[arg(long)]
+        file: bool,
+    },
+    /// Where a guest offset lives (layer, host offset, block/cluster), or with --file what a host
+    /// offset belongs to
+    Where {
+        image: PathBuf,
+        /// Offset expression
+        offset: String,
+        /// OFFSET is a host (file) offset in the top image
+        #[arg(long)]
+        file: bool,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+impl OpenArgs {
+    pub fn options(&self) -> OpenOptions {
+        let format = match self.format {
+            None | Some(FormatArg::Auto) => None,
+            Some(FormatArg::Vhd) | Some(FormatArg::Vpc) => Some(Format::Vhd),
+            Some(FormatArg::Qcow2) => Some(Format::Qcow2),
+            Some(FormatArg::Raw) => Some(Format::Raw),
+        };
+        OpenOptions { format, ..Default::default() }
+    }
+}
+
+pub fn open(path: &Path, opts: &OpenOptions) -> Result<Image> {
+    let img = image::open(path, opts).map_err(anyhow::Error::from)?;
+    for w in &img.warnings {
+        eprintln!("vdiskview: warning: {}", w);
+    }
+    Ok(img)
+}
+
+pub fn offset(expr: &str) -> Result<u64> {
+    image::expr::parse(expr).map_err(|e| anyhow::anyhow!("{}", e)).with_context(|| format!("bad offset '{}'", expr))
+}
+
+/// The demo image shipped in assets/.
+pub fn demo_image() -> Result<PathBuf> {
+    let mut candidates = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo.vhd")];
+    if let Ok(exe) = std::env::current_exe() {
+        for up in exe.ancestors().skip(1).take(4) {
+            candidates.push(up.join("assets/demo.vhd"));
+        }
+    }
+    candidates
+        .into_iter()
+        .find(|p| p.exists())
+        .ok_or_else(|| anyhow::anyhow!("the demo image assets/demo.vhd was not found; run scripts/make-demo-image.sh"))
+}
+
+pub fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    let opts = cli.open.options();
+    match cli.command {
+        None => {
+            let image = match cli.image {
+                Some(p) => p,
+                None => demo_image()?,
+            };
+            info::run(&image, &opts, Output::Human)
+        }
+        Some(Command::Info { image, output }) => info::run(&image, &opts, output),
+        Some(Command::Map { image, output }) => map::run(&image, &opts, output),
+        Some(Command::Tables { image }) => tables::run(&image, &opts),
+        Some(Command::Read { image, offset, length, file }) => read::run(&image, &opts, &offset, length.as_deref(), file),
+        Some(Command::Dump { image, offset, length, file }) => dump::run(&image, &opts, &offset, &length, file),
+        Some(Command::Where { image, offset, file, output }) => where_::run(&image, &opts, &offset, file, output),
+    }
+}
