@@ -40,7 +40,8 @@ pub fn layer_json(img: &Image, i: usize) -> Map<String, Value> {
         "children".into(),
         json!([{ "name": "file", "info": {
             "children": [],
-            "virtual-size": f.len(),
+            // qemu's protocol layer counts whole sectors
+            "virtual-size": f.len().next_multiple_of(512),
             "filename": f.name,
             "format": "file",
             "actual-size": f.allocated_size(),
