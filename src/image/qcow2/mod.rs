@@ -30,6 +30,8 @@ pub struct Qcow2 {
     pub warnings: Vec<String>,
     l2_cache: Mutex<(usize, HashMap<u64, Arc<Vec<L2Entry>>>)>,
     last_cluster: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+    /// Whether the image looks metadata-preallocated, decided on first use as qemu does.
+    prealloc: std::sync::OnceLock<bool>,
 }
 
 impl Qcow2 {
@@ -114,6 +116,7 @@ impl Qcow2 {
             warnings,
             l2_cache: Mutex::new((0, HashMap::new())),
             last_cluster: Mutex::new(None),
+            prealloc: std::sync::OnceLock::new(),
         })
     }
 
@@ -259,7 +262,51 @@ impl Qcow2 {
             }
             pos = next;
         }
-        Ok(LayerExtent { len: pos - virt, kind: first.expect("at least one cluster") })
+        let ext = LayerExtent { len: pos - virt, kind: first.expect("at least one cluster") };
+        Ok(self.refine_by_holes(ext))
+    }
+
+    /// qemu's qcow2_detect_metadata_preallocation: more clusters with a refcount than the
+    /// file really occupies on disk means preallocated metadata over holes, and qemu then asks
+    /// the host file which data clusters are holes.
+    fn metadata_preallocated(&self) -> bool {
+        *self.prealloc.get_or_init(|| {
+            let cs = self.cluster_size();
+            let real_clusters = self.file.allocated_size() / cs;
+            let threshold = (real_clusters * 10 / 9).max(real_clusters + 2);
+            let Ok(table) = self.refcount_table() else { return false };
+            let end = self.file.len().next_multiple_of(512).div_ceil(cs);
+            let mut count = 0;
+            for c in 0..end {
+                if count >= threshold {
+                    break;
+                }
+                if self.refcount(&table, c).unwrap_or(0) != 0 {
+                    count += 1;
+                }
+            }
+            count >= threshold
+        })
+    }
+
+    /// Refine a data extent by the host file's holes (metadata-preallocated images only).
+    fn refine_by_holes(&self, ext: LayerExtent) -> LayerExtent {
+        let LayerKind::Data { file: id, host, .. } = ext.kind else { return ext };
+        if !self.metadata_preallocated() {
+            return ext;
+        }
+        let Some(f) = (match id {
+            HostFileId::Image => Some(&self.file),
+            HostFileId::DataFile => self.data_file.as_ref(),
+        }) else {
+            return ext;
+        };
+        let (data, run) = f.data_run(host, ext.len);
+        if host >= f.len() || !data {
+            let len = if host >= f.len() { ext.len } else { run.min(ext.len) };
+            return LayerExtent { len, kind: LayerKind::ZeroData { file: id, host } };
+        }
+        LayerExtent { len: run.min(ext.len), kind: ext.kind }
     }
 
     pub fn read_compressed(&self, host: u64, csize: u64, cluster_virt: u64, delta: u64, buf: &mut [u8]) -> Result<()> {
