@@ -139,7 +139,7 @@ info_tests! {
 }
 
 #[test]
-fn demo_vhd() {
+fn demo_image() {
     let img = TestImage {
         kind: "demo.vhd",
         path: demo_vhd(),

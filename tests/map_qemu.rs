@@ -86,7 +86,7 @@ map_tests! {
 
 /// The committed demo image.
 #[test]
-fn demo_vhd() {
+fn demo_image() {
     let img = TestImage {
         kind: "demo.vhd",
         path: demo_vhd(),

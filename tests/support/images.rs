@@ -395,13 +395,13 @@ fn vhd_writes(path: &Path, pat: &Path) {
 }
 
 /// A sparse raw file of `size` bytes with pattern data at the given (offset, len) runs.
-pub fn make_sparse_raw(path: &Path, size: u64, runs: &[(u64, usize)]) {
+pub fn make_sparse_raw(path: &Path, size: u64, runs: &[(u64, u64)]) {
     use std::io::{Seek, SeekFrom, Write};
     let mut f = std::fs::File::create(path).unwrap();
     f.set_len(size).unwrap();
     for (i, &(off, len)) in runs.iter().enumerate() {
         f.seek(SeekFrom::Start(off)).unwrap();
-        f.write_all(&super::pattern_bytes(100 + i as u64, len)).unwrap();
+        f.write_all(&super::pattern_bytes(100 + i as u64, len as usize)).unwrap();
     }
     f.sync_all().unwrap();
 }
