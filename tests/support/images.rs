@@ -323,7 +323,13 @@ pub fn build(kind: &str, dir: &Path) -> TestImage {
             let path = qcow2(
                 dir,
                 "meta.qcow2",
-                &format!("data_file=data.raw,data_file_raw={}", if raw_on { "on" } else { "off" }),
+                // absolute: qemu 10 opens a relative data_file relative to the
+                // *working directory*, not to the image's directory
+                &format!(
+                    "data_file={},data_file_raw={}",
+                    s(&dir.join("data.raw")),
+                    if raw_on { "on" } else { "off" }
+                ),
                 4 * MIB,
             );
             let p = s(&pat);
