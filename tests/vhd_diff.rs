@@ -378,12 +378,13 @@ fn self_loop_is_detected() {
     d.corrupt.self_loop = true;
     d.write(&dir.path().join("loop.vhd"));
     let child = d.path.clone().unwrap();
-    for args in [vec!["read", s(&child)], vec!["map", s(&child)], vec!["info", s(&child)]] {
+    for args in [vec!["read", s(&child)], vec!["map", s(&child)]] {
         let o = vdiskview_timeout(&args, LIMIT);
         assert_clean_error(&o, &format!("{} on a self-referencing diff VHD", args[0]));
         let e = String::from_utf8_lossy(&o.stderr).to_lowercase();
         assert!(e.contains("loop"), "message should mention the loop: {e}");
     }
+    assert_info_reports_loop(&child, LIMIT);
 }
 
 /// a.vhd -> b.vhd -> a.vhd
@@ -404,12 +405,14 @@ fn two_image_loop_is_detected() {
     a2.corrupt.locator_target = Some("b.vhd".into());
     a2.corrupt.parent_uid_override = b.unique_id;
     a2.write(&dir.path().join("a.vhd"));
-    for cmd in ["read", "info"] {
-        let o = vdiskview_timeout(&[cmd, s(&dir.path().join("b.vhd"))], LIMIT);
+    let b = dir.path().join("b.vhd");
+    for cmd in ["read", "map"] {
+        let o = vdiskview_timeout(&[cmd, s(&b)], LIMIT);
         assert_clean_error(&o, &format!("{cmd} on a two-image loop"));
         let e = String::from_utf8_lossy(&o.stderr).to_lowercase();
         assert!(e.contains("loop"), "message should mention the loop: {e}");
     }
+    assert_info_reports_loop(&b, LIMIT);
 }
 
 #[test]

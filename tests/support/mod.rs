@@ -315,6 +315,29 @@ pub fn assert_clean_error(out: &Output, what: &str) {
     );
 }
 
+/// `info` on an image whose chain loops may either fail cleanly or succeed
+/// (like `qemu-img info` without `--backing-chain`, which does not open the
+/// backing file) — but it must say "loop" (stderr, or the JSON warnings),
+/// and must not panic or hang.
+#[track_caller]
+pub fn assert_info_reports_loop(path: &Path, timeout: Duration) {
+    let out = vdiskview_timeout(&["info", "--output", "json", s(path)], timeout);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    if !out.status.success() {
+        assert_clean_error(&out, &format!("info on a looping chain {}", path.display()));
+        assert!(stderr.to_lowercase().contains("loop"), "message should mention the loop: {stderr}");
+        return;
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("info json ({e}): {stdout}"));
+    let warnings = v.pointer("/vdiskview/warnings").map(|w| w.to_string()).unwrap_or_default();
+    assert!(
+        format!("{stderr}{warnings}").to_lowercase().contains("loop"),
+        "info succeeded on a looping chain without reporting the loop (stderr: {stderr}; warnings: {warnings})"
+    );
+}
+
 /// Pretty-print a JSON value (for assertion messages).
 pub fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap()
