@@ -131,6 +131,8 @@ pub struct Image {
     pub warnings: Vec<String>,
     /// Set when the chain could not be followed and `OpenOptions::lenient` let it open anyway.
     pub chain_error: Option<String>,
+    /// The top file's structures, computed on first use.
+    top_regions: std::sync::OnceLock<Vec<Region>>,
 }
 
 pub(crate) fn open_layer(path: &Path, name: String, format: Option<Format>) -> Result<Layer> {
@@ -170,7 +172,7 @@ pub fn open_chain(path: &Path, opts: &OpenOptions) -> Result<Image> {
             }
         }
     }
-    Ok(Image { layers, warnings, chain_error })
+    Ok(Image { layers, warnings, chain_error, top_regions: std::sync::OnceLock::new() })
 }
 
 fn follow(layers: &mut Vec<LayerInfo>, seen: &mut HashSet<(u64, u64)>, warnings: &mut Vec<String>) -> Result<()> {
@@ -288,6 +290,12 @@ impl Image {
                 size
             ))
         })?;
+        if let Some(l) = self.layers.iter().find(|l| matches!(&l.layer, Layer::Qcow2(q) if q.encrypted())) {
+            return Err(Error::Unsupported(format!(
+                "{} is encrypted; vdiskview does not decrypt guest data (map, info and tables still work)",
+                l.name
+            )));
+        }
         let mut pos = virt;
         while pos < end {
             let e = self.resolve(pos, end - pos)?;
@@ -304,6 +312,17 @@ impl Image {
         match e.kind {
             LayerKind::Data { file, host, .. } => {
                 let f = layer.host(file).ok_or_else(|| Error::Corrupt("data in a missing file".into()))?;
+                if host >= f.len() && !buf.is_empty() {
+                    // qemu reads zeros here; a data cluster wholly past the end is damage
+                    return Err(Error::Corrupt(format!(
+                        "{}: guest offset 0x{:x} maps to 0x{:x}, past the end of {} (0x{:x} bytes)",
+                        self.layers[e.depth].name,
+                        e.virt,
+                        host,
+                        f.name,
+                        f.len()
+                    )));
+                }
                 f.read_zero_fill(host, buf)
             }
             LayerKind::Zero { .. } | LayerKind::Unallocated { .. } | LayerKind::ZeroData { .. } => {
@@ -344,9 +363,16 @@ impl Image {
         if off >= len {
             return Err(Error::Invalid(format!("file offset 0x{:x} is past the end of the file (0x{:x})", off, len)));
         }
-        let regions = l.regions();
-        // the innermost (last starting) region that contains off
-        if let Some(r) = regions.iter().rev().find(|r| r.contains(off)) {
+        let owned;
+        let regions: &[Region] = if layer == 0 {
+            self.top_regions.get_or_init(|| l.regions())
+        } else {
+            owned = l.regions();
+            &owned
+        };
+        // regions are sorted by start and do not nest: the last one starting at or before off
+        let i = regions.partition_point(|r| r.start <= off);
+        if let Some(r) = regions[..i].iter().rev().take(8).find(|r| r.contains(off)) {
             return Ok(r.clone());
         }
         if let Layer::Qcow2(q) = l {
@@ -354,8 +380,8 @@ impl Image {
                 return Ok(r);
             }
         }
-        let start = regions.iter().filter(|r| r.start + r.len <= off).map(|r| r.start + r.len).max().unwrap_or(0);
-        let end = regions.iter().filter(|r| r.start > off).map(|r| r.start).min().unwrap_or(len);
+        let start = regions[..i].iter().map(|r| r.start + r.len).filter(|&e| e <= off).max().unwrap_or(0);
+        let end = regions.get(i).map(|r| r.start).unwrap_or(len);
         Ok(Region::new(start, end - start, "free", "unused space"))
     }
 

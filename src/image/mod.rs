@@ -8,6 +8,7 @@ pub mod mapping;
 pub mod qcow2;
 pub mod raw;
 pub mod region;
+pub mod summary;
 pub mod vhd;
 
 use std::path::{Path, PathBuf};

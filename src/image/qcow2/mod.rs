@@ -32,6 +32,8 @@ pub struct Qcow2 {
     last_cluster: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
     /// Whether the image looks metadata-preallocated, decided on first use as qemu does.
     prealloc: std::sync::OnceLock<bool>,
+    /// host cluster → (guest cluster offset, compressed?), built on first reverse lookup.
+    reverse: std::sync::OnceLock<Vec<(u64, u64, u64, bool)>>,
 }
 
 impl Qcow2 {
@@ -117,6 +119,7 @@ impl Qcow2 {
             l2_cache: Mutex::new((0, HashMap::new())),
             last_cluster: Mutex::new(None),
             prealloc: std::sync::OnceLock::new(),
+            reverse: std::sync::OnceLock::new(),
         })
     }
 
@@ -406,13 +409,35 @@ impl Qcow2 {
     }
 
     /// The data cluster (or compressed cluster) holding host offset `off` of the image (or
-    /// data) file, with the guest offset it serves: a reverse walk of the L2 tables.
+    /// data) file, with the guest offset it serves: a reverse map of the L2 tables, built once.
     pub fn data_at(&self, off: u64, file: HostFileId) -> Result<Option<Region>> {
         if file != self.host_id() {
             return Ok(None);
         }
         let cs = self.cluster_size();
+        let rev = self.reverse.get_or_init(|| self.build_reverse());
+        // entries are (host start, length, guest cluster, compressed), sorted by host start
+        let i = rev.partition_point(|e| e.0 <= off);
+        for e in rev[..i].iter().rev().take(4) {
+            if off >= e.0 && off < e.0 + e.1 {
+                let (what, name) = if e.3 {
+                    ("compressed", format!("compressed cluster {}", e.2 / cs))
+                } else {
+                    ("data", format!("cluster {} data", e.2 / cs))
+                };
+                let mut r = Region::new(e.0, e.1, what, name);
+                // compressed bytes do not map linearly to guest bytes
+                r.virt = (!e.3).then_some(e.2);
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
+    }
+
+    fn build_reverse(&self) -> Vec<(u64, u64, u64, bool)> {
+        let cs = self.cluster_size();
         let per = self.geo.l2_entries();
+        let mut out = Vec::new();
         for (l1i, l2off) in self.l2_tables() {
             let Ok(t) = self.l2_table(l2off) else { continue };
             for (j, e) in t.iter().enumerate() {
@@ -421,24 +446,18 @@ impl Qcow2 {
                     break;
                 }
                 match self.geo.classify(*e, 0) {
-                    Sub::Compressed { host, csize } if off >= host && off < host + csize => {
-                        let mut r = Region::new(host, csize, "compressed", format!("compressed cluster {}", cluster_virt / cs));
-                        r.virt = Some(cluster_virt);
-                        return Ok(Some(r));
-                    }
-                    Sub::Compressed { .. } => {}
+                    Sub::Compressed { host, csize } => out.push((host, csize, cluster_virt, true)),
                     _ => {
                         let host = e.entry & cluster::L2E_OFFSET_MASK;
                         let allocated = host != 0 || (self.geo.has_data_file && e.entry & cluster::OFLAG_COPIED != 0);
-                        if allocated && off >= host && off < host + cs {
-                            let mut r = Region::new(host, cs, "data", format!("cluster {} data", cluster_virt / cs));
-                            r.virt = Some(cluster_virt);
-                            return Ok(Some(r));
+                        if allocated {
+                            out.push((host, cs, cluster_virt, false));
                         }
                     }
                 }
             }
         }
-        Ok(None)
+        out.sort_by_key(|e| e.0);
+        out
     }
 }

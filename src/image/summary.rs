@@ -1,0 +1,151 @@
+//! Per-block/cluster summaries of the guest disk for grids, heatmaps and `n`/`N` navigation:
+//! computed from the chain's extents on demand, so their cost follows what is shown, not
+//! the size of the image.
+
+use super::chain::{Image, Layer};
+use super::mapping::LayerKind;
+use super::vhd;
+use super::Result;
+
+/// What one block (VHD) or cluster (QCOW2) of the guest disk is, as a grid cell shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnitKind {
+    /// No layer holds it: reads zero.
+    Unallocated,
+    /// Data of layer `depth`, all of the unit.
+    Data { depth: usize },
+    /// Partly data of the top layer, partly from below (a VHD block with a partial bitmap, a
+    /// qcow2 cluster with some subclusters allocated).
+    Partial,
+    Zero { depth: usize },
+    Compressed { depth: usize },
+    /// Several lower layers, or data and zeros mixed below the top.
+    Mixed { depth: usize },
+}
+
+impl UnitKind {
+    pub fn name(&self) -> String {
+        match self {
+            UnitKind::Unallocated => "unallocated".into(),
+            UnitKind::Data { depth: 0 } => "allocated".into(),
+            UnitKind::Data { depth } => format!("from backing file (depth {})", depth),
+            UnitKind::Partial => "partially allocated".into(),
+            UnitKind::Zero { .. } => "zero".into(),
+            UnitKind::Compressed { .. } => "compressed".into(),
+            UnitKind::Mixed { .. } => "mixed".into(),
+        }
+    }
+}
+
+impl Image {
+    /// The grid's unit: the top layer's block or cluster size, 1 MiB for raw and fixed VHD.
+    pub fn unit_size(&self) -> u64 {
+        self.top().cluster_size().unwrap_or(1 << 20)
+    }
+
+    pub fn unit_count(&self) -> u64 {
+        self.virtual_size().div_ceil(self.unit_size())
+    }
+
+    /// Name of the unit for people: "block" (VHD), "cluster" (QCOW2), "MiB" (raw).
+    pub fn unit_name(&self) -> &'static str {
+        match self.top() {
+            Layer::Vhd(v) if v.block_size().is_some() => "block",
+            Layer::Qcow2(_) => "cluster",
+            _ => "MiB",
+        }
+    }
+
+    pub fn unit_of(&self, virt: u64) -> u64 {
+        virt / self.unit_size()
+    }
+
+    pub fn unit_start(&self, unit: u64) -> u64 {
+        unit.saturating_mul(self.unit_size())
+    }
+
+    pub fn unit_kind(&self, unit: u64) -> Result<UnitKind> {
+        let start = self.unit_start(unit);
+        let exts = self.extents(start, self.unit_size())?;
+        let class = |k: &LayerKind| match k {
+            LayerKind::Data { .. } | LayerKind::Opaque | LayerKind::ZeroData { .. } => 0,
+            LayerKind::Zero { .. } => 1,
+            LayerKind::Unallocated { .. } => 2,
+            LayerKind::Compressed { .. } => 3,
+        };
+        let Some(first) = exts.first() else { return Ok(UnitKind::Unallocated) };
+        let same = exts.iter().all(|e| e.depth == first.depth && class(&e.kind) == class(&first.kind));
+        if same {
+            return Ok(match class(&first.kind) {
+                0 => UnitKind::Data { depth: first.depth },
+                1 => UnitKind::Zero { depth: first.depth },
+                2 => UnitKind::Unallocated,
+                _ => UnitKind::Compressed { depth: first.depth },
+            });
+        }
+        if exts.iter().any(|e| e.depth == 0 && class(&e.kind) == 0) {
+            return Ok(UnitKind::Partial);
+        }
+        Ok(UnitKind::Mixed { depth: exts.iter().map(|e| e.depth).min().unwrap_or(0) })
+    }
+
+    /// The next guest offset after `virt` (or before it, `forward == false`) where data of
+    /// the top layer begins a new run; skips unallocated runs whole.
+    pub fn next_allocated(&self, virt: u64, forward: bool) -> Result<Option<u64>> {
+        let size = self.virtual_size();
+        let unit = self.unit_size();
+        if forward {
+            let mut pos = (self.unit_of(virt) + 1).saturating_mul(unit);
+            while pos < size {
+                let e = self.resolve(pos, size - pos)?;
+                if e.depth == 0 && matches!(e.kind, LayerKind::Data { .. } | LayerKind::Compressed { .. } | LayerKind::Opaque) {
+                    return Ok(Some(pos / unit * unit));
+                }
+                pos += e.len;
+            }
+            Ok(None)
+        } else {
+            let mut u = self.unit_of(virt);
+            while u > 0 {
+                u -= 1;
+                if matches!(self.unit_kind(u)?, UnitKind::Data { depth: 0 } | UnitKind::Partial | UnitKind::Compressed { depth: 0 }) {
+                    return Ok(Some(self.unit_start(u)));
+                }
+            }
+            Ok(None)
+        }
+    }
+
+    /// Guest offset → host offset in the file of the layer holding it, where there is one.
+    pub fn to_file(&self, virt: u64) -> Result<Option<(usize, u64)>> {
+        if virt >= self.virtual_size() {
+            return Ok(None);
+        }
+        let e = self.resolve(virt, 1)?;
+        Ok(match e.host_at(0) {
+            Some((super::HostFileId::Image, h)) => Some((e.depth, h)),
+            _ => None,
+        })
+    }
+
+    /// Host offset in layer `layer`'s image file → the guest offset it holds, if it is data.
+    pub fn to_virt(&self, layer: usize, off: u64) -> Result<Option<u64>> {
+        let r = self.locate_host(layer, off)?;
+        Ok(r.virt.map(|v| v + (off - r.start)))
+    }
+
+    /// Sector bitmap of a VHD block of the top layer: (bits, sectors per block).
+    pub fn vhd_bitmap(&self, block: u64) -> Result<Option<(std::sync::Arc<Vec<u8>>, u64)>> {
+        match self.top() {
+            Layer::Vhd(v) if v.block_size().is_some() => {
+                let sectors = v.block_size().unwrap() / 512;
+                Ok(v.bitmap(block)?.map(|b| (b, sectors)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    pub fn vhd_bit(bm: &[u8], sector: u64) -> bool {
+        vhd::bit(bm, sector)
+    }
+}
