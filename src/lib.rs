@@ -4,4 +4,5 @@
 //! ([`cli`]) and every later front end stand on it.
 
 pub mod cli;
+pub mod guest;
 pub mod image;
