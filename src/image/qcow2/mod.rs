@@ -63,9 +63,6 @@ impl Qcow2 {
                 name, header.compression_type
             )));
         }
-        if header.crypt_method != 0 {
-            warnings.push("the image is encrypted: guest data cannot be read without its key".into());
-        }
         let data_file = if header.incompatible & INCOMPAT_DATA_FILE != 0 {
             let df = header.data_file.clone().ok_or_else(|| {
                 Error::Corrupt(format!("{}: the image needs an external data file but names none", name))
