@@ -1,8 +1,10 @@
 //! The command line: one file per subcommand, all over the image model.
 
 mod dump;
+mod fs;
 mod info;
 mod map;
+mod partitions;
 mod read;
 mod tables;
 mod where_;
@@ -111,6 +113,44 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
+    /// The guest disk's partition table (MBR, GPT with CRC verdicts) and each partition's filesystem
+    Partitions {
+        image: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// List a directory of the ext2/3/4 filesystem inside the guest disk
+    Ls {
+        image: PathBuf,
+        /// Directory (or file) in the guest filesystem
+        #[arg(default_value = "/")]
+        path: String,
+        /// Partition number as `partitions` shows it (0 = the whole disk); default: the first
+        /// partition that holds a filesystem
+        #[arg(long)]
+        partition: Option<u32>,
+        /// Long listing: type, mode, owner, size, mtime
+        #[arg(short = 'l')]
+        long: bool,
+    },
+    /// A file of the ext2/3/4 filesystem inside the guest disk, to stdout
+    Cat {
+        image: PathBuf,
+        path: String,
+        /// Partition number (0 = the whole disk); default: the first with a filesystem
+        #[arg(long)]
+        partition: Option<u32>,
+    },
+    /// Where a guest file's bytes are: its extents with guest offset, layer and host offset
+    Locate {
+        image: PathBuf,
+        path: String,
+        /// Partition number (0 = the whole disk); default: the first with a filesystem
+        #[arg(long)]
+        partition: Option<u32>,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
 }
 
 impl OpenArgs {
@@ -168,5 +208,9 @@ pub fn run() -> Result<ExitCode> {
         Some(Command::Read { image, offset, length, file }) => read::run(&image, &opts, &offset, length.as_deref(), file),
         Some(Command::Dump { image, offset, length, file }) => dump::run(&image, &opts, &offset, &length, file),
         Some(Command::Where { image, offset, file, output }) => where_::run(&image, &opts, &offset, file, output),
+        Some(Command::Partitions { image, output }) => partitions::run(&image, &opts, output),
+        Some(Command::Ls { image, path, partition, long }) => fs::ls(&image, &opts, &path, partition, long),
+        Some(Command::Cat { image, path, partition }) => fs::cat(&image, &opts, &path, partition),
+        Some(Command::Locate { image, path, partition, output }) => fs::locate(&image, &opts, &path, partition, output),
     }
 }

@@ -1,0 +1,218 @@
+//! `vdiskview ls`, `cat` and `locate`: files of an ext2/3/4 filesystem inside the guest disk,
+//! read through the image model; `locate` says where each byte of a file is, on the guest
+//! disk and in the host files of the chain.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::rc::Rc;
+
+use anyhow::Result;
+use serde_json::{json, Value};
+
+use super::{open, Output};
+use crate::guest::ext::{absolute, EntryInfo, ExtFs, Located};
+use crate::guest::{read_table, select_volume, Error as GuestError};
+use crate::image::OpenOptions;
+
+/// Open the image and the ext filesystem on the chosen partition (`--partition`; 0 = the whole
+/// disk) or on the first partition that holds one.
+pub fn open_fs(path: &Path, opts: &OpenOptions, partition: Option<u32>) -> Result<ExtFs> {
+    let img = Rc::new(open(path, opts)?);
+    let table = read_table(&img)?;
+    let vol = select_volume(&img, &table, partition)?;
+    Ok(ExtFs::open(img, &vol)?)
+}
+
+fn warn(fs: &ExtFs) {
+    for w in &fs.warnings {
+        eprintln!("vdiskview: warning: {}", w);
+    }
+}
+
+pub fn ls(path: &Path, opts: &OpenOptions, fspath: &str, partition: Option<u32>, long: bool) -> Result<ExitCode> {
+    let fs = open_fs(path, opts, partition)?;
+    let me = fs.stat(fspath)?;
+    // a directory (or a symlink to one) is listed; anything else is shown itself, as ls does
+    let entries = if me.is_dir() || (me.type_char == 'l' && fs.read_dir(fspath).is_ok()) {
+        fs.read_dir(fspath)?
+    } else {
+        vec![EntryInfo { name: absolute(fspath), ..me }]
+    };
+    let mut out = String::new();
+    if long {
+        let size_w = entries.iter().map(|e| e.size.to_string().len()).max().unwrap_or(1);
+        let uid_w = entries.iter().map(|e| e.uid.to_string().len()).max().unwrap_or(1);
+        let gid_w = entries.iter().map(|e| e.gid.to_string().len()).max().unwrap_or(1);
+        for e in &entries {
+            out += &format!(
+                "{} {:>uw$} {:>gw$} {:>sw$} {} {}",
+                e.mode_string(),
+                e.uid,
+                e.gid,
+                e.size,
+                format_time(e.mtime),
+                e.name,
+                uw = uid_w,
+                gw = gid_w,
+                sw = size_w
+            );
+            if let Some(t) = &e.link_target {
+                out += &format!(" -> {}", t);
+            }
+            out.push('\n');
+        }
+    } else {
+        for e in &entries {
+            out += &e.name;
+            out.push('\n');
+        }
+    }
+    write_stdout(out.as_bytes())?;
+    warn(&fs);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn cat(path: &Path, opts: &OpenOptions, fspath: &str, partition: Option<u32>) -> Result<ExitCode> {
+    let fs = open_fs(path, opts, partition)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match fs.copy_to(fspath, &mut out) {
+        Ok(_) => {}
+        Err(GuestError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+        Err(e) => return Err(e.into()),
+    }
+    if let Err(e) = out.flush() {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e.into());
+        }
+    }
+    warn(&fs);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn locate(path: &Path, opts: &OpenOptions, fspath: &str, partition: Option<u32>, output: Output) -> Result<ExitCode> {
+    let fs = open_fs(path, opts, partition)?;
+    let loc = fs.locate(fspath)?;
+    let v = locate_json(&fs, &loc);
+    let text = match output {
+        Output::Json => serde_json::to_string_pretty(&v)? + "\n",
+        Output::Human => locate_human(&v),
+    };
+    write_stdout(text.as_bytes())?;
+    warn(&fs);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn locate_json(fs: &ExtFs, loc: &Located) -> Value {
+    let img = &fs.image;
+    let extents: Vec<Value> = loc
+        .extents
+        .iter()
+        .map(|x| {
+            let host = x.host();
+            let layer = x.image.map(|e| e.depth);
+            json!({
+                "logical": x.logical,
+                "length": x.len,
+                "virtual": x.virt,
+                "host-offset": host.map(|(_, _, h)| h),
+                "layer": layer,
+                "kind": x.kind_name(),
+                "filename": layer.map(|d| img.layers[d].name.clone()),
+                "host-file": host.and_then(|(d, id, _)| img.layers[d].layer.host(id).map(|f| f.name.clone())),
+            })
+        })
+        .collect();
+    json!({
+        "path": loc.path,
+        "inode": loc.inode,
+        "size": loc.size,
+        "partition": fs.volume.partition,
+        "filesystem": fs.kind().name(),
+        "volume-offset": fs.volume.start,
+        "block-size": fs.sb.block_size,
+        "inode-virtual": fs.volume.start + loc.inode_offset,
+        "extents": extents,
+    })
+}
+
+fn locate_human(v: &Value) -> String {
+    let hex = |x: &Value| x.as_u64().map(|n| format!("0x{:x}", n)).unwrap_or_else(|| "-".into());
+    let mut s = format!(
+        "{}: inode {}, {} bytes, {} on {} (guest offset 0x{:x}), block size {}\n",
+        v["path"].as_str().unwrap_or(""),
+        v["inode"],
+        v["size"],
+        v["filesystem"].as_str().unwrap_or(""),
+        match v["partition"].as_u64() {
+            Some(n) => format!("partition {}", n),
+            None => "the whole disk".into(),
+        },
+        v["volume-offset"].as_u64().unwrap_or(0),
+        v["block-size"],
+    );
+    let ext = v["extents"].as_array().cloned().unwrap_or_default();
+    if ext.is_empty() {
+        s += "no data blocks\n";
+        return s;
+    }
+    let mut rows = vec![["logical", "length", "virtual", "host-offset", "layer", "kind", "file"].map(String::from).to_vec()];
+    for e in &ext {
+        rows.push(vec![
+            hex(&e["logical"]),
+            hex(&e["length"]),
+            hex(&e["virtual"]),
+            hex(&e["host-offset"]),
+            e["layer"].as_u64().map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            e["kind"].as_str().unwrap_or("").to_string(),
+            e["host-file"].as_str().or(e["filename"].as_str()).unwrap_or("").to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    for r in &rows {
+        let line: Vec<String> = r.iter().enumerate().map(|(c, cell)| format!("{:<w$}", cell, w = widths[c])).collect();
+        s += line.join("  ").trim_end();
+        s.push('\n');
+    }
+    s
+}
+
+fn write_stdout(b: &[u8]) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match out.write_all(b).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) for seconds since 1970.
+pub fn format_time(secs: i64) -> String {
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    // days since 1970-01-01 to a civil date (Howard Hinnant's algorithm)
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z.rem_euclid(146097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02}", y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_time;
+
+    #[test]
+    fn times() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00");
+        assert_eq!(format_time(951782400), "2000-02-29 00:00:00");
+        assert_eq!(format_time(1700000000), "2023-11-14 22:13:20");
+        assert_eq!(format_time(-1), "1969-12-31 23:59:59");
+    }
+}
