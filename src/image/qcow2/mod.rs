@@ -276,14 +276,19 @@ impl Qcow2 {
             let threshold = (real_clusters * 10 / 9).max(real_clusters + 2);
             let Ok(table) = self.refcount_table() else { return false };
             let end = self.file.len().next_multiple_of(512).div_ceil(cs);
+            let per = self.refcounts_per_block();
             let mut count = 0;
-            for c in 0..end {
-                if count >= threshold {
+            for (i, &block) in table.iter().enumerate() {
+                let first = i as u64 * per;
+                if first >= end || count >= threshold {
                     break;
                 }
-                if self.refcount(&table, c).unwrap_or(0) != 0 {
-                    count += 1;
+                if block == 0 {
+                    continue;
                 }
+                let Ok(counts) = self.refcount_block(block) else { continue };
+                let n = (end - first).min(per) as usize;
+                count += counts.iter().take(n).filter(|&&c| c != 0).count() as u64;
             }
             count >= threshold
         })

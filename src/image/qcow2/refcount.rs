@@ -45,6 +45,21 @@ impl Qcow2 {
         })
     }
 
+    /// Every refcount of one refcount block, decoded (one read for the whole block).
+    pub fn refcount_block(&self, block: u64) -> Result<Vec<u64>> {
+        let cs = self.cluster_size() as usize;
+        let mut buf = vec![0u8; cs];
+        self.file.read_exact_at(block, &mut buf, "refcount block")?;
+        let bits = self.header.refcount_bits() as usize;
+        Ok(if bits >= 8 {
+            buf.chunks_exact(bits / 8).map(|c| c.iter().fold(0u64, |a, &x| (a << 8) | x as u64)).collect()
+        } else {
+            let per_byte = 8 / bits;
+            let mask = (1u16 << bits) as u8 - 1;
+            buf.iter().flat_map(|&b| (0..per_byte).map(move |i| ((b >> (i * bits)) & mask) as u64)).collect()
+        })
+    }
+
     pub fn refcount_regions(&self) -> Vec<Region> {
         let h = &self.header;
         let mut out = Vec::new();

@@ -1,0 +1,130 @@
+//! Keys as data: one table maps (mode, key) to an action with a description, and the help
+//! screen is drawn from the same table, so it cannot lie.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use super::action::Action;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Normal,
+    /// A popup (help, command output) is open.
+    Popup,
+}
+
+pub struct Binding {
+    pub mode: Mode,
+    pub keys: &'static [(KeyCode, KeyModifiers)],
+    /// How the help screen spells the keys.
+    pub label: &'static str,
+    pub action: Action,
+    pub desc: &'static str,
+}
+
+const N: KeyModifiers = KeyModifiers::NONE;
+const S: KeyModifiers = KeyModifiers::SHIFT;
+const C: KeyModifiers = KeyModifiers::CONTROL;
+
+pub fn bindings() -> Vec<Binding> {
+    use Action::*;
+    use KeyCode::*;
+    use Mode::*;
+    let b = |mode, keys: &'static [(KeyCode, KeyModifiers)], label, action, desc| Binding { mode, keys, label, action, desc };
+    vec![
+        b(Normal, &[(Char('q'), N), (Char('c'), C)], "q", Quit, "quit"),
+        b(Normal, &[(KeyCode::Up, N), (Char('k'), N)], "↑ k", Action::Up, "move up"),
+        b(Normal, &[(KeyCode::Down, N), (Char('j'), N)], "↓ j", Action::Down, "move down"),
+        b(Normal, &[(KeyCode::Left, N), (Char('h'), N)], "← h", Action::Left, "move left"),
+        b(Normal, &[(KeyCode::Right, N), (Char('l'), N)], "→ l", Action::Right, "move right"),
+        b(Normal, &[(KeyCode::PageUp, N)], "PgUp", Action::PageUp, "page up"),
+        b(Normal, &[(KeyCode::PageDown, N)], "PgDn", Action::PageDown, "page down"),
+        b(Normal, &[(KeyCode::Home, N)], "Home", Action::Home, "go to the start"),
+        b(Normal, &[(KeyCode::End, N)], "End", Action::End, "go to the end"),
+        b(Normal, &[(Tab, N)], "Tab", NextPane, "next pane"),
+        b(Normal, &[(BackTab, S), (BackTab, N)], "S-Tab", PrevPane, "previous pane"),
+        b(Normal, &[(Enter, N)], "Enter", Select, "show the selected field/block in the hex view"),
+        b(Normal, &[(Char('g'), N)], "g", OpenJump, "jump: 0x200000, 4M+512*3, v:/f: space, s: sector, b: block, c: cluster"),
+        b(Normal, &[(Char('v'), N)], "v", ToggleSpace, "hex view: toggle guest (virtual) / host (file) space"),
+        b(Normal, &[(Char('n'), N)], "n", NextAllocated, "next allocated block/cluster"),
+        b(Normal, &[(Char('N'), S), (Char('N'), N)], "N", PrevAllocated, "previous allocated block/cluster"),
+        b(Normal, &[(Char('/'), N)], "/", OpenSearch, "search bytes (hex: 'de ad be ef', or text) in the current space"),
+        b(Normal, &[(Char(':'), N), (Char(':'), S)], ":", OpenCommand, "command line: :info :map :tables :where 0x1000 …"),
+        b(Normal, &[(Char('?'), N), (Char('?'), S), (F(1), N)], "?", Help, "this help"),
+        b(Popup, &[(Esc, N), (Char('q'), N), (Enter, N), (Char('?'), N), (Char('?'), S)], "Esc q", Cancel, "close the popup"),
+        b(Popup, &[(KeyCode::Up, N), (Char('k'), N)], "↑ k", Action::Up, "scroll up"),
+        b(Popup, &[(KeyCode::Down, N), (Char('j'), N)], "↓ j", Action::Down, "scroll down"),
+        b(Popup, &[(KeyCode::PageUp, N)], "PgUp", Action::PageUp, "page up"),
+        b(Popup, &[(KeyCode::PageDown, N)], "PgDn", Action::PageDown, "page down"),
+    ]
+}
+
+/// The action bound to `key` in `mode`, if any. Shift is part of a character already
+/// ('N', '?'), so it is ignored for characters and for BackTab.
+pub fn lookup(mode: Mode, key: &KeyEvent) -> Option<Action> {
+    let norm = |code: &KeyCode, m: KeyModifiers| match code {
+        KeyCode::Char(_) | KeyCode::BackTab => m - S,
+        _ => m,
+    };
+    let want = norm(&key.code, key.modifiers);
+    bindings().into_iter().find_map(|b| {
+        let hit = b.mode == mode && b.keys.iter().any(|(code, m)| *code == key.code && norm(code, *m) == want);
+        hit.then_some(b.action)
+    })
+}
+
+/// Lines of the help screen, from the table.
+pub fn help_lines() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (mode, title) in [(Mode::Normal, "Keys"), (Mode::Popup, "In a popup")] {
+        out.push((format!("{}:", title), String::new()));
+        for b in bindings().iter().filter(|b| b.mode == mode) {
+            out.push((b.label.to_string(), b.desc.to_string()));
+        }
+        out.push((String::new(), String::new()));
+    }
+    out.push(("Dialogs:".into(), String::new()));
+    out.push(("Enter".into(), "run / jump".into()));
+    out.push(("Esc".into(), "cancel".into()));
+    out.push(("mouse".into(), "click selects a pane, a cell or a byte; the wheel scrolls".into()));
+    out
+}
+
+/// Parse `--keys` tokens: `Enter Esc Tab BackTab Up Down Left Right PgUp PgDn Home End`,
+/// `C-x` for Ctrl, `F1`, `Space`; anything else is typed character by character.
+pub fn parse_keys(s: &str) -> Vec<KeyEvent> {
+    let mut out = Vec::new();
+    for tok in s.split_whitespace() {
+        let code = match tok {
+            "Enter" => Some(KeyCode::Enter),
+            "Esc" => Some(KeyCode::Esc),
+            "Tab" => Some(KeyCode::Tab),
+            "BackTab" => Some(KeyCode::BackTab),
+            "Up" => Some(KeyCode::Up),
+            "Down" => Some(KeyCode::Down),
+            "Left" => Some(KeyCode::Left),
+            "Right" => Some(KeyCode::Right),
+            "PgUp" => Some(KeyCode::PageUp),
+            "PgDn" => Some(KeyCode::PageDown),
+            "Home" => Some(KeyCode::Home),
+            "End" => Some(KeyCode::End),
+            "Backspace" => Some(KeyCode::Backspace),
+            "Space" => Some(KeyCode::Char(' ')),
+            "F1" => Some(KeyCode::F(1)),
+            _ => None,
+        };
+        if let Some(code) = code {
+            let m = if code == KeyCode::BackTab { S } else { N };
+            out.push(KeyEvent::new(code, m));
+            continue;
+        }
+        if let Some(c) = tok.strip_prefix("C-").filter(|r| r.chars().count() == 1) {
+            out.push(KeyEvent::new(KeyCode::Char(c.chars().next().unwrap()), C));
+            continue;
+        }
+        for c in tok.chars() {
+            let m = if c.is_ascii_uppercase() { S } else { N };
+            out.push(KeyEvent::new(KeyCode::Char(c), m));
+        }
+    }
+    out
+}

@@ -1,0 +1,81 @@
+//! BAT (VHD) / L2 (QCOW2) grid: one cell per block or cluster, coloured by what the chain
+//! holds there. Only visible cells are computed.
+
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Modifier};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use ratatui::Frame;
+
+use super::block;
+use crate::image::chain::Layer;
+use crate::image::Image;
+use crate::tui::layout::grid_shape;
+use crate::tui::state::{AppState, Pane};
+use crate::tui::theme;
+
+pub fn title(img: &Image) -> &'static str {
+    match img.top() {
+        Layer::Qcow2(_) => "L2",
+        Layer::Vhd(v) if v.block_size().is_some() => "BAT",
+        _ => "Map",
+    }
+}
+
+/// First grid row shown: keeps the selected cell in view.
+pub fn first_row(st: &AppState, img: &Image) -> u64 {
+    let (cols, rows) = grid_shape(st);
+    let total_rows = img.unit_count().div_ceil(cols);
+    let sel_row = st.grid_sel / cols;
+    if total_rows <= rows || sel_row < rows / 2 {
+        0
+    } else {
+        (sel_row - rows / 2).min(total_rows - rows)
+    }
+}
+
+pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
+    let focused = st.focus == Pane::Grid;
+    let (cols, rows) = grid_shape(st);
+    let units = img.unit_count();
+    let first = first_row(st, img);
+    let mut lines = Vec::new();
+    for row in first..first + rows {
+        let mut spans = Vec::new();
+        for c in 0..cols {
+            let u = row * cols + c;
+            if u >= units {
+                break;
+            }
+            let (glyph, color) = match img.unit_kind(u) {
+                Ok(k) => theme::unit(&k),
+                Err(_) => ("!!", Color::LightRed),
+            };
+            let mut style = theme::fg(st, color);
+            if u == st.grid_sel {
+                style = theme::selected(st).add_modifier(Modifier::BOLD);
+            }
+            spans.push(Span::styled(glyph, style));
+        }
+        lines.push(Line::from(spans));
+    }
+    lines.push(Line::from(""));
+    let mut legend = Vec::new();
+    for (k, name) in theme::legend() {
+        let (g, c) = theme::unit(&k);
+        legend.push(Span::styled(g, theme::fg(st, c)));
+        legend.push(Span::raw(format!(" {}  ", name)));
+    }
+    lines.push(Line::from(legend));
+    let sel_kind = img.unit_kind(st.grid_sel).map(|k| k.name()).unwrap_or_else(|e| e.to_string());
+    let t = format!(
+        " {} — {} {} of {} ({} bytes each): {} ",
+        title(img),
+        img.unit_name(),
+        st.grid_sel,
+        units,
+        img.unit_size(),
+        sel_kind
+    );
+    f.render_widget(Paragraph::new(lines).block(block(st, t, focused)), r);
+}

@@ -1,0 +1,127 @@
+//! Hex pane: offset, 16 bytes, ASCII; each byte coloured by the structure (file space) or
+//! the layer and kind (guest space) it belongs to, as the image model says.
+
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use ratatui::Frame;
+
+use super::block;
+use crate::image::Image;
+use crate::tui::layout::hex_rows;
+use crate::tui::state::{AppState, Pane, Space};
+use crate::tui::theme;
+use crate::tui::update::space_size;
+
+pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
+    let focused = st.focus == Pane::Hex;
+    let size = space_size(st, img);
+    let rows = hex_rows(st);
+    let mut lines = Vec::new();
+    for i in 0..rows {
+        let row = st.hex_top + i * 16;
+        if row >= size {
+            break;
+        }
+        let n = (size - row).min(16) as usize;
+        let mut bytes = [0u8; 16];
+        let res = match st.space {
+            Space::Virt => img.read(row, &mut bytes[..n]),
+            Space::File => img.read_host(st.file_layer, row, &mut bytes[..n]),
+        };
+        let colors = row_colors(st, img, row, n);
+        let mut spans = vec![Span::styled(format!("{:08x}  ", row), theme::fg(st, Color::DarkGray))];
+        let mut ascii = Vec::new();
+        for (j, b) in bytes.iter().enumerate().take(16) {
+            if j == 8 {
+                spans.push(Span::raw(" "));
+            }
+            if j >= n {
+                spans.push(Span::raw("   "));
+                continue;
+            }
+            let mut style = theme::fg(st, colors[j]);
+            if row + j as u64 == st.cursor {
+                style = theme::selected(st).add_modifier(Modifier::BOLD);
+            }
+            let text = if res.is_ok() { format!("{:02x}", b) } else { "??".into() };
+            spans.push(Span::styled(text, style));
+            spans.push(Span::raw(" "));
+            let ch = if (0x20..0x7f).contains(b) { *b as char } else { '.' };
+            ascii.push(Span::styled(ch.to_string(), style));
+        }
+        spans.push(Span::raw("|"));
+        spans.extend(ascii);
+        spans.push(Span::raw("|"));
+        lines.push(Line::from(spans));
+    }
+    let space = match st.space {
+        Space::Virt => "guest".to_string(),
+        Space::File => format!("file {}", img.layers[st.file_layer].name),
+    };
+    let title = format!(" Hex — {} space ", space);
+    f.render_widget(Paragraph::new(lines).block(block(st, title, focused)), r);
+}
+
+/// A colour per byte of the row, from regions (file space) or extents (guest space).
+fn row_colors(st: &AppState, img: &Image, row: u64, n: usize) -> Vec<Color> {
+    let mut out = vec![Color::DarkGray; 16];
+    match st.space {
+        Space::File => {
+            let mut j = 0;
+            while j < n {
+                let off = row + j as u64;
+                match img.locate_host(st.file_layer, off) {
+                    Ok(r) => {
+                        let end = (r.start + r.len).min(row + n as u64).max(off + 1);
+                        for k in j..(end - row) as usize {
+                            out[k] = theme::structure(r.structure);
+                        }
+                        j = (end - row) as usize;
+                    }
+                    Err(_) => j += 1,
+                }
+            }
+        }
+        Space::Virt => {
+            if let Ok(exts) = img.extents(row, n as u64) {
+                for e in exts {
+                    for k in (e.virt - row) as usize..((e.virt + e.len - row) as usize).min(n) {
+                        out[k] = theme::extent(&e.kind, e.depth);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn status(st: &AppState, img: &Image) -> Vec<Span<'static>> {
+    let mut parts = Vec::new();
+    let virt = crate::tui::update::current_virt(st, img);
+    let file = match st.space {
+        Space::File => Some((st.file_layer, st.cursor)),
+        Space::Virt => img.to_file(st.cursor).ok().flatten(),
+    };
+    parts.push(match virt {
+        Some(v) => format!("guest 0x{:x}", v),
+        None => "guest —".into(),
+    });
+    parts.push(match file {
+        Some((l, o)) => format!("file 0x{:x} (layer {} {})", o, l, img.layers[l].name),
+        None => "file — (zero/unallocated)".into(),
+    });
+    if let Some(v) = virt {
+        if let Ok(e) = img.resolve(v, 1) {
+            parts.push(format!("{} {} {} at depth {}", img.unit_name(), img.unit_of(v), e.kind_name(), e.depth));
+        }
+    }
+    if let Some((l, o)) = file {
+        if let Ok(r) = img.locate_host(l, o) {
+            let field = r.field_at(o).map(|f| format!(" / {}", f.name)).unwrap_or_default();
+            parts.push(format!("{}{}", r.name, field));
+        }
+    }
+    vec![Span::styled(parts.join(" │ "), Style::default())]
+}

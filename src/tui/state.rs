@@ -1,0 +1,163 @@
+//! Everything the screen shows, in one place. `update` changes it; `draw` only reads it.
+
+use ratatui_textarea::TextArea;
+
+use crate::image::chain::Layer;
+use crate::image::region::Field;
+use crate::image::Image;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Space {
+    Virt,
+    File,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pane {
+    Header,
+    /// QCOW2 only: the L1 table as a list.
+    L1,
+    /// The BAT (VHD) or L2 (QCOW2) grid of blocks/clusters.
+    Grid,
+    Hex,
+    Bitmap,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialog {
+    Jump,
+    Command,
+    Search,
+}
+
+pub struct Popup {
+    pub title: String,
+    pub lines: Vec<String>,
+    pub scroll: usize,
+}
+
+/// One row of the Header pane: a field of a named structure.
+#[derive(Clone, Debug)]
+pub struct HeaderRow {
+    pub group: String,
+    pub field: Field,
+}
+
+pub struct AppState {
+    pub image_name: String,
+    pub is_qcow2: bool,
+    pub space: Space,
+    /// Hex cursor, an offset in `space` (the top file for File space).
+    pub cursor: u64,
+    /// Which file of the chain File space shows (0 = the top image).
+    pub file_layer: usize,
+    /// First byte of the first hex row shown.
+    pub hex_top: u64,
+    pub focus: Pane,
+    pub header: Vec<HeaderRow>,
+    pub header_sel: usize,
+    /// Selected grid cell (block/cluster index).
+    pub grid_sel: u64,
+    pub l1_sel: usize,
+    pub dialog: Option<Dialog>,
+    pub input: TextArea<'static>,
+    /// Error shown in the open dialog.
+    pub dialog_error: Option<String>,
+    pub popup: Option<Popup>,
+    pub message: Option<String>,
+    pub size: (u16, u16),
+    pub no_color: bool,
+    pub quit: bool,
+    /// Whole-disk allocation density, one value (0..=1) per bucket; computed at start when cheap.
+    pub density: Vec<f32>,
+}
+
+impl AppState {
+    pub fn new(img: &Image, size: (u16, u16)) -> AppState {
+        let top = img.top();
+        let mut header = Vec::new();
+        for r in top.regions() {
+            let keep = matches!(r.structure, "footer" | "dynamic-header" | "header" | "header-extension");
+            if !keep {
+                continue;
+            }
+            for f in r.fields {
+                if f.name == "Reserved" && f.value.is_empty() {
+                    continue;
+                }
+                header.push(HeaderRow { group: r.name.clone(), field: f });
+            }
+        }
+        // the footer first: it is what identifies a VHD
+        header.sort_by_key(|h| if h.group == "footer" { 0 } else { 1 });
+        let is_qcow2 = matches!(top, Layer::Qcow2(_));
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let mut st = AppState {
+            image_name: img.layers[0].name.clone(),
+            is_qcow2,
+            space: Space::File,
+            cursor: 0,
+            file_layer: 0,
+            hex_top: 0,
+            focus: Pane::Header,
+            header,
+            header_sel: 0,
+            grid_sel: 0,
+            l1_sel: 0,
+            dialog: None,
+            input: TextArea::default(),
+            dialog_error: None,
+            popup: None,
+            message: None,
+            size,
+            no_color,
+            quit: false,
+            density: Vec::new(),
+        };
+        st.density = density(img, 256);
+        // open on the first header field, in file space
+        if let Some(h) = st.header.first() {
+            st.cursor = h.field.off;
+        }
+        st
+    }
+
+    pub fn panes(&self) -> Vec<Pane> {
+        if self.is_qcow2 {
+            vec![Pane::Header, Pane::L1, Pane::Grid, Pane::Hex, Pane::Bitmap]
+        } else {
+            vec![Pane::Header, Pane::Grid, Pane::Hex, Pane::Bitmap]
+        }
+    }
+}
+
+/// Share of the top layer's allocated units per bucket, for the overview heatmap; skipped
+/// for images with more units than we scan at start-up.
+fn density(img: &Image, buckets: u64) -> Vec<f32> {
+    let units = img.unit_count();
+    if units == 0 || units > 1 << 16 {
+        return Vec::new();
+    }
+    let buckets = buckets.min(units);
+    let per = units.div_ceil(buckets);
+    (0..buckets)
+        .map(|b| {
+            let (lo, hi) = (b * per, ((b + 1) * per).min(units));
+            let n = (lo..hi)
+                .filter(|&u| {
+                    matches!(
+                        img.unit_kind(u),
+                        Ok(crate::image::summary::UnitKind::Data { depth: 0 }
+                            | crate::image::summary::UnitKind::Partial
+                            | crate::image::summary::UnitKind::Compressed { depth: 0 })
+                    )
+                })
+                .count();
+            if hi > lo {
+                n as f32 / (hi - lo) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,87 @@
+//! Colours by meaning, in one place; NO_COLOR turns them all off.
+
+use ratatui::style::{Color, Modifier, Style};
+
+use super::state::AppState;
+use crate::image::summary::UnitKind;
+use crate::image::LayerKind;
+
+pub fn fg(st: &AppState, c: Color) -> Style {
+    if st.no_color {
+        Style::default()
+    } else {
+        Style::default().fg(c)
+    }
+}
+
+pub fn selected(st: &AppState) -> Style {
+    if st.no_color {
+        Style::default().add_modifier(Modifier::REVERSED)
+    } else {
+        Style::default().bg(Color::Blue).fg(Color::White).add_modifier(Modifier::BOLD)
+    }
+}
+
+pub fn border(st: &AppState, focused: bool) -> Style {
+    if focused {
+        fg(st, Color::Yellow).add_modifier(Modifier::BOLD)
+    } else {
+        fg(st, Color::Gray)
+    }
+}
+
+/// Colour of a host-file structure.
+pub fn structure(name: &str) -> Color {
+    match name {
+        "footer" | "footer-copy" => Color::Yellow,
+        "dynamic-header" | "header" => Color::LightYellow,
+        "header-extension" => Color::LightMagenta,
+        "parent-locator" => Color::LightGreen,
+        "bat" | "l1" => Color::Cyan,
+        "l2" => Color::LightCyan,
+        "bitmap" => Color::Magenta,
+        "refcount-table" | "refcount-block" => Color::LightBlue,
+        "snapshot-table" | "bitmap-directory" | "crypto-header" => Color::LightRed,
+        "data" => Color::Green,
+        "compressed" => Color::Red,
+        _ => Color::DarkGray,
+    }
+}
+
+pub fn depth(d: usize) -> Color {
+    [Color::Green, Color::Blue, Color::Magenta, Color::Cyan, Color::LightBlue][d.min(4)]
+}
+
+/// Colour of a guest extent.
+pub fn extent(kind: &LayerKind, d: usize) -> Color {
+    match kind {
+        LayerKind::Data { .. } | LayerKind::Opaque => depth(d),
+        LayerKind::ZeroData { .. } | LayerKind::Zero { .. } => Color::Gray,
+        LayerKind::Unallocated { .. } => Color::DarkGray,
+        LayerKind::Compressed { .. } => Color::Red,
+    }
+}
+
+/// Glyph pair and colour of a grid cell.
+pub fn unit(kind: &UnitKind) -> (&'static str, Color) {
+    match kind {
+        UnitKind::Unallocated => ("··", Color::DarkGray),
+        UnitKind::Data { depth: 0 } => ("██", Color::Green),
+        UnitKind::Data { depth: d } => (["██", "▒1", "▒2", "▒3", "▒4", "▒+"][(*d).min(5)], depth(*d)),
+        UnitKind::Partial => ("▓▓", Color::Yellow),
+        UnitKind::Zero { .. } => ("00", Color::Gray),
+        UnitKind::Compressed { .. } => ("CC", Color::Red),
+        UnitKind::Mixed { depth: d } => ("░░", depth(*d)),
+    }
+}
+
+pub fn legend() -> Vec<(UnitKind, &'static str)> {
+    vec![
+        (UnitKind::Data { depth: 0 }, "allocated"),
+        (UnitKind::Partial, "partial"),
+        (UnitKind::Data { depth: 1 }, "backing depth n"),
+        (UnitKind::Zero { depth: 0 }, "zero"),
+        (UnitKind::Compressed { depth: 0 }, "compressed"),
+        (UnitKind::Unallocated, "unallocated"),
+    ]
+}

@@ -1,0 +1,414 @@
+//! `update(state, image, action)`: every change of the screen's state, no terminal here.
+
+use crossterm::event::{KeyCode, KeyEvent};
+
+use super::action::Action;
+use super::keymap::{self, Mode};
+use super::layout::{grid_shape, hex_rows, screen};
+use super::state::{AppState, Dialog, Pane, Popup, Space};
+use crate::image::{expr, Image};
+
+/// Route a key: to the open dialog's text field, else through the keymap.
+pub fn handle_key(st: &mut AppState, img: &Image, key: KeyEvent) {
+    if st.dialog.is_some() {
+        match key.code {
+            KeyCode::Esc => update(st, img, Action::Cancel),
+            KeyCode::Enter => {
+                let text = st.input.lines().join("");
+                update(st, img, Action::Submit(text));
+            }
+            _ => {
+                st.input.input(key);
+            }
+        }
+        return;
+    }
+    let mode = if st.popup.is_some() { Mode::Popup } else { Mode::Normal };
+    if let Some(a) = keymap::lookup(mode, &key) {
+        update(st, img, a);
+    }
+}
+
+pub fn space_size(st: &AppState, img: &Image) -> u64 {
+    match st.space {
+        Space::Virt => img.virtual_size(),
+        Space::File => img.layers[st.file_layer].layer.file().len(),
+    }
+}
+
+pub fn update(st: &mut AppState, img: &Image, action: Action) {
+    st.message = None;
+    if let Some(p) = &mut st.popup {
+        let page = st.size.1.saturating_sub(6).max(1) as usize;
+        match action {
+            Action::Cancel | Action::Quit => st.popup = None,
+            Action::Up => p.scroll = p.scroll.saturating_sub(1),
+            Action::Down => p.scroll = (p.scroll + 1).min(p.lines.len().saturating_sub(1)),
+            Action::PageUp => p.scroll = p.scroll.saturating_sub(page),
+            Action::PageDown => p.scroll = (p.scroll + page).min(p.lines.len().saturating_sub(1)),
+            Action::Resize(w, h) => st.size = (w, h),
+            _ => {}
+        }
+        return;
+    }
+    match action {
+        Action::Quit => st.quit = true,
+        Action::Resize(w, h) => {
+            st.size = (w, h);
+            keep_visible(st);
+        }
+        Action::NextPane | Action::PrevPane => {
+            let panes = st.panes();
+            let i = panes.iter().position(|p| *p == st.focus).unwrap_or(0);
+            let n = panes.len();
+            st.focus = panes[if action == Action::NextPane { (i + 1) % n } else { (i + n - 1) % n }];
+        }
+        Action::Help => {
+            let lines = keymap::help_lines().into_iter().map(|(k, d)| format!("{:<10} {}", k, d)).collect();
+            st.popup = Some(Popup { title: "Help".into(), lines, scroll: 0 });
+        }
+        Action::OpenJump | Action::OpenCommand | Action::OpenSearch => {
+            st.dialog = Some(match action {
+                Action::OpenJump => Dialog::Jump,
+                Action::OpenCommand => Dialog::Command,
+                _ => Dialog::Search,
+            });
+            st.input = ratatui_textarea::TextArea::default();
+            st.dialog_error = None;
+        }
+        Action::Cancel => {
+            st.dialog = None;
+            st.dialog_error = None;
+        }
+        Action::Submit(text) => submit(st, img, &text),
+        Action::ToggleSpace => toggle_space(st, img),
+        Action::NextAllocated | Action::PrevAllocated => {
+            let from = current_virt(st, img).unwrap_or(0);
+            match img.next_allocated(from, action == Action::NextAllocated) {
+                Ok(Some(v)) => set_cursor(st, img, Space::Virt, 0, v),
+                Ok(None) => st.message = Some("no more allocated blocks".into()),
+                Err(e) => st.message = Some(e.to_string()),
+            }
+        }
+        Action::Scroll(d) => {
+            let size = space_size(st, img);
+            let v = if d < 0 { st.cursor.saturating_sub(16 * d.unsigned_abs() as u64) } else { st.cursor + 16 * d as u64 };
+            set_cursor(st, img, st.space, st.file_layer, v.min(size.saturating_sub(1)));
+        }
+        Action::Click(x, y) => click(st, img, x, y),
+        Action::Select => select(st, img),
+        mv => move_in_pane(st, img, mv),
+    }
+}
+
+fn move_in_pane(st: &mut AppState, img: &Image, mv: Action) {
+    match st.focus {
+        Pane::Header => {
+            let n = st.header.len();
+            if n == 0 {
+                return;
+            }
+            let page = 10;
+            st.header_sel = match mv {
+                Action::Up | Action::Left => st.header_sel.saturating_sub(1),
+                Action::Down | Action::Right => (st.header_sel + 1).min(n - 1),
+                Action::PageUp => st.header_sel.saturating_sub(page),
+                Action::PageDown => (st.header_sel + page).min(n - 1),
+                Action::Home => 0,
+                Action::End => n - 1,
+                _ => st.header_sel,
+            };
+            select(st, img);
+        }
+        Pane::Grid | Pane::Bitmap => {
+            let units = img.unit_count();
+            if units == 0 {
+                return;
+            }
+            let (cols, rows) = grid_shape(st);
+            let s = st.grid_sel;
+            st.grid_sel = match mv {
+                Action::Left => s.saturating_sub(1),
+                Action::Right => (s + 1).min(units - 1),
+                Action::Up => s.saturating_sub(cols),
+                Action::Down => (s + cols).min(units - 1),
+                Action::PageUp => s.saturating_sub(cols * rows),
+                Action::PageDown => (s + cols * rows).min(units - 1),
+                Action::Home => 0,
+                Action::End => units - 1,
+                _ => s,
+            };
+            select(st, img);
+        }
+        Pane::L1 => {
+            let n = l1_len(img);
+            if n == 0 {
+                return;
+            }
+            st.l1_sel = match mv {
+                Action::Up | Action::Left => st.l1_sel.saturating_sub(1),
+                Action::Down | Action::Right => (st.l1_sel + 1).min(n - 1),
+                Action::PageUp => st.l1_sel.saturating_sub(10),
+                Action::PageDown => (st.l1_sel + 10).min(n - 1),
+                Action::Home => 0,
+                Action::End => n - 1,
+                _ => st.l1_sel,
+            };
+            select(st, img);
+        }
+        Pane::Hex => {
+            let size = space_size(st, img);
+            if size == 0 {
+                return;
+            }
+            let rows = hex_rows(st);
+            let c = st.cursor;
+            let v = match mv {
+                Action::Left => c.saturating_sub(1),
+                Action::Right => c + 1,
+                Action::Up => c.saturating_sub(16),
+                Action::Down => c + 16,
+                Action::PageUp => c.saturating_sub(16 * rows),
+                Action::PageDown => c + 16 * rows,
+                Action::Home => 0,
+                Action::End => size - 1,
+                _ => c,
+            };
+            set_cursor(st, img, st.space, st.file_layer, v.min(size - 1));
+        }
+    }
+}
+
+pub fn l1_len(img: &Image) -> usize {
+    match img.top() {
+        crate::image::chain::Layer::Qcow2(q) => q.l1.len(),
+        _ => 0,
+    }
+}
+
+/// Enter (and every selection move): show what the focused pane selects in the hex view.
+fn select(st: &mut AppState, img: &Image) {
+    match st.focus {
+        Pane::Header => {
+            if let Some(h) = st.header.get(st.header_sel) {
+                let off = h.field.off;
+                set_cursor_only(st, img, Space::File, 0, off);
+            }
+        }
+        Pane::Grid | Pane::Bitmap => {
+            let v = img.unit_start(st.grid_sel);
+            set_cursor_only(st, img, Space::Virt, 0, v);
+            st.l1_sel = l1_index_of(img, v);
+        }
+        Pane::L1 => {
+            if let crate::image::chain::Layer::Qcow2(q) = img.top() {
+                let v = st.l1_sel as u64 * q.cluster_size() * q.geo.l2_entries();
+                if v < img.virtual_size() {
+                    st.grid_sel = img.unit_of(v);
+                    set_cursor_only(st, img, Space::Virt, 0, v);
+                }
+            }
+        }
+        Pane::Hex => {}
+    }
+}
+
+fn l1_index_of(img: &Image, virt: u64) -> usize {
+    match img.top() {
+        crate::image::chain::Layer::Qcow2(q) => (virt / (q.cluster_size() * q.geo.l2_entries())) as usize,
+        _ => 0,
+    }
+}
+
+/// The guest offset under the cursor, when it has one.
+pub fn current_virt(st: &AppState, img: &Image) -> Option<u64> {
+    match st.space {
+        Space::Virt => Some(st.cursor),
+        Space::File => img.to_virt(st.file_layer, st.cursor).ok().flatten(),
+    }
+}
+
+fn set_cursor_only(st: &mut AppState, img: &Image, space: Space, layer: usize, off: u64) {
+    st.space = space;
+    st.file_layer = layer;
+    st.cursor = off.min(space_size(st, img).saturating_sub(1));
+    keep_visible(st);
+}
+
+/// Move the hex cursor and let the other panes follow it (owning cell and field).
+pub fn set_cursor(st: &mut AppState, img: &Image, space: Space, layer: usize, off: u64) {
+    set_cursor_only(st, img, space, layer, off);
+    if let Some(v) = current_virt(st, img) {
+        st.grid_sel = img.unit_of(v);
+        st.l1_sel = l1_index_of(img, v);
+    }
+    if st.space == Space::File && st.file_layer == 0 {
+        if let Some(i) = st.header.iter().position(|h| st.cursor >= h.field.off && st.cursor - h.field.off < h.field.len) {
+            st.header_sel = i;
+        }
+    }
+}
+
+fn keep_visible(st: &mut AppState) {
+    let rows = hex_rows(st);
+    let row = st.cursor / 16 * 16;
+    if row < st.hex_top {
+        st.hex_top = row;
+    } else if row >= st.hex_top + rows * 16 {
+        st.hex_top = row - (rows - 1) * 16;
+    }
+}
+
+fn toggle_space(st: &mut AppState, img: &Image) {
+    match st.space {
+        Space::Virt => match img.to_file(st.cursor) {
+            Ok(Some((layer, off))) => set_cursor(st, img, Space::File, layer, off),
+            Ok(None) => {
+                st.message = Some(format!("guest 0x{:x} has no bytes in any file (zero or unallocated)", st.cursor));
+                set_cursor(st, img, Space::File, 0, 0);
+            }
+            Err(e) => st.message = Some(e.to_string()),
+        },
+        Space::File => match img.to_virt(st.file_layer, st.cursor) {
+            Ok(Some(v)) if v < img.virtual_size() => set_cursor(st, img, Space::Virt, 0, v),
+            Ok(_) => {
+                st.message = Some(format!("file 0x{:x} is metadata, no guest counterpart", st.cursor));
+                set_cursor(st, img, Space::Virt, 0, 0);
+            }
+            Err(e) => st.message = Some(e.to_string()),
+        },
+    }
+}
+
+/// Parse a jump expression with an optional prefix: `v:`/`f:` space, `s:` sector,
+/// `b:`/`c:` block or cluster (guest space).
+pub fn parse_jump(st: &AppState, img: &Image, text: &str) -> Result<(Space, u64), String> {
+    let t = text.trim();
+    let (prefix, rest) = match t.split_once(':') {
+        Some((p, r)) if p.len() == 1 => (Some(p.to_ascii_lowercase()), r),
+        _ => (None, t),
+    };
+    let n = expr::parse(rest)?;
+    let (space, off) = match prefix.as_deref() {
+        None => (st.space, n),
+        Some("v") => (Space::Virt, n),
+        Some("f") => (Space::File, n),
+        Some("s") => (st.space, n.checked_mul(512).ok_or("sector number too large")?),
+        Some("b") | Some("c") => (Space::Virt, n.checked_mul(img.unit_size()).ok_or("block number too large")?),
+        Some(p) => return Err(format!("unknown prefix '{}:' (use v: f: s: b: c:)", p)),
+    };
+    let size = match space {
+        Space::Virt => img.virtual_size(),
+        Space::File => img.layers[if st.space == Space::File { st.file_layer } else { 0 }].layer.file().len(),
+    };
+    if off >= size {
+        return Err(format!("0x{:x} is past the end (0x{:x})", off, size));
+    }
+    Ok((space, off))
+}
+
+fn submit(st: &mut AppState, img: &Image, text: &str) {
+    match st.dialog {
+        Some(Dialog::Jump) => match parse_jump(st, img, text) {
+            Ok((space, off)) => {
+                let layer = if space == Space::File && st.space == Space::File { st.file_layer } else { 0 };
+                st.dialog = None;
+                st.focus = Pane::Hex;
+                set_cursor(st, img, space, layer, off);
+            }
+            Err(e) => st.dialog_error = Some(e),
+        },
+        Some(Dialog::Command) => {
+            st.dialog = None;
+            let lines = run_command(&st.image_name, text);
+            st.popup = Some(Popup { title: format!(":{}", text.trim()), lines, scroll: 0 });
+        }
+        Some(Dialog::Search) => match super::search::search(st, img, text) {
+            Ok(Some(off)) => {
+                st.dialog = None;
+                st.focus = Pane::Hex;
+                set_cursor(st, img, st.space, st.file_layer, off);
+                st.message = Some(format!("found at 0x{:x}", off));
+            }
+            Ok(None) => st.dialog_error = Some("not found".into()),
+            Err(e) => st.dialog_error = Some(e),
+        },
+        None => {}
+    }
+}
+
+/// Run a scriptable subcommand on this image and capture what it prints.
+fn run_command(image: &str, text: &str) -> Vec<String> {
+    let mut words = text.split_whitespace();
+    let Some(sub) = words.next() else { return vec!["type a subcommand: info, map, tables, where OFFSET, dump …".into()] };
+    let sub = sub.trim_start_matches(':');
+    let allowed = ["info", "map", "tables", "where", "dump", "read", "partitions", "ls", "cat", "locate", "check"];
+    if !allowed.contains(&sub) {
+        return vec![format!("unknown command '{}': try {}", sub, allowed.join(", "))];
+    }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return vec![e.to_string()],
+    };
+    let mut args = vec![sub.to_string(), image.to_string()];
+    args.extend(words.map(str::to_string));
+    if sub == "read" && !args.iter().any(|a| a == "--length") {
+        args.extend(["--length".into(), "4K".into()]);
+    }
+    match std::process::Command::new(exe).args(&args).stdin(std::process::Stdio::null()).output() {
+        Ok(out) => {
+            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text += &String::from_utf8_lossy(&out.stderr);
+            let mut lines: Vec<String> = text.lines().map(|l| l.replace('\t', "    ")).take(100_000).collect();
+            if lines.is_empty() {
+                lines.push("(no output)".into());
+            }
+            lines
+        }
+        Err(e) => vec![e.to_string()],
+    }
+}
+
+fn click(st: &mut AppState, img: &Image, x: u16, y: u16) {
+    let scr = screen(st);
+    let Some((pane, r)) = scr.panes.iter().find(|(_, r)| x >= r.x && x < r.x + r.width && y >= r.y && y < r.y + r.height).copied() else {
+        return;
+    };
+    st.focus = pane;
+    let (ix, iy) = (x.saturating_sub(r.x + 1) as u64, y.saturating_sub(r.y + 1) as u64);
+    match pane {
+        Pane::Header => {
+            let first = super::panes::header::first_row(st, r);
+            let i = first + iy as usize;
+            if i < st.header.len() {
+                st.header_sel = i;
+                select(st, img);
+            }
+        }
+        Pane::Grid => {
+            let (cols, _) = grid_shape(st);
+            let first = super::panes::grid::first_row(st, img) * cols;
+            let u = first + iy * cols + ix / 2;
+            if u < img.unit_count() && ix / 2 < cols {
+                st.grid_sel = u;
+                select(st, img);
+            }
+        }
+        Pane::Hex => {
+            let col = ix.saturating_sub(10);
+            let byte = if col < 16 * 3 + 1 { (if col >= 25 { col - 1 } else { col }) / 3 } else { return };
+            let off = st.hex_top + iy * 16 + byte.min(15);
+            if off < space_size(st, img) {
+                set_cursor(st, img, st.space, st.file_layer, off);
+            }
+        }
+        Pane::L1 => {
+            let i = super::panes::l1::first_row(st, r) + iy as usize;
+            if i < l1_len(img) {
+                st.l1_sel = i;
+                select(st, img);
+            }
+        }
+        Pane::Bitmap => {}
+    }
+}
