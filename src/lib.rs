@@ -6,3 +6,4 @@
 pub mod cli;
 pub mod guest;
 pub mod image;
+pub mod tui;

@@ -6,6 +6,7 @@ mod info;
 mod map;
 mod partitions;
 mod read;
+mod render;
 mod tables;
 mod where_;
 
@@ -29,8 +30,11 @@ Offsets accept expressions: 4096, 0x1000, 4K, 1M, 0x200+512*3.",
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
-    /// Image to open (the bundled demo image when omitted)
+    /// Image to open in the TUI (the bundled demo image when omitted)
     pub image: Option<PathBuf>,
+    /// Open the TUI at this offset (jump syntax: 0x200000, v:/f: space, s: sector, b: block)
+    #[arg(long)]
+    pub goto: Option<String>,
     #[command(flatten)]
     pub open: OpenArgs,
     #[command(subcommand)]
@@ -40,7 +44,7 @@ pub struct Cli {
 #[derive(Args, Clone, Default)]
 pub struct OpenArgs {
     /// Image format (probed when not given)
-    #[arg(long, short = 'f', value_enum, global = true)]
+    #[arg(long, short = 'f', value_enum)]
     pub format: Option<FormatArg>,
 }
 
@@ -66,20 +70,30 @@ pub enum Command {
     /// Summary of an image and its chain (qemu-img info's JSON keys with --output json)
     Info {
         image: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
     /// Guest ranges and where they live, exactly as `qemu-img map` prints them
     Map {
         image: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
     /// The on-disk structures as text: VHD footer, header and BAT; QCOW2 header, L1/L2, refcounts
-    Tables { image: PathBuf },
+    Tables {
+        image: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
+    },
     /// Raw bytes to stdout: the guest disk, or the host file with --file
     Read {
         image: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
         /// Start offset (expression)
         #[arg(long, default_value = "0")]
         offset: String,
@@ -93,6 +107,8 @@ pub enum Command {
     /// Hexdump whose rows name the structure they lie in
     Dump {
         image: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
         #[arg(long, default_value = "0")]
         offset: String,
         #[arg(long, default_value = "512")]
@@ -101,10 +117,27 @@ pub enum Command {
         #[arg(long)]
         file: bool,
     },
+    /// Draw the TUI without a terminal after feeding KEYS (for scripts, tests, screenshots)
+    Render {
+        image: Option<PathBuf>,
+        /// Screen size COLSxROWS
+        #[arg(long, default_value = "160x48")]
+        size: String,
+        /// Keys to feed, space separated: Enter Esc Tab BackTab Up Down Left Right PgUp PgDn
+        /// Home End, C-x for Ctrl; anything else is typed character by character
+        #[arg(long, default_value = "")]
+        keys: String,
+        #[arg(long, value_enum, default_value_t = render::RenderFormat::Text)]
+        format: render::RenderFormat,
+        #[arg(long)]
+        goto: Option<String>,
+    },
     /// Where a guest offset lives (layer, host offset, block/cluster), or with --file what a host
     /// offset belongs to
     Where {
         image: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
         /// Offset expression
         offset: String,
         /// OFFSET is a host (file) offset in the top image
@@ -116,12 +149,16 @@ pub enum Command {
     /// The guest disk's partition table (MBR, GPT with CRC verdicts) and each partition's filesystem
     Partitions {
         image: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
     /// List a directory of the ext2/3/4 filesystem inside the guest disk
     Ls {
         image: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
         /// Directory (or file) in the guest filesystem
         #[arg(default_value = "/")]
         path: String,
@@ -136,6 +173,8 @@ pub enum Command {
     /// A file of the ext2/3/4 filesystem inside the guest disk, to stdout
     Cat {
         image: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
         path: String,
         /// Partition number (0 = the whole disk); default: the first with a filesystem
         #[arg(long)]
@@ -144,6 +183,8 @@ pub enum Command {
     /// Where a guest file's bytes are: its extents with guest offset, layer and host offset
     Locate {
         image: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
         path: String,
         /// Partition number (0 = the whole disk); default: the first with a filesystem
         #[arg(long)]
@@ -200,17 +241,31 @@ pub fn run() -> Result<ExitCode> {
                 Some(p) => p,
                 None => demo_image()?,
             };
-            info::run(&image, &opts, Output::Human)
+            use std::io::IsTerminal;
+            if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+                // no terminal to draw on (a pipe, CI): print the summary instead
+                return info::run(&image, &opts, Output::Human);
+            }
+            let img = open(&image, &opts)?;
+            crate::tui::run(&img, cli.goto.as_deref())?;
+            Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Info { image, output }) => info::run(&image, &opts, output),
-        Some(Command::Map { image, output }) => map::run(&image, &opts, output),
-        Some(Command::Tables { image }) => tables::run(&image, &opts),
-        Some(Command::Read { image, offset, length, file }) => read::run(&image, &opts, &offset, length.as_deref(), file),
-        Some(Command::Dump { image, offset, length, file }) => dump::run(&image, &opts, &offset, &length, file),
-        Some(Command::Where { image, offset, file, output }) => where_::run(&image, &opts, &offset, file, output),
-        Some(Command::Partitions { image, output }) => partitions::run(&image, &opts, output),
-        Some(Command::Ls { image, path, partition, long }) => fs::ls(&image, &opts, &path, partition, long),
-        Some(Command::Cat { image, path, partition }) => fs::cat(&image, &opts, &path, partition),
-        Some(Command::Locate { image, path, partition, output }) => fs::locate(&image, &opts, &path, partition, output),
+        Some(Command::Render { image, size, keys, format, goto }) => {
+            let image = match image {
+                Some(p) => p,
+                None => demo_image()?,
+            };
+            render::run(&image, &opts, &size, &keys, format, goto.as_deref())
+        }
+        Some(Command::Info { image, output, open }) => info::run(&image, &open.options(), output),
+        Some(Command::Map { image, output, open }) => map::run(&image, &open.options(), output),
+        Some(Command::Tables { image, open }) => tables::run(&image, &open.options()),
+        Some(Command::Read { image, offset, length, file, open }) => read::run(&image, &open.options(), &offset, length.as_deref(), file),
+        Some(Command::Dump { image, offset, length, file, open }) => dump::run(&image, &open.options(), &offset, &length, file),
+        Some(Command::Where { image, offset, file, output, open }) => where_::run(&image, &open.options(), &offset, file, output),
+        Some(Command::Partitions { image, output, open }) => partitions::run(&image, &open.options(), output),
+        Some(Command::Ls { image, path, partition, long, open }) => fs::ls(&image, &open.options(), &path, partition, long),
+        Some(Command::Cat { image, path, partition, open }) => fs::cat(&image, &open.options(), &path, partition),
+        Some(Command::Locate { image, path, partition, output, open }) => fs::locate(&image, &open.options(), &path, partition, output),
     }
 }

@@ -67,23 +67,26 @@ impl Image {
     pub fn unit_kind(&self, unit: u64) -> Result<UnitKind> {
         let start = self.unit_start(unit);
         let exts = self.extents(start, self.unit_size())?;
-        let class = |k: &LayerKind| match k {
+        let class = |e: &super::Extent| match e.kind {
             LayerKind::Data { .. } | LayerKind::Opaque | LayerKind::ZeroData { .. } => 0,
+            // a dynamic VHD's missing block reads zero (qemu calls it zero), but it is not
+            // allocated: the grid shows the BAT as it is
+            LayerKind::Zero { host: None } if matches!(self.layers[e.depth].layer, Layer::Vhd(_)) => 2,
             LayerKind::Zero { .. } => 1,
             LayerKind::Unallocated { .. } => 2,
             LayerKind::Compressed { .. } => 3,
         };
         let Some(first) = exts.first() else { return Ok(UnitKind::Unallocated) };
-        let same = exts.iter().all(|e| e.depth == first.depth && class(&e.kind) == class(&first.kind));
+        let same = exts.iter().all(|e| e.depth == first.depth && class(e) == class(first));
         if same {
-            return Ok(match class(&first.kind) {
+            return Ok(match class(first) {
                 0 => UnitKind::Data { depth: first.depth },
                 1 => UnitKind::Zero { depth: first.depth },
                 2 => UnitKind::Unallocated,
                 _ => UnitKind::Compressed { depth: first.depth },
             });
         }
-        if exts.iter().any(|e| e.depth == 0 && class(&e.kind) == 0) {
+        if exts.iter().any(|e| e.depth == 0 && class(e) == 0) {
             return Ok(UnitKind::Partial);
         }
         Ok(UnitKind::Mixed { depth: exts.iter().map(|e| e.depth).min().unwrap_or(0) })

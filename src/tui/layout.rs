@@ -11,7 +11,7 @@ pub struct Screen {
 }
 
 /// Width of the hex pane: offset, 16 bytes, ASCII, borders.
-pub const HEX_WIDTH: u16 = 8 + 2 + 16 * 3 + 1 + 1 + 16 + 1 + 2 + 4;
+pub const HEX_WIDTH: u16 = 8 + 2 + 16 * 3 + 1 + 1 + 16 + 1 + 2;
 
 pub fn screen(st: &AppState) -> Screen {
     let area = Rect::new(0, 0, st.size.0, st.size.1);

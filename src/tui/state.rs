@@ -115,10 +115,7 @@ impl AppState {
             density: Vec::new(),
         };
         st.density = density(img, 256);
-        // open on the first header field, in file space
-        if let Some(h) = st.header.first() {
-            st.cursor = h.field.off;
-        }
+        // open at the start of the file: a VHD's footer copy or a qcow2 header
         st
     }
 

@@ -297,14 +297,19 @@ pub fn parse_jump(st: &AppState, img: &Image, text: &str) -> Result<(Space, u64)
         Some("b") | Some("c") => (Space::Virt, n.checked_mul(img.unit_size()).ok_or("block number too large")?),
         Some(p) => return Err(format!("unknown prefix '{}:' (use v: f: s: b: c:)", p)),
     };
-    let size = match space {
+    let size_of = |sp: Space| match sp {
         Space::Virt => img.virtual_size(),
         Space::File => img.layers[if st.space == Space::File { st.file_layer } else { 0 }].layer.file().len(),
     };
-    if off >= size {
-        return Err(format!("0x{:x} is past the end (0x{:x})", off, size));
+    if off < size_of(space) {
+        return Ok((space, off));
     }
-    Ok((space, off))
+    // no prefix: an offset past the end of this space may still be one of the other
+    let other = if space == Space::Virt { Space::File } else { Space::Virt };
+    if prefix.is_none() && off < size_of(other) {
+        return Ok((other, off));
+    }
+    Err(format!("0x{:x} is past the end (0x{:x})", off, size_of(space)))
 }
 
 fn submit(st: &mut AppState, img: &Image, text: &str) {
@@ -315,6 +320,8 @@ fn submit(st: &mut AppState, img: &Image, text: &str) {
                 st.dialog = None;
                 st.focus = Pane::Hex;
                 set_cursor(st, img, space, layer, off);
+                // a jump shows its target on the first row, as a hexdump would
+                st.hex_top = st.cursor / 16 * 16;
             }
             Err(e) => st.dialog_error = Some(e),
         },

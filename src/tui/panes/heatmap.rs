@@ -1,0 +1,112 @@
+//! Bitmap pane: for a VHD the selected block's sector bitmap as a heatmap plus a whole-disk
+//! density overview; for QCOW2 the selected cluster's subclusters (extended L2) and the
+//! overview.
+
+use ratatui::layout::Rect;
+use ratatui::style::Color;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use ratatui::Frame;
+
+use super::block;
+use crate::image::chain::Layer;
+use crate::image::qcow2::cluster::Sub;
+use crate::image::Image;
+use crate::tui::state::{AppState, Pane};
+use crate::tui::theme;
+
+const SHADES: [&str; 5] = [" ", "░", "▒", "▓", "█"];
+
+fn shade(frac: f32) -> &'static str {
+    if frac <= 0.0 {
+        SHADES[0]
+    } else if frac >= 1.0 {
+        SHADES[4]
+    } else {
+        SHADES[1 + ((frac * 3.0) as usize).min(2)]
+    }
+}
+
+pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
+    let focused = st.focus == Pane::Bitmap;
+    let width = r.width.saturating_sub(2).max(1) as usize;
+    let height = r.height.saturating_sub(2) as usize;
+    let mut lines = Vec::new();
+    let (title, cells) = match img.top() {
+        Layer::Vhd(v) if v.block_size().is_some() => {
+            let block = st.grid_sel;
+            match img.vhd_bitmap(block) {
+                Ok(Some((bm, sectors))) => {
+                    let present = (0..sectors).filter(|&s| Image::vhd_bit(&bm, s)).count();
+                    lines.push(Line::from(format!("block {}: {}/{} sectors present", block, present, sectors)));
+                    let avail = (height.saturating_sub(4)).max(1) * width;
+                    let per = (sectors as usize).div_ceil(avail).max(1);
+                    let cells: Vec<f32> = (0..(sectors as usize).div_ceil(per))
+                        .map(|c| {
+                            let lo = c * per;
+                            let hi = ((c + 1) * per).min(sectors as usize);
+                            (lo..hi).filter(|&s| Image::vhd_bit(&bm, s as u64)).count() as f32 / (hi - lo) as f32
+                        })
+                        .collect();
+                    lines.push(Line::from(format!("one cell = {} sector(s)", per)));
+                    (format!(" Bitmap — block {} sector bitmap ", block), cells)
+                }
+                Ok(None) => {
+                    lines.push(Line::from(format!("block {} is not allocated: no bitmap", block)));
+                    (format!(" Bitmap — block {} ", block), Vec::new())
+                }
+                Err(e) => {
+                    lines.push(Line::from(e.to_string()));
+                    (" Bitmap ".to_string(), Vec::new())
+                }
+            }
+        }
+        Layer::Qcow2(q) => {
+            let virt = img.unit_start(st.grid_sel);
+            let mut cells = Vec::new();
+            match q.l2_entry(virt) {
+                Ok(Some(e)) if q.geo.extended => {
+                    lines.push(Line::from(format!("cluster {} subclusters (D data, Z zero, . unallocated):", st.grid_sel)));
+                    let s: String = (0..32)
+                        .map(|sc| match q.geo.classify(e, sc) {
+                            Sub::Normal(_) => 'D',
+                            Sub::ZeroPlain | Sub::ZeroAlloc(_) => 'Z',
+                            Sub::Compressed { .. } => 'C',
+                            Sub::Invalid => '!',
+                            _ => '.',
+                        })
+                        .collect();
+                    lines.push(Line::from(s.clone()));
+                    cells = s.chars().map(|c| if c == 'D' { 1.0 } else { 0.0 }).collect();
+                }
+                Ok(Some(e)) => lines.push(Line::from(format!("cluster {}: L2 entry 0x{:016x}", st.grid_sel, e.entry))),
+                Ok(None) => lines.push(Line::from(format!("cluster {}: no L2 table", st.grid_sel))),
+                Err(err) => lines.push(Line::from(err.to_string())),
+            }
+            (" Bitmap — subclusters and density ".to_string(), cells)
+        }
+        _ => {
+            lines.push(Line::from("no sector bitmaps in this format"));
+            (" Bitmap ".to_string(), Vec::new())
+        }
+    };
+    for chunk in cells.chunks(width) {
+        if lines.len() + 3 >= height {
+            break;
+        }
+        let s: String = chunk.iter().map(|&c| shade(c)).collect();
+        lines.push(Line::from(Span::styled(s, theme::fg(st, Color::Magenta))));
+    }
+    if !st.density.is_empty() {
+        lines.push(Line::from("whole disk, allocated share:"));
+        let per_line = width;
+        for chunk in st.density.chunks(per_line) {
+            if lines.len() >= height {
+                break;
+            }
+            let s: String = chunk.iter().map(|&c| shade(c)).collect();
+            lines.push(Line::from(Span::styled(s, theme::fg(st, Color::Green))));
+        }
+    }
+    f.render_widget(Paragraph::new(lines).block(block(st, title, focused)), r);
+}
