@@ -207,6 +207,10 @@ pub struct FileMap {
     pub inode_offset: u64,
     /// Covers `[0, size)` in order, holes included.
     pub runs: Vec<FileRun>,
+    /// A block-mapped (ext2/3) file with a hole where an indirect block would be:
+    /// ext4-view 1.0 cannot read those (it reads "block 0"), so `copy_to` reads such files
+    /// through this map instead.
+    pub indirect_hole: bool,
 }
 
 /// One piece of a located file: a file range that lies in one image extent.
@@ -395,6 +399,11 @@ impl ExtFs {
         let path = absolute(path);
         let mut f = self.fs.open(path.as_str()).map_err(|e| fs_err(e, &path))?;
         let size = f.metadata().len();
+        if let Ok(map) = self.file_map(&path) {
+            if map.indirect_hole && map.size == size {
+                return self.copy_runs(&map, out);
+            }
+        }
         let mut buf = vec![0u8; 64 * 1024];
         let mut total = 0u64;
         while total < size {
@@ -414,6 +423,25 @@ impl ExtFs {
             total += filled as u64;
         }
         Ok(total)
+    }
+
+    /// Copy a file's bytes by its map: holes and unwritten extents as zeros.
+    fn copy_runs(&self, map: &FileMap, out: &mut dyn Write) -> Result<u64> {
+        const CHUNK: u64 = 64 * 1024;
+        let mut buf = vec![0u8; CHUNK as usize];
+        for run in &map.runs {
+            let mut pos = 0;
+            while pos < run.len {
+                let n = CHUNK.min(run.len - pos) as usize;
+                match run.fs_offset {
+                    Some(off) if !run.unwritten => self.read_vol(off + pos, &mut buf[..n])?,
+                    _ => buf[..n].fill(0),
+                }
+                out.write_all(&buf[..n]).map_err(Error::Write)?;
+                pos += n as u64;
+            }
+        }
+        Ok(map.size)
     }
 
     /// The file's bytes in memory (for small files; `copy_to` streams).
@@ -519,6 +547,7 @@ impl ExtFs {
         let bs = self.sb.block_size;
         let ftype = mode & 0xf000;
         let mut blocks: Vec<(u64, u64, u64, bool)> = Vec::new();
+        let mut indirect_hole = false;
         // regular files, directories and symlinks whose target is not in the inode
         let has_blocks = ftype == 0x8000 || ftype == 0x4000 || (ftype == 0xa000 && size >= 60);
         let nblocks = size.div_ceil(bs);
@@ -527,7 +556,7 @@ impl ExtFs {
             if flags & 0x80000 != 0 {
                 self.walk_extents(i_block, None, 0, &mut budget, &mut blocks)?;
             } else {
-                self.walk_blockmap(i_block, nblocks, &mut budget, &mut blocks)?;
+                indirect_hole = self.walk_blockmap(i_block, nblocks, &mut budget, &mut blocks)?;
             }
         }
         blocks.sort_by_key(|b| b.0);
@@ -561,7 +590,7 @@ impl ExtFs {
             }
         }
         runs.retain(|r| r.len > 0);
-        Ok(FileMap { inode: ino, size, inode_offset, runs })
+        Ok(FileMap { inode: ino, size, inode_offset, runs, indirect_hole })
     }
 
     fn walk_extents(
@@ -609,7 +638,9 @@ impl ExtFs {
     }
 
     /// ext2/3 block map: 12 direct pointers, then single, double and triple indirect blocks.
-    fn walk_blockmap(&self, i_block: &[u8], nblocks: u64, budget: &mut u64, out: &mut Vec<(u64, u64, u64, bool)>) -> Result<()> {
+    /// Returns whether an indirect block pointer within the file is a hole.
+    fn walk_blockmap(&self, i_block: &[u8], nblocks: u64, budget: &mut u64, out: &mut Vec<(u64, u64, u64, bool)>) -> Result<bool> {
+        let mut hole = false;
         let per = self.sb.block_size / 4;
         for i in 0..12u64.min(nblocks) {
             let pb = le32(i_block, i as usize * 4) as u64;
@@ -622,11 +653,11 @@ impl ExtFs {
                 break;
             }
             let ptr = le32(i_block, (11 + level as usize) * 4) as u64;
-            self.walk_indirect(ptr, level, base, nblocks, budget, out)?;
+            self.walk_indirect(ptr, level, base, nblocks, budget, &mut hole, out)?;
             base = base.saturating_add(span);
             span = span.saturating_mul(per);
         }
-        Ok(())
+        Ok(hole)
     }
 
     fn walk_indirect(
@@ -636,10 +667,15 @@ impl ExtFs {
         base: u64,
         nblocks: u64,
         budget: &mut u64,
+        hole: &mut bool,
         out: &mut Vec<(u64, u64, u64, bool)>,
     ) -> Result<()> {
-        if ptr == 0 || base >= nblocks {
-            return Ok(()); // a hole
+        if base >= nblocks {
+            return Ok(());
+        }
+        if ptr == 0 {
+            *hole = true;
+            return Ok(());
         }
         *budget = budget
             .checked_sub(1)
@@ -659,7 +695,7 @@ impl ExtFs {
                     .ok_or_else(|| Error::Damaged("damaged block map: more blocks than the filesystem has".into()))?;
                 self.push_block(lb, p, out)?;
             } else {
-                self.walk_indirect(p, level - 1, lb, nblocks, budget, out)?;
+                self.walk_indirect(p, level - 1, lb, nblocks, budget, hole, out)?;
             }
         }
         Ok(())

@@ -3,6 +3,7 @@
 //! tests are safe to run in parallel.
 #![allow(dead_code)]
 
+pub mod guest;
 pub mod images;
 pub mod vhd;
 
