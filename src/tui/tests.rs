@@ -1,1 +1,256 @@
+//! Snapshots of every pane and of whole screens (ratatui's TestBackend), the keymap ↔ help
+//! consistency, the jump parser and the space toggle. Images: the bundled demo VHD (made by
+//! scripts/make-demo-image.sh, byte for byte reproducible) and a qcow2 chain made by qemu-img.
 
+use std::path::Path;
+use std::process::Command;
+
+use ratatui::backend::TestBackend;
+use ratatui::layout::Rect;
+use ratatui::Terminal;
+
+use super::action::Action;
+use super::keymap::{self, bindings, Mode};
+use super::render::{frame, to_svg, to_text};
+use super::state::{AppState, Pane, Space};
+use super::update::{handle_key, parse_jump, update};
+use crate::image::{self, Image, OpenOptions};
+
+fn demo() -> Image {
+    // relative to the package root, where cargo runs unit tests, so snapshots name it the same
+    image::open(Path::new("assets/demo.vhd"), &OpenOptions::default()).expect("demo image")
+}
+
+fn qemu(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().expect("qemu tools installed");
+    assert!(out.status.success(), "{:?}: {}", args, String::from_utf8_lossy(&out.stderr));
+}
+
+/// A two-layer qcow2 chain with data in both layers, a zero cluster and a compressed one.
+fn qcow2_chain(dir: &Path) -> Image {
+    let base = dir.join("base.qcow2");
+    let top = dir.join("top.qcow2");
+    let (b, t) = (base.to_str().unwrap(), top.to_str().unwrap());
+    qemu(&["qemu-img", "create", "-q", "-f", "qcow2", b, "8M"]);
+    qemu(&["qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 256k", "-c", "write -P 0x22 1M 64k", b]);
+    qemu(&["qemu-img", "create", "-q", "-f", "qcow2", "-b", b, "-F", "qcow2", t, "8M"]);
+    qemu(&["qemu-io", "-f", "qcow2", "-c", "write -P 0x33 64k 64k", "-c", "write -z 128k 64k", "-c", "write -c -P 0x44 2M 64k", t]);
+    image::open(&top, &OpenOptions::default()).unwrap()
+}
+
+fn screen(img: &Image, cols: u16, rows: u16, keys: &str) -> String {
+    to_text(&frame(img, cols, rows, keys, None, true).unwrap())
+}
+
+fn pane(img: &Image, st: &AppState, p: Pane, w: u16, h: u16) -> String {
+    let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
+    term.draw(|f| {
+        let r = Rect::new(0, 0, w, h);
+        match p {
+            Pane::Header => super::panes::header::draw(f, st, img, r),
+            Pane::L1 => super::panes::l1::draw(f, st, img, r),
+            Pane::Grid => super::panes::grid::draw(f, st, img, r),
+            Pane::Hex => super::panes::hex::draw(f, st, img, r),
+            Pane::Bitmap => super::panes::heatmap::draw(f, st, img, r),
+        }
+    })
+    .unwrap();
+    to_text(term.backend().buffer())
+}
+
+fn state(img: &Image, cols: u16, rows: u16) -> AppState {
+    let mut st = AppState::new(img, (cols, rows));
+    st.no_color = true;
+    update(&mut st, img, Action::Resize(cols, rows));
+    st
+}
+
+#[test]
+fn demo_screen_160x48() {
+    let img = demo();
+    let s = screen(&img, 160, 48, "");
+    for title in ["Header", "BAT", "Hex", "Bitmap"] {
+        assert!(s.contains(&format!("┏ {} ", title)) || s.contains(&format!("┌ {} ", title)), "pane {} missing:\n{}", title, s);
+    }
+    assert!(s.contains("conectix"));
+    insta::assert_snapshot!(s);
+}
+
+#[test]
+fn demo_screen_80x24_stacks_panes() {
+    let img = demo();
+    let s = screen(&img, 80, 24, "");
+    assert_eq!(s.lines().count(), 24);
+    assert!(s.lines().all(|l| l.chars().count() == 80));
+    insta::assert_snapshot!(s);
+}
+
+#[test]
+fn jump_shows_the_row() {
+    let img = demo();
+    let s = screen(&img, 160, 48, "g 0x200000 Enter");
+    assert!(s.contains("00200000  "), "{}", s);
+    let s = screen(&img, 160, 48, "g v:0x1000 Enter");
+    assert!(s.contains("guest 0x1000 │ file 0x1a00"), "{}", s);
+    insta::assert_snapshot!(s);
+}
+
+#[test]
+fn jump_errors_stay_in_the_dialog() {
+    let img = demo();
+    let s = screen(&img, 120, 40, "g 0x9999999999 Enter");
+    assert!(s.contains("past the end"), "{}", s);
+    let s = screen(&img, 120, 40, "g zz Enter");
+    assert!(s.contains("unexpected"), "{}", s);
+}
+
+#[test]
+fn help_popup_lists_every_binding() {
+    let img = demo();
+    let s = screen(&img, 160, 48, "?");
+    assert!(s.contains("Help"));
+    for b in bindings().iter().filter(|b| b.mode == Mode::Normal) {
+        assert!(s.contains(b.desc), "help lacks '{}':\n{}", b.desc, s);
+    }
+    insta::assert_snapshot!(s);
+}
+
+#[test]
+fn keymap_has_no_conflicts_and_help_covers_it() {
+    let all = bindings();
+    let help = keymap::help_lines();
+    for (i, a) in all.iter().enumerate() {
+        assert!(help.iter().any(|(k, d)| k == a.label && d == a.desc), "{} not in help", a.label);
+        for b in &all[i + 1..] {
+            if a.mode == b.mode {
+                for k in a.keys {
+                    assert!(!b.keys.contains(k), "{:?} bound twice ({} / {})", k, a.label, b.label);
+                }
+            }
+        }
+    }
+    // every key a binding names resolves to that binding's action
+    for a in &all {
+        for (code, m) in a.keys {
+            let ev = crossterm::event::KeyEvent::new(*code, *m);
+            assert_eq!(keymap::lookup(a.mode, &ev), Some(a.action.clone()), "{:?}", code);
+        }
+    }
+}
+
+#[test]
+fn quit_key_quits() {
+    let img = demo();
+    let mut st = state(&img, 100, 30);
+    for k in keymap::parse_keys("q") {
+        handle_key(&mut st, &img, k);
+    }
+    assert!(st.quit);
+}
+
+#[test]
+fn jump_parser() {
+    let img = demo();
+    let st = state(&img, 160, 48);
+    assert_eq!(parse_jump(&st, &img, "0x200").unwrap(), (Space::File, 0x200));
+    assert_eq!(parse_jump(&st, &img, "v:4M+512*3").unwrap(), (Space::Virt, (4 << 20) + 1536));
+    assert_eq!(parse_jump(&st, &img, "f:0x600").unwrap(), (Space::File, 0x600));
+    assert_eq!(parse_jump(&st, &img, "s:8").unwrap(), (Space::File, 4096));
+    assert_eq!(parse_jump(&st, &img, "b:2").unwrap(), (Space::Virt, 2 << 21));
+    assert_eq!(parse_jump(&st, &img, "c:1").unwrap(), (Space::Virt, 1 << 21));
+    // past the end of the file but inside the disk: the guest offset
+    assert_eq!(parse_jump(&st, &img, "0x500000").unwrap(), (Space::Virt, 0x500000));
+    assert!(parse_jump(&st, &img, "f:0x500000").is_err());
+    assert!(parse_jump(&st, &img, "x:1").is_err());
+    assert!(parse_jump(&st, &img, "").is_err());
+}
+
+#[test]
+fn space_toggle_keeps_the_byte() {
+    let img = demo();
+    let mut st = state(&img, 160, 48);
+    for k in keymap::parse_keys("g v:0x1000 Enter") {
+        handle_key(&mut st, &img, k);
+    }
+    assert_eq!((st.space, st.cursor), (Space::Virt, 0x1000));
+    update(&mut st, &img, Action::ToggleSpace);
+    assert_eq!((st.space, st.cursor), (Space::File, 0x1a00));
+    update(&mut st, &img, Action::ToggleSpace);
+    assert_eq!((st.space, st.cursor), (Space::Virt, 0x1000));
+    // a metadata byte has no guest counterpart: say so
+    for k in keymap::parse_keys("g f:0x600 Enter") {
+        handle_key(&mut st, &img, k);
+    }
+    update(&mut st, &img, Action::ToggleSpace);
+    assert!(st.message.as_deref().unwrap_or("").contains("no guest counterpart"));
+}
+
+#[test]
+fn grid_selection_moves_the_hex_view() {
+    let img = demo();
+    let mut st = state(&img, 160, 48);
+    st.focus = Pane::Grid;
+    update(&mut st, &img, Action::Right);
+    assert_eq!(st.grid_sel, 1);
+    assert_eq!((st.space, st.cursor), (Space::Virt, 2 << 20));
+    st.focus = Pane::Header;
+    update(&mut st, &img, Action::Down);
+    assert_eq!(st.space, Space::File);
+    assert_eq!(st.cursor, st.header[1].field.off);
+}
+
+#[test]
+fn pane_snapshots_vhd() {
+    let img = demo();
+    let st = state(&img, 160, 48);
+    insta::assert_snapshot!("header_vhd", pane(&img, &st, Pane::Header, 80, 20));
+    insta::assert_snapshot!("grid_vhd", pane(&img, &st, Pane::Grid, 60, 10));
+    insta::assert_snapshot!("hex_vhd", pane(&img, &st, Pane::Hex, 80, 12));
+    insta::assert_snapshot!("bitmap_vhd", pane(&img, &st, Pane::Bitmap, 60, 14));
+}
+
+#[test]
+fn pane_snapshots_qcow2_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = qcow2_chain(dir.path());
+    let st = state(&img, 160, 48);
+    let name = dir.path().to_str().unwrap().to_string();
+    let clean = |s: String| s.replace(&name, "DIR");
+    let grid = pane(&img, &st, Pane::Grid, 70, 10);
+    // clusters 0 and 3 from the base (depth 1), 1 top data, 2 zero, 16 base, 32 compressed
+    assert!(grid.contains("▒1██00▒1"), "{}", grid);
+    assert!(grid.contains("CC"), "{}", grid);
+    let s = to_text(&frame(&img, 160, 48, "", None, true).unwrap());
+    for title in ["Header", "L1", "L2", "Hex"] {
+        assert!(s.contains(&format!(" {} ", title)), "pane {} missing:\n{}", title, s);
+    }
+    insta::assert_snapshot!("header_qcow2", clean(pane(&img, &st, Pane::Header, 90, 16)));
+    insta::assert_snapshot!("l1_qcow2", clean(pane(&img, &st, Pane::L1, 40, 6)));
+    insta::assert_snapshot!("grid_qcow2", clean(grid));
+    insta::assert_snapshot!("hex_qcow2", clean(pane(&img, &st, Pane::Hex, 80, 10)));
+    insta::assert_snapshot!("bitmap_qcow2", clean(pane(&img, &st, Pane::Bitmap, 60, 8)));
+}
+
+#[test]
+fn svg_is_well_formed() {
+    let img = demo();
+    let svg = to_svg(&frame(&img, 100, 30, "", None, false).unwrap());
+    assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    assert!(svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("<text").count(), svg.matches("</text>").count());
+    // every & < > inside text is escaped
+    for t in svg.split("<text").skip(1) {
+        let body = &t[t.find('>').unwrap() + 1..t.find("</text>").unwrap()];
+        assert!(!body.contains('<') && !body.contains('>'), "{}", body);
+    }
+}
+
+#[test]
+fn render_text_has_exactly_the_asked_size() {
+    let img = demo();
+    for (c, r) in [(80u16, 24u16), (160, 48), (123, 37)] {
+        let s = screen(&img, c, r, "Tab Tab Down");
+        assert_eq!(s.lines().count(), r as usize);
+        assert!(s.lines().all(|l| l.chars().count() == c as usize));
+    }
+}
