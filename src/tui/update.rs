@@ -232,7 +232,8 @@ fn set_cursor_only(st: &mut AppState, img: &Image, space: Space, layer: usize, o
     st.space = space;
     st.file_layer = layer;
     st.cursor = off.min(space_size(st, img).saturating_sub(1));
-    keep_visible(st);
+    // what a selection shows starts on the first row, as in a hexdump
+    st.hex_top = st.cursor / 16 * 16;
 }
 
 /// Move the hex cursor and let the other panes follow it (owning cell and field).

@@ -38,7 +38,7 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
         lines.push(
             Line::from(vec![
                 Span::styled(format!("{}{:06x} ", group_mark, h.field.off), theme::fg(st, Color::DarkGray)),
-                Span::styled(format!("{:<20.20} ", h.field.name), theme::fg(st, Color::Cyan)),
+                Span::styled(format!("{:<24.24} ", h.field.name), theme::fg(st, Color::Cyan)),
                 Span::styled(format!("{:<17.17} ", raw), theme::fg(st, Color::Gray)),
                 Span::styled(
                     h.field.value.clone(),
