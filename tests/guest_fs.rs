@@ -181,6 +181,9 @@ fn whole_disk_filesystem() {
     let parts = vdiskview_json(&["partitions", s(&fs), "--output=json"]);
     assert_eq!(parts["scheme"], Value::Null, "{}", pretty(&parts));
     assert_eq!(parts["partitions"].as_array().unwrap().len(), 0);
+    assert_eq!(parts["whole-disk-filesystem"]["filesystem"], "ext4", "{}", pretty(&parts));
+    assert_eq!(parts["whole-disk-filesystem"]["label"], "whole");
+    assert!(vdiskview_text(&["partitions", s(&fs)]).contains("The whole disk holds a filesystem: ext4 (label whole)"));
     for kind in ["raw", "vpc-dynamic", "qcow2"] {
         let img = convert(&fs, kind, &dir.path().join(format!("whole.{kind}")));
         check_tree(&img, &[]);

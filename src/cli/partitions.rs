@@ -87,6 +87,11 @@ pub fn table_json(t: &PartitionTable) -> Value {
             "backup": g.backup.as_ref().map(|h| header_json(h, g.sector_size)),
         })),
         "partitions": t.partitions.iter().map(partition_json).collect::<Vec<_>>(),
+        "whole-disk-filesystem": t.whole_disk.as_ref().map(|f| json!({
+            "filesystem": f.kind.name(),
+            "label": f.label,
+            "uuid": f.uuid,
+        })),
         "warnings": t.warnings,
     })
 }
@@ -131,6 +136,13 @@ fn human(t: &PartitionTable) -> String {
         if let Some(m) = &t.mbr {
             s += &format!("  protective MBR: {}\n", if m.protective { "yes" } else { "no (type 0xEE missing)" });
         }
+    }
+    if let Some(f) = &t.whole_disk {
+        s += &format!(
+            "The whole disk holds a filesystem: {}{}\n",
+            f.kind.name(),
+            f.label.as_ref().map(|l| format!(" (label {})", l)).unwrap_or_default()
+        );
     }
     if t.partitions.is_empty() {
         s += "No partitions.\n";

@@ -198,6 +198,8 @@ pub struct PartitionTable {
     pub mbr: Option<Mbr>,
     pub gpt: Option<Gpt>,
     pub partitions: Vec<Partition>,
+    /// With no partition table: the filesystem that starts at sector 0, if any.
+    pub whole_disk: Option<FsInfo>,
     /// Damage found that did not stop the table from being read.
     pub warnings: Vec<String>,
 }
@@ -244,7 +246,7 @@ fn is_extended(t: u8) -> bool {
 /// per-partition problems, not errors, as far as the table can be read.
 pub fn read_table(img: &Image) -> Result<PartitionTable> {
     let disk_size = img.virtual_size();
-    let mut t = PartitionTable { disk_size, scheme: None, mbr: None, gpt: None, partitions: vec![], warnings: vec![] };
+    let mut t = PartitionTable { disk_size, scheme: None, mbr: None, gpt: None, partitions: vec![], whole_disk: None, warnings: vec![] };
     let mut sector = [0u8; 512];
     if !read_full(img, 0, &mut sector)? {
         return Ok(t);
@@ -256,6 +258,7 @@ pub fn read_table(img: &Image) -> Result<PartitionTable> {
         matches!(f.kind, FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 | FsKind::Ntfs | FsKind::ExFat)
     });
     if boot_sector_fs {
+        t.whole_disk = whole_fs;
         return Ok(t);
     }
     let protective = mbr.as_ref().is_some_and(|m| m.protective);
@@ -278,7 +281,7 @@ pub fn read_table(img: &Image) -> Result<PartitionTable> {
             t.partitions = mbr_partitions(img, &m, &mut t.warnings)?;
             t.mbr = Some(m);
         }
-        (None, None) => {}
+        (None, None) => t.whole_disk = whole_fs,
     }
     for p in &mut t.partitions {
         if p.start >= disk_size {
