@@ -12,16 +12,14 @@ use serde_json::{json, Value};
 
 use super::{open, Output};
 use crate::guest::ext::{absolute, EntryInfo, ExtFs, Located};
-use crate::guest::{read_table, select_volume, Error as GuestError};
+use crate::guest::{self, Error as GuestError};
 use crate::image::OpenOptions;
 
 /// Open the image and the ext filesystem on the chosen partition (`--partition`; 0 = the whole
 /// disk) or on the first partition that holds one.
 pub fn open_fs(path: &Path, opts: &OpenOptions, partition: Option<u32>) -> Result<ExtFs> {
     let img = Rc::new(open(path, opts)?);
-    let table = read_table(&img)?;
-    let vol = select_volume(&img, &table, partition)?;
-    Ok(ExtFs::open(img, &vol)?)
+    Ok(guest::open_fs(img, partition)?)
 }
 
 fn warn(fs: &ExtFs) {

@@ -660,6 +660,7 @@ impl ExtFs {
         Ok(hole)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn walk_indirect(
         &self,
         ptr: u64,

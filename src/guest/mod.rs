@@ -8,6 +8,8 @@
 pub mod ext;
 pub mod partitions;
 
+use std::rc::Rc;
+
 use crate::image::Image;
 
 pub use ext::{EntryInfo, ExtFs, FileExtent, FileMap, FileRun, Located};
@@ -264,4 +266,12 @@ pub fn select_volume(img: &Image, table: &PartitionTable, partition: Option<u32>
             }
         }
     }
+}
+
+/// Open the ext filesystem a command works on: on partition `partition` (0 = the whole disk),
+/// or as [`select_volume`] chooses.
+pub fn open_fs(image: Rc<Image>, partition: Option<u32>) -> Result<ExtFs> {
+    let table = read_table(&image)?;
+    let vol = select_volume(&image, &table, partition)?;
+    ExtFs::open(image, &vol)
 }

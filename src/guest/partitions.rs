@@ -448,7 +448,7 @@ fn read_gpt_header(img: &Image, lba: u64, ss: u64) -> Result<Option<(GptHeader, 
     }
     let es = h.entry_size as u64;
     let total = es * h.num_entries as u64;
-    if es < 128 || es % 8 != 0 || es > 4096 {
+    if es < 128 || !es.is_multiple_of(8) || es > 4096 {
         h.problem = Some(format!("partition entry size {} is not a multiple of 8 between 128 and 4096", es));
         return Ok(Some((h, vec![])));
     }
