@@ -9,6 +9,7 @@ mod read;
 mod render;
 mod tables;
 mod where_;
+mod write;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -114,6 +115,28 @@ pub enum Command {
         #[arg(long, default_value = "512")]
         length: String,
         /// Dump the host file instead of the guest disk
+        #[arg(long)]
+        file: bool,
+    },
+    /// Patch the image: guest bytes through the write engine (allocating as qemu would), or
+    /// raw bytes of the image file with --file. Takes qemu's write lock.
+    Write {
+        image: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// Where to write (expression)
+        #[arg(long)]
+        offset: String,
+        /// Fill with this byte (needs --length)
+        #[arg(long)]
+        pattern: Option<String>,
+        /// Bytes to write
+        #[arg(long)]
+        length: Option<String>,
+        /// Bytes to write from a file, or - for stdin
+        #[arg(long)]
+        input: Option<String>,
+        /// Write into the image file (host offsets) instead of the guest disk
         #[arg(long)]
         file: bool,
     },
@@ -256,6 +279,9 @@ pub fn run() -> Result<ExitCode> {
                 None => demo_image()?,
             };
             render::run(&image, &opts, &size, &keys, format, goto.as_deref())
+        }
+        Some(Command::Write { image, open, offset, pattern, length, input, file }) => {
+            write::run(&image, &open.options(), &offset, pattern.as_deref(), length.as_deref(), input.as_deref(), file)
         }
         Some(Command::Info { image, output, open }) => info::run(&image, &open.options(), output),
         Some(Command::Map { image, output, open }) => map::run(&image, &open.options(), output),

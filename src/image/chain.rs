@@ -136,12 +136,30 @@ pub struct Image {
 }
 
 pub(crate) fn open_layer(path: &Path, name: String, format: Option<Format>) -> Result<Layer> {
-    let file = HostFile::open(path, name)?;
+    open_layer_mode(path, name, format, false)
+}
+
+fn open_layer_mode(path: &Path, name: String, format: Option<Format>, write: bool) -> Result<Layer> {
+    let file = HostFile::open_mode(path, name, write)?;
+    if write {
+        file.lock_for_write()?;
+    }
     let format = match format {
         Some(f) => f,
         None => probe(&file)?,
     };
     Ok(match format {
+        Format::Raw => Layer::Raw(raw::Raw::open(file)),
+        Format::Vhd => Layer::Vhd(vhd::Vhd::open(file)?),
+        Format::Qcow2 => Layer::Qcow2(qcow2::Qcow2::open(file)?),
+    })
+}
+
+/// Parse a layer's file again (after its bytes were patched by hand), on a duplicate of its
+/// descriptor so qemu's locks stay held.
+pub(crate) fn reparse(layer: &Layer) -> Result<Layer> {
+    let file = layer.file().dup()?;
+    Ok(match layer.format() {
         Format::Raw => Layer::Raw(raw::Raw::open(file)),
         Format::Vhd => Layer::Vhd(vhd::Vhd::open(file)?),
         Format::Qcow2 => Layer::Qcow2(qcow2::Qcow2::open(file)?),
@@ -155,7 +173,14 @@ fn identity(path: &Path) -> Option<(u64, u64)> {
 
 pub fn open_chain(path: &Path, opts: &OpenOptions) -> Result<Image> {
     let top_name = path.to_string_lossy().into_owned();
-    let top = open_layer(path, top_name.clone(), opts.format)?;
+    let top = open_layer_mode(path, top_name.clone(), opts.format, opts.write)?;
+    if opts.write {
+        if let Layer::Qcow2(q) = &top {
+            if let Some(df) = &q.data_file {
+                df.lock_for_write()?;
+            }
+        }
+    }
     let mut warnings: Vec<String> = top.warnings().iter().map(|w| format!("{}: {}", top_name, w)).collect();
     let mut seen = HashSet::new();
     if let Some(id) = identity(path) {
@@ -238,32 +263,7 @@ impl Image {
     /// the same layering rules as qemu's block status: a layer that does not hold a range
     /// passes it to the one below; a range beyond the end of the layer below reads as zero.
     pub fn resolve(&self, virt: u64, max: u64) -> Result<Extent> {
-        let size = self.virtual_size();
-        if virt >= size || max == 0 {
-            return Err(Error::Invalid(format!("guest offset 0x{:x} is past the end of the disk (0x{:x})", virt, size)));
-        }
-        let mut len = max.min(size - virt);
-        let mut depth = 0;
-        loop {
-            let layer = &self.layers[depth].layer;
-            let lsize = layer.virtual_size();
-            let ext = if virt >= lsize {
-                LayerExtent { len, kind: LayerKind::Unallocated { host: None } }
-            } else {
-                layer.status(virt, len.min(lsize - virt))?
-            };
-            debug_assert!(ext.len > 0 && ext.len <= len);
-            match ext.kind {
-                LayerKind::Unallocated { .. } if depth + 1 < self.layers.len() => {
-                    if virt >= self.layers[depth + 1].layer.virtual_size() {
-                        return Ok(Extent { virt, len: ext.len, depth, kind: ext.kind });
-                    }
-                    len = ext.len;
-                    depth += 1;
-                }
-                _ => return Ok(Extent { virt, len: ext.len, depth, kind: ext.kind }),
-            }
-        }
+        resolve_in(&self.layers, virt, max)
     }
 
     /// Every extent of `[virt, virt+len)` in order, as the chain resolves them.
@@ -281,62 +281,12 @@ impl Image {
 
     /// Read guest bytes through the chain.
     pub fn read(&self, virt: u64, buf: &mut [u8]) -> Result<()> {
-        let size = self.virtual_size();
-        let end = virt.checked_add(buf.len() as u64).filter(|&e| e <= size).ok_or_else(|| {
-            Error::Invalid(format!(
-                "read of 0x{:x} bytes at 0x{:x} goes past the end of the disk (0x{:x})",
-                buf.len(),
-                virt,
-                size
-            ))
-        })?;
-        if let Some(l) = self.layers.iter().find(|l| matches!(&l.layer, Layer::Qcow2(q) if q.encrypted())) {
-            return Err(Error::Unsupported(format!(
-                "{} is encrypted; vdiskview does not decrypt guest data (map, info and tables still work)",
-                l.name
-            )));
-        }
-        let mut pos = virt;
-        while pos < end {
-            let e = self.resolve(pos, end - pos)?;
-            let out = &mut buf[(pos - virt) as usize..(pos - virt + e.len) as usize];
-            self.read_extent(&e, out)?;
-            pos += e.len;
-        }
-        Ok(())
+        read_in(&self.layers, virt, buf)
     }
 
     /// Read the bytes of one resolved extent (or its first `buf.len()` bytes).
     pub fn read_extent(&self, e: &Extent, buf: &mut [u8]) -> Result<()> {
-        let layer = &self.layers[e.depth].layer;
-        match e.kind {
-            LayerKind::Data { file, host, .. } => {
-                let f = layer.host(file).ok_or_else(|| Error::Corrupt("data in a missing file".into()))?;
-                if host >= f.len() && !buf.is_empty() {
-                    // qemu reads zeros here; a data cluster wholly past the end is damage
-                    return Err(Error::Corrupt(format!(
-                        "{}: guest offset 0x{:x} maps to 0x{:x}, past the end of {} (0x{:x} bytes)",
-                        self.layers[e.depth].name,
-                        e.virt,
-                        host,
-                        f.name,
-                        f.len()
-                    )));
-                }
-                f.read_zero_fill(host, buf)
-            }
-            LayerKind::Zero { .. } | LayerKind::Unallocated { .. } | LayerKind::ZeroData { .. } => {
-                buf.fill(0);
-                Ok(())
-            }
-            LayerKind::Compressed { host, csize, cluster_virt } => {
-                layer.read_compressed(host, csize, cluster_virt, e.virt - cluster_virt, buf)
-            }
-            LayerKind::Opaque => Err(Error::Unsupported(format!(
-                "{} is encrypted; vdiskview does not decrypt guest data",
-                self.layers[e.depth].name
-            ))),
-        }
+        read_extent_in(&self.layers, e, buf)
     }
 
     /// Read host bytes of layer `layer` (file space), zero past the end.
@@ -391,9 +341,118 @@ impl Image {
         Some(self.layers[e.depth].layer.host(id)?.name.as_str())
     }
 
+    /// Forget what was computed from the top file (after a write).
+    pub fn invalidate(&mut self) {
+        self.top_regions = std::sync::OnceLock::new();
+    }
+
     /// Trim an extent to start `delta` bytes later.
     pub fn advance(e: &Extent, delta: u64) -> Extent {
         let le = skip(LayerExtent { len: e.len, kind: e.kind }, delta);
         Extent { virt: e.virt + delta, len: le.len, depth: e.depth, kind: le.kind }
     }
+}
+
+pub fn resolve_in(layers: &[LayerInfo], virt: u64, max: u64) -> Result<Extent> {
+    let size = layers[0].layer.virtual_size();
+    if virt >= size || max == 0 {
+        return Err(Error::Invalid(format!("guest offset 0x{:x} is past the end of the disk (0x{:x})", virt, size)));
+    }
+    let mut len = max.min(size - virt);
+    let mut depth = 0;
+    loop {
+        let layer = &layers[depth].layer;
+        let lsize = layer.virtual_size();
+        let ext = if virt >= lsize {
+            LayerExtent { len, kind: LayerKind::Unallocated { host: None } }
+        } else {
+            layer.status(virt, len.min(lsize - virt))?
+        };
+        debug_assert!(ext.len > 0 && ext.len <= len);
+        match ext.kind {
+            LayerKind::Unallocated { .. } if depth + 1 < layers.len() => {
+                if virt >= layers[depth + 1].layer.virtual_size() {
+                    return Ok(Extent { virt, len: ext.len, depth, kind: ext.kind });
+                }
+                len = ext.len;
+                depth += 1;
+            }
+            _ => return Ok(Extent { virt, len: ext.len, depth, kind: ext.kind }),
+        }
+    }
+}
+
+
+/// Read guest bytes through a chain of layers.
+pub fn read_in(layers: &[LayerInfo], virt: u64, buf: &mut [u8]) -> Result<()> {
+    let size = layers[0].layer.virtual_size();
+    let end = virt.checked_add(buf.len() as u64).filter(|&e| e <= size).ok_or_else(|| {
+        Error::Invalid(format!(
+            "read of 0x{:x} bytes at 0x{:x} goes past the end of the disk (0x{:x})",
+            buf.len(),
+            virt,
+            size
+        ))
+    })?;
+    if let Some(l) = layers.iter().find(|l| matches!(&l.layer, Layer::Qcow2(q) if q.encrypted())) {
+        return Err(Error::Unsupported(format!(
+            "{} is encrypted; vdiskview does not decrypt guest data (map, info and tables still work)",
+            l.name
+        )));
+    }
+    let mut pos = virt;
+    while pos < end {
+        let e = resolve_in(layers, pos, end - pos)?;
+        let out = &mut buf[(pos - virt) as usize..(pos - virt + e.len) as usize];
+        read_extent_in(layers, &e, out)?;
+        pos += e.len;
+    }
+    Ok(())
+}
+
+/// Read the bytes of one resolved extent (or its first `buf.len()` bytes).
+pub fn read_extent_in(layers: &[LayerInfo], e: &Extent, buf: &mut [u8]) -> Result<()> {
+    let layer = &layers[e.depth].layer;
+    match e.kind {
+        LayerKind::Data { file, host, .. } => {
+            let f = layer.host(file).ok_or_else(|| Error::Corrupt("data in a missing file".into()))?;
+            if host >= f.len() && !buf.is_empty() {
+                // qemu reads zeros here; a data cluster wholly past the end is damage
+                return Err(Error::Corrupt(format!(
+                    "{}: guest offset 0x{:x} maps to 0x{:x}, past the end of {} (0x{:x} bytes)",
+                    layers[e.depth].name,
+                    e.virt,
+                    host,
+                    f.name,
+                    f.len()
+                )));
+            }
+            f.read_zero_fill(host, buf)
+        }
+        LayerKind::Zero { .. } | LayerKind::Unallocated { .. } | LayerKind::ZeroData { .. } => {
+            buf.fill(0);
+            Ok(())
+        }
+        LayerKind::Compressed { host, csize, cluster_virt } => {
+            layer.read_compressed(host, csize, cluster_virt, e.virt - cluster_virt, buf)
+        }
+        LayerKind::Opaque => Err(Error::Unsupported(format!(
+            "{} is encrypted; vdiskview does not decrypt guest data",
+            layers[e.depth].name
+        ))),
+    }
+}
+
+
+/// Read guest bytes as the layers below a writer see them: zero past their end or where
+/// there is no layer at all. Copy-on-write fills partial clusters and sectors from here.
+pub fn read_below(layers: &[LayerInfo], virt: u64, buf: &mut [u8]) -> Result<()> {
+    buf.fill(0);
+    let Some(first) = layers.first() else { return Ok(()) };
+    let size = first.layer.virtual_size();
+    if virt >= size {
+        return Ok(());
+    }
+    let n = (size - virt).min(buf.len() as u64) as usize;
+    read_in(layers, virt, &mut buf[..n])
 }

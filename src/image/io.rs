@@ -2,6 +2,7 @@
 //! through here, so "past the end of the file" is caught in one place.
 
 use std::fs::File;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -14,12 +15,24 @@ pub struct HostFile {
     /// The path as the user (or a parent image) named it; qemu prints this form.
     pub name: String,
     pub path: PathBuf,
-    len: u64,
+    /// Grows as writes append (allocation at the end of the file).
+    len: AtomicU64,
+    writable: bool,
 }
 
 impl HostFile {
     pub fn open(path: &Path, name: String) -> Result<HostFile> {
-        let file = File::open(path).map_err(|e| Error::Io(format!("{}: {}", path.display(), e)))?;
+        Self::open_mode(path, name, false)
+    }
+
+    /// Open for reading, or for reading and writing when `write` (the top image of a
+    /// `--write` session only; backing files never).
+    pub fn open_mode(path: &Path, name: String, write: bool) -> Result<HostFile> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(path)
+            .map_err(|e| Error::Io(format!("{}: {}", path.display(), e)))?;
         let meta = file
             .metadata()
             .map_err(|e| Error::Io(format!("{}: {}", path.display(), e)))?;
@@ -27,15 +40,52 @@ impl HostFile {
             return Err(Error::Io(format!("{}: is a directory", path.display())));
         }
         let len = if meta.file_type().is_file() { meta.len() } else { block_device_len(&file) };
-        Ok(HostFile { file, name, path: path.to_path_buf(), len })
+        Ok(HostFile { file, name, path: path.to_path_buf(), len: AtomicU64::new(len), writable: write })
     }
 
     pub fn len(&self) -> u64 {
-        self.len
+        self.len.load(Ordering::Acquire)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
+    }
+
+    /// A second handle on the same open file description (so the same locks), for parsing
+    /// the file again after its metadata was patched.
+    pub fn dup(&self) -> Result<HostFile> {
+        let file = self.file.try_clone().map_err(|e| Error::Io(format!("{}: {}", self.name, e)))?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(self.len());
+        Ok(HostFile { file, name: self.name.clone(), path: self.path.clone(), len: AtomicU64::new(len), writable: self.writable })
+    }
+
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Write `data` at `off`, growing the file if it ends before.
+    pub fn write_at(&self, off: u64, data: &[u8]) -> Result<()> {
+        if !self.writable {
+            return Err(Error::Invalid(format!("{} is open read-only", self.name)));
+        }
+        self.file
+            .write_all_at(data, off)
+            .map_err(|e| Error::Io(format!("{}: write at 0x{:x}: {}", self.name, off, e)))?;
+        self.len.fetch_max(off + data.len() as u64, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Make everything written so far durable before what follows is written.
+    pub fn sync(&self) -> Result<()> {
+        if !self.writable {
+            return Ok(());
+        }
+        self.file.sync_data().map_err(|e| Error::Io(format!("{}: flush: {}", self.name, e)))
+    }
+
+    /// Take qemu's image locks for a writer; see [`super::lock`].
+    pub fn lock_for_write(&self) -> Result<()> {
+        super::lock::lock_for_write(&self.file, &self.name)
     }
 
     /// Bytes the file really occupies on disk (st_blocks * 512), qemu's `actual-size`.
@@ -47,8 +97,9 @@ impl HostFile {
     /// naming `what`, the structure being read.
     pub fn read_exact_at(&self, off: u64, buf: &mut [u8], what: &str) -> Result<()> {
         let end = off.checked_add(buf.len() as u64);
+        let len = self.len();
         match end {
-            Some(end) if end <= self.len => {}
+            Some(end) if end <= len => {}
             _ => {
                 return Err(Error::Corrupt(format!(
                     "{} at 0x{:x}+0x{:x} lies past the end of {} (0x{:x} bytes)",
@@ -56,7 +107,7 @@ impl HostFile {
                     off,
                     buf.len(),
                     self.name,
-                    self.len
+                    len
                 )))
             }
         }
@@ -68,7 +119,7 @@ impl HostFile {
     /// Read at `off`, filling whatever lies past the end of the file with zeros, as qemu does
     /// for a data cluster beyond EOF.
     pub fn read_zero_fill(&self, off: u64, buf: &mut [u8]) -> Result<()> {
-        let avail = self.len.saturating_sub(off).min(buf.len() as u64) as usize;
+        let avail = self.len().saturating_sub(off).min(buf.len() as u64) as usize;
         if avail > 0 {
             self.file
                 .read_exact_at(&mut buf[..avail], off)
@@ -82,7 +133,7 @@ impl HostFile {
     /// (is_data, run length from `off`, at most `max`). Filesystems without the support
     /// report everything as data, as qemu assumes.
     pub fn data_run(&self, off: u64, max: u64) -> (bool, u64) {
-        if off >= self.len {
+        if off >= self.len() {
             return (false, max);
         }
         let fd = self.file.as_raw_fd();

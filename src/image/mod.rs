@@ -4,12 +4,14 @@
 pub mod chain;
 pub mod expr;
 pub mod io;
+pub mod lock;
 pub mod mapping;
 pub mod qcow2;
 pub mod raw;
 pub mod region;
 pub mod summary;
 pub mod vhd;
+pub mod write;
 
 use std::path::{Path, PathBuf};
 
@@ -68,6 +70,9 @@ pub struct OpenOptions {
     /// Open what can be opened when the backing chain is broken (missing file, loop), and
     /// record the problem in `Image::chain_error` instead of failing: for `info`.
     pub lenient: bool,
+    /// Open the top image for writing (taking qemu's write locks); backing files stay
+    /// read-only.
+    pub write: bool,
 }
 
 /// Probe a file's format from its bytes: qcow2 magic, a VHD footer at the end (512 or the old

@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod compress;
 pub mod header;
 pub mod refcount;
+pub mod write;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,6 +35,8 @@ pub struct Qcow2 {
     prealloc: std::sync::OnceLock<bool>,
     /// host cluster → (guest cluster offset, compressed?), built on first reverse lookup.
     reverse: std::sync::OnceLock<Vec<(u64, u64, u64, bool)>>,
+    /// Allocation state of a writing session.
+    pub(crate) wstate: write::WriteState,
 }
 
 impl Qcow2 {
@@ -68,7 +71,7 @@ impl Qcow2 {
                 Error::Corrupt(format!("{}: the image needs an external data file but names none", name))
             })?;
             let path = combine_path(&name, &df);
-            Some(HostFile::open(std::path::Path::new(&path), path.clone()).map_err(|e| {
+            Some(HostFile::open_mode(std::path::Path::new(&path), path.clone(), file.writable()).map_err(|e| {
                 Error::Chain(format!("{}: external data file '{}': {}", name, df, e))
             })?)
         } else {
@@ -117,6 +120,7 @@ impl Qcow2 {
             last_cluster: Mutex::new(None),
             prealloc: std::sync::OnceLock::new(),
             reverse: std::sync::OnceLock::new(),
+            wstate: Default::default(),
         })
     }
 
@@ -132,7 +136,14 @@ impl Qcow2 {
         self.header.crypt_method != 0
     }
 
-    fn host_id(&self) -> HostFileId {
+    /// Drop everything cached from the file (after a write).
+    pub(crate) fn invalidate_caches(&mut self) {
+        *self.l2_cache.lock().unwrap() = (0, HashMap::new());
+        *self.last_cluster.lock().unwrap() = None;
+        self.reverse = std::sync::OnceLock::new();
+    }
+
+    pub(crate) fn host_id(&self) -> HostFileId {
         if self.data_file.is_some() {
             HostFileId::DataFile
         } else {

@@ -2,6 +2,7 @@
 
 pub mod footer;
 pub mod header;
+pub mod write;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

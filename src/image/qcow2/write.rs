@@ -1,0 +1,450 @@
+//! Writing a qcow2 image, as qemu orders it: a new cluster's refcount is recorded before
+//! anything points at it, its data is written before the L2 entry that maps it, a new L2
+//! table before the L1 entry, and what a write replaces (a compressed cluster, a cluster or
+//! L2 table shared with a snapshot) is released last. A crash between steps leaks at most.
+//!
+//! In place where the top layer owns the cluster (OFLAG_COPIED); otherwise a new cluster at
+//! the end of the file holding the cluster's whole current content (copy-on-write from a
+//! backing file, a compressed cluster, zeros) with the new bytes over it.
+
+use super::cluster::{Sub, L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_COPIED, OFLAG_ZERO};
+use super::header::{EXT_BITMAPS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY};
+use super::Qcow2;
+use crate::image::mapping::{HostFileId, LayerKind};
+use crate::image::write::step;
+use crate::image::{Error, Result};
+
+pub type Below<'a> = &'a dyn Fn(u64, &mut [u8]) -> Result<()>;
+
+#[derive(Default)]
+pub(crate) struct WriteState {
+    /// The refcount table, as last written.
+    table: Option<Vec<u64>>,
+    /// First cluster past everything allocated so far.
+    next_free: u64,
+}
+
+impl Qcow2 {
+    /// Why this image must not be written, if it must not.
+    pub fn write_refusal(&self) -> Option<String> {
+        let h = &self.header;
+        if h.incompatible & INCOMPAT_CORRUPT != 0 {
+            return Some("the image is marked corrupt; run qemu-img check -r all first".into());
+        }
+        if h.incompatible & INCOMPAT_DIRTY != 0 {
+            return Some("the image is dirty (lazy refcounts not written back); run qemu-img check -r all first".into());
+        }
+        if self.encrypted() {
+            return Some("the image is encrypted; vdiskview does not encrypt".into());
+        }
+        if let Some(name) = self.enabled_bitmap() {
+            return Some(format!(
+                "the image has an enabled persistent dirty bitmap '{}' that a write would leave stale; \
+                 disable or remove it (qemu-img bitmap --disable/--remove) first",
+                name
+            ));
+        }
+        None
+    }
+
+    /// The name of an enabled ("auto") persistent bitmap, from the bitmap directory.
+    fn enabled_bitmap(&self) -> Option<String> {
+        let ext = self.header.extensions.iter().find(|e| e.kind == EXT_BITMAPS && e.data.len() >= 24)?;
+        let nb = u32::from_be_bytes(ext.data[0..4].try_into().unwrap()) as usize;
+        let size = u64::from_be_bytes(ext.data[8..16].try_into().unwrap());
+        let off = u64::from_be_bytes(ext.data[16..24].try_into().unwrap());
+        if size > self.file.len() || size > 64 << 20 {
+            return Some("(unreadable bitmap directory)".into());
+        }
+        let mut dir = vec![0u8; size as usize];
+        if self.file.read_exact_at(off, &mut dir, "bitmap directory").is_err() {
+            return Some("(unreadable bitmap directory)".into());
+        }
+        let mut p = 0usize;
+        for _ in 0..nb {
+            if p + 24 > dir.len() {
+                break;
+            }
+            let flags = u32::from_be_bytes(dir[p + 12..p + 16].try_into().unwrap());
+            let name_size = u16::from_be_bytes(dir[p + 18..p + 20].try_into().unwrap()) as usize;
+            let extra = u32::from_be_bytes(dir[p + 20..p + 24].try_into().unwrap()) as usize;
+            let name_at = p + 24 + extra;
+            let name = dir.get(name_at..name_at + name_size).map(|n| String::from_utf8_lossy(n).into_owned()).unwrap_or_default();
+            if flags & 2 != 0 {
+                return Some(name);
+            }
+            p = (name_at + name_size).next_multiple_of(8);
+        }
+        None
+    }
+
+    pub fn write(&mut self, virt: u64, data: &[u8], below: Below) -> Result<()> {
+        if let Some(why) = self.write_refusal() {
+            return Err(Error::Unsupported(format!("{}: {}", self.file.name, why)));
+        }
+        let cs = self.cluster_size();
+        let mut pos = 0usize;
+        let r = (|| {
+            while pos < data.len() {
+                let v = virt + pos as u64;
+                let n = ((cs - v % cs) as usize).min(data.len() - pos);
+                self.write_cluster(v / cs * cs, v % cs, &data[pos..pos + n], below)?;
+                self.invalidate_caches();
+                pos += n;
+            }
+            Ok(())
+        })();
+        self.invalidate_caches();
+        r
+    }
+
+    fn data_host(&self) -> &crate::image::io::HostFile {
+        self.data_file.as_ref().unwrap_or(&self.file)
+    }
+
+    /// The cluster's whole current guest content, as this layer and the ones below show it.
+    fn current_cluster(&self, cluster_virt: u64, below: Below) -> Result<Vec<u8>> {
+        let cs = self.cluster_size();
+        let mut buf = vec![0u8; cs as usize];
+        let end = (cluster_virt + cs).min(self.virtual_size());
+        let mut pos = cluster_virt;
+        while pos < end {
+            let e = self.status(pos, end - pos)?;
+            let out = &mut buf[(pos - cluster_virt) as usize..(pos - cluster_virt + e.len) as usize];
+            match e.kind {
+                LayerKind::Data { file, host, .. } => {
+                    let f = if file == HostFileId::DataFile { self.data_host() } else { &self.file };
+                    f.read_zero_fill(host, out)?;
+                }
+                LayerKind::Zero { .. } | LayerKind::ZeroData { .. } => out.fill(0),
+                LayerKind::Unallocated { .. } => below(pos, out)?,
+                LayerKind::Compressed { host, csize, cluster_virt: cv } => self.read_compressed(host, csize, cv, pos - cv, out)?,
+                LayerKind::Opaque => return Err(Error::Unsupported("encrypted data".into())),
+            }
+            pos += e.len;
+        }
+        Ok(buf)
+    }
+
+    fn write_cluster(&mut self, cluster_virt: u64, off: u64, data: &[u8], below: Below) -> Result<()> {
+        let cs = self.cluster_size();
+        let per = self.geo.l2_entries();
+        let l1i = (cluster_virt / cs / per) as usize;
+        let l2i = (cluster_virt / cs % per) as usize;
+        let entry = self.l2_entry(cluster_virt)?;
+        let owned = |e: u64| e & OFLAG_COPIED != 0 && e & OFLAG_COMPRESSED == 0;
+        let l2_owned = self.l1.get(l1i).is_some_and(|&e| e & OFLAG_COPIED != 0);
+        if let Some(e) = entry {
+            let host = e.entry & L2E_OFFSET_MASK;
+            let allocated = host != 0 || (self.data_file.is_some() && e.entry & OFLAG_COPIED != 0);
+            if allocated && owned(e.entry) && l2_owned {
+                return self.write_owned(cluster_virt, off, data, e, host, l1i, l2i, below);
+            }
+        }
+        // a new cluster holding the whole current content with the new bytes over it
+        let mut content = self.current_cluster(cluster_virt, below)?;
+        content[off as usize..off as usize + data.len()].copy_from_slice(data);
+        let new = if self.data_file.is_some() {
+            // external data files map guest clusters 1:1 and carry no refcounts
+            cluster_virt
+        } else {
+            let c = self.alloc(1)?;
+            self.add_refcount(c / cs, 1)?;
+            self.file.sync()?;
+            step("qcow2 refcount of new cluster");
+            c
+        };
+        self.data_host().write_at(new, &content)?;
+        self.data_host().sync()?;
+        step("qcow2 data");
+        let bitmap = if self.geo.extended { 0xffff_ffffu64 } else { 0 };
+        self.set_l2_entry(l1i, l2i, new | OFLAG_COPIED, bitmap)?;
+        // release what the cluster replaced
+        if let Some(e) = entry {
+            self.release(e.entry)?;
+        }
+        Ok(())
+    }
+
+    /// Write into a cluster this layer owns: data in place; zero and unallocated
+    /// subclusters (or a zero cluster) completed first, then their flags cleared.
+    #[allow(clippy::too_many_arguments)]
+    fn write_owned(
+        &mut self,
+        cluster_virt: u64,
+        off: u64,
+        data: &[u8],
+        e: super::cluster::L2Entry,
+        host: u64,
+        l1i: usize,
+        l2i: usize,
+        below: Below,
+    ) -> Result<()> {
+        let scs = self.geo.subcluster_size();
+        let first = off / scs;
+        let last = (off + data.len() as u64 - 1) / scs;
+        let all_normal = (first..=last).all(|sc| matches!(self.geo.classify(e, sc as u32), Sub::Normal(_)));
+        if all_normal {
+            self.data_host().write_at(host + off, data)?;
+            self.data_host().sync()?;
+            step("qcow2 data in place");
+            return Ok(());
+        }
+        // widen to whole subclusters, their current content under the new bytes
+        let content = self.current_cluster(cluster_virt, below)?;
+        let (lo, hi) = (first * scs, (last + 1) * scs);
+        let mut buf = content[lo as usize..hi as usize].to_vec();
+        buf[(off - lo) as usize..(off - lo) as usize + data.len()].copy_from_slice(data);
+        self.data_host().write_at(host + lo, &buf)?;
+        self.data_host().sync()?;
+        step("qcow2 data in place");
+        if self.geo.extended {
+            let mut alloc = e.bitmap & 0xffff_ffff;
+            let mut zero = e.bitmap >> 32;
+            for sc in first..=last {
+                alloc |= 1 << sc;
+                zero &= !(1 << sc);
+            }
+            self.set_l2_entry(l1i, l2i, e.entry, alloc | (zero << 32))?;
+        } else {
+            // a zero cluster with its own host cluster: the whole cluster was completed only
+            // for the written range; complete the rest before clearing the flag
+            let cs = self.cluster_size();
+            if lo != 0 || hi != cs {
+                let mut full = content.clone();
+                full[(off) as usize..off as usize + data.len()].copy_from_slice(data);
+                self.data_host().write_at(host, &full)?;
+                self.data_host().sync()?;
+                step("qcow2 data in place");
+            }
+            self.set_l2_entry(l1i, l2i, e.entry & !OFLAG_ZERO, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Point L2 entry `l2i` of L1 entry `l1i` at `value` (with `bitmap` for extended L2),
+    /// allocating or copying the L2 table first when this layer does not own one.
+    fn set_l2_entry(&mut self, l1i: usize, l2i: usize, value: u64, bitmap: u64) -> Result<()> {
+        let cs = self.cluster_size();
+        let esize: u64 = if self.geo.extended { 16 } else { 8 };
+        let l1e = self.l1[l1i];
+        let old = l1e & L1E_OFFSET_MASK;
+        let mut entry_bytes = value.to_be_bytes().to_vec();
+        if self.geo.extended {
+            entry_bytes.extend_from_slice(&bitmap.to_be_bytes());
+        }
+        if old != 0 && l1e & OFLAG_COPIED != 0 {
+            self.file.write_at(old + l2i as u64 * esize, &entry_bytes)?;
+            self.file.sync()?;
+            step("qcow2 l2 entry");
+            return Ok(());
+        }
+        // a new table: a copy of the shared one, or zeros
+        let mut table = vec![0u8; cs as usize];
+        if old != 0 {
+            self.file.read_exact_at(old, &mut table, "L2 table")?;
+        }
+        let at = l2i * esize as usize;
+        table[at..at + entry_bytes.len()].copy_from_slice(&entry_bytes);
+        let new = self.alloc(1)?;
+        self.add_refcount(new / cs, 1)?;
+        self.file.sync()?;
+        step("qcow2 refcount of new l2 table");
+        self.file.write_at(new, &table)?;
+        self.file.sync()?;
+        step("qcow2 new l2 table");
+        let l1_value = new | OFLAG_COPIED;
+        self.file.write_at(self.header.l1_table_offset + l1i as u64 * 8, &l1_value.to_be_bytes())?;
+        self.file.sync()?;
+        step("qcow2 l1 entry");
+        self.l1[l1i] = l1_value;
+        if old != 0 {
+            self.add_refcount(old / cs, -1)?;
+            self.file.sync()?;
+            step("qcow2 release shared l2 table");
+        }
+        Ok(())
+    }
+
+    /// Drop this layer's reference to what an L2 entry pointed at before a write replaced it.
+    fn release(&mut self, old: u64) -> Result<()> {
+        let cs = self.cluster_size();
+        if self.data_file.is_some() {
+            return Ok(());
+        }
+        let clusters: Vec<u64> = if old & OFLAG_COMPRESSED != 0 {
+            let (host, csize) = self.geo.compressed(old);
+            let start = host & !511;
+            let end = host + csize;
+            (start / cs..end.div_ceil(cs)).collect()
+        } else {
+            let host = old & L2E_OFFSET_MASK;
+            if host == 0 {
+                return Ok(());
+            }
+            vec![host / cs]
+        };
+        for c in clusters {
+            self.add_refcount(c, -1)?;
+        }
+        self.file.sync()?;
+        step("qcow2 release replaced cluster");
+        Ok(())
+    }
+
+    /// Reserve `n` clusters at the end of the file.
+    fn alloc(&mut self, n: u64) -> Result<u64> {
+        let cs = self.cluster_size();
+        let end = self.file.len().next_multiple_of(cs);
+        let at = self.wstate.next_free.max(end);
+        self.wstate.next_free = at + n * cs;
+        Ok(at)
+    }
+
+    fn table(&mut self) -> Result<Vec<u64>> {
+        if self.wstate.table.is_none() {
+            self.wstate.table = Some(self.refcount_table()?);
+        }
+        Ok(self.wstate.table.clone().unwrap())
+    }
+
+    /// Add `delta` to the refcount of host cluster `cluster`, creating the refcount block (and
+    /// growing the refcount table) when none covers it.
+    pub(crate) fn add_refcount(&mut self, cluster: u64, delta: i64) -> Result<()> {
+        let per = self.refcounts_per_block();
+        let ti = (cluster / per) as usize;
+        let mut table = self.table()?;
+        if ti >= table.len() {
+            self.grow_refcount_table(ti + 1)?;
+            table = self.table()?;
+        }
+        let block = if table[ti] == 0 { self.new_refcount_block(ti)? } else { table[ti] };
+        let bits = self.header.refcount_bits() as u64;
+        let idx = cluster % per;
+        let max = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+        let nbytes = bits.div_ceil(8) as usize;
+        let at = block + idx * bits / 8;
+        let mut b = [0u8; 8];
+        self.file.read_exact_at(at, &mut b[..nbytes], "refcount block")?;
+        let (old, new_bytes) = if bits >= 8 {
+            let old = b[..nbytes].iter().fold(0u64, |a, &x| (a << 8) | x as u64);
+            let new = old.checked_add_signed(delta).filter(|&v| v <= max).ok_or_else(|| {
+                Error::Corrupt(format!("refcount of cluster {} would leave its range ({} {:+})", cluster, old, delta))
+            })?;
+            (old, new.to_be_bytes()[8 - nbytes..].to_vec())
+        } else {
+            let shift = (idx * bits) % 8;
+            let mask = (max as u8) << shift;
+            let old = ((b[0] & mask) >> shift) as u64;
+            let new = old.checked_add_signed(delta).filter(|&v| v <= max).ok_or_else(|| {
+                Error::Corrupt(format!("refcount of cluster {} would leave its range ({} {:+})", cluster, old, delta))
+            })?;
+            (old, vec![(b[0] & !mask) | ((new as u8) << shift)])
+        };
+        let _ = old;
+        self.file.write_at(at, &new_bytes)
+    }
+
+    /// A zeroed refcount block for table index `ti`, counting itself when it covers itself.
+    fn new_refcount_block(&mut self, ti: usize) -> Result<u64> {
+        let cs = self.cluster_size();
+        let per = self.refcounts_per_block();
+        let at = self.alloc(1)?;
+        let own = at / cs;
+        self.file.write_at(at, &vec![0u8; cs as usize])?;
+        let covers_itself = own / per == ti as u64;
+        self.wstate.table.as_mut().expect("loaded")[ti] = at;
+        if covers_itself {
+            self.add_refcount(own, 1)?;
+        }
+        self.file.sync()?;
+        step("qcow2 new refcount block");
+        self.file.write_at(self.header.refcount_table_offset + ti as u64 * 8, &at.to_be_bytes())?;
+        self.file.sync()?;
+        step("qcow2 refcount table entry");
+        if !covers_itself {
+            self.add_refcount(own, 1)?;
+        }
+        Ok(at)
+    }
+
+    /// Move the refcount table to the end of the file with room for `need` entries: the new
+    /// table and the refcount blocks that count it are written first, the header switched
+    /// after, the old table released last.
+    fn grow_refcount_table(&mut self, need: usize) -> Result<()> {
+        let cs = self.cluster_size();
+        let per = self.refcounts_per_block();
+        let old = self.table()?;
+        let entries_per_cluster = (cs / 8) as usize;
+        // room for growth and for the blocks that count the table itself
+        let want = (need.max(old.len()) * 2).max(entries_per_cluster);
+        let table_clusters = want.div_ceil(entries_per_cluster) as u64;
+        let table_at = self.alloc(table_clusters)?;
+        let mut table = old.clone();
+        table.resize(table_clusters as usize * entries_per_cluster, 0);
+        // refcount blocks for the table's clusters that no block covers yet, placed after it
+        let mut counts: std::collections::BTreeMap<u64, u64> = Default::default();
+        let mut pending: Vec<u64> = (table_at / cs..table_at / cs + table_clusters).collect();
+        while let Some(c) = pending.pop() {
+            let ti = (c / per) as usize;
+            if ti >= table.len() {
+                return Err(Error::Unsupported("refcount table growth beyond one step".into()));
+            }
+            if table[ti] == 0 {
+                let b = self.alloc(1)?;
+                table[ti] = b;
+                counts.insert(b, 0);
+                pending.push(b / cs);
+            }
+            *counts.entry(u64::MAX - c).or_insert(0) += 1;
+        }
+        // write the new blocks with their counts; counts in existing blocks go through them
+        let bits = self.header.refcount_bits() as u64;
+        let mut blocks: std::collections::BTreeMap<u64, Vec<u8>> = Default::default();
+        for (&b, _) in counts.iter().filter(|(k, _)| **k < u64::MAX / 2) {
+            blocks.insert(b, vec![0u8; cs as usize]);
+        }
+        let counted: Vec<u64> = counts.keys().filter(|k| **k >= u64::MAX / 2).map(|k| u64::MAX - k).collect();
+        for c in counted {
+            let block = table[(c / per) as usize];
+            if let Some(buf) = blocks.get_mut(&block) {
+                let idx = c % per;
+                if bits >= 8 {
+                    let nbytes = (bits / 8) as usize;
+                    let at = (idx * bits / 8) as usize;
+                    buf[at + nbytes - 1] = 1;
+                } else {
+                    let bit = idx * bits;
+                    buf[(bit / 8) as usize] |= 1 << (bit % 8);
+                }
+            } else {
+                // an existing block: the old table reaches it too, so this is safe now
+                self.wstate.table = Some(old.clone());
+                self.add_refcount(c, 1)?;
+            }
+        }
+        for (b, buf) in &blocks {
+            self.file.write_at(*b, buf)?;
+        }
+        let bytes: Vec<u8> = table.iter().flat_map(|e| e.to_be_bytes()).collect();
+        self.file.write_at(table_at, &bytes)?;
+        self.file.sync()?;
+        step("qcow2 new refcount table");
+        // switch the header: refcount_table_offset (48) and refcount_table_clusters (56)
+        self.file.write_at(48, &table_at.to_be_bytes())?;
+        self.file.write_at(56, &(table_clusters as u32).to_be_bytes())?;
+        self.file.sync()?;
+        step("qcow2 header points at the new refcount table");
+        let old_off = self.header.refcount_table_offset;
+        let old_clusters = self.header.refcount_table_clusters as u64;
+        self.header.refcount_table_offset = table_at;
+        self.header.refcount_table_clusters = table_clusters as u32;
+        self.wstate.table = Some(table);
+        for c in old_off / cs..old_off / cs + old_clusters {
+            self.add_refcount(c, -1)?;
+        }
+        self.file.sync()?;
+        step("qcow2 release old refcount table");
+        Ok(())
+    }
+}

@@ -1,0 +1,97 @@
+//! The write engine's front: guest writes through the top layer (allocating, copy-on-write
+//! from the layers below), host writes for repairs by hand, and the failpoints that prove
+//! the crash ordering.
+//!
+//! Every format writes in the order qemu relies on: refcounts (or the file's new end) first,
+//! then data, then the table entry that points at it, then the release of what it replaced,
+//! with a flush between, so a crash at any step leaves at worst a leaked cluster.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::chain::{read_below, Image, Layer};
+use super::{Error, Result};
+
+static STEPS: AtomicU64 = AtomicU64::new(0);
+
+/// Mark a durable step of a write. With `VDISKVIEW_FAILPOINT=k` the process aborts right
+/// after the k-th step, as a crash would (tests then run `qemu-img check`).
+pub fn step(what: &str) {
+    let n = STEPS.fetch_add(1, Ordering::SeqCst) + 1;
+    if let Ok(k) = std::env::var("VDISKVIEW_FAILPOINT") {
+        if k.trim().parse::<u64>().ok() == Some(n) {
+            eprintln!("vdiskview: failpoint: aborting after step {} ({})", n, what);
+            std::process::abort();
+        }
+    }
+}
+
+impl Image {
+    fn check_writable(&self) -> Result<()> {
+        let top = &self.layers[0];
+        if !top.layer.file().writable() {
+            return Err(Error::Invalid(format!("{} is open read-only (use --write to patch it)", top.name)));
+        }
+        Ok(())
+    }
+
+    /// Write guest bytes at `virt` into the top layer, allocating and copying as needed.
+    /// Backing files are never written.
+    pub fn write(&mut self, virt: u64, data: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        let size = self.virtual_size();
+        if virt.checked_add(data.len() as u64).is_none_or(|e| e > size) {
+            return Err(Error::Invalid(format!(
+                "write of 0x{:x} bytes at 0x{:x} goes past the end of the disk (0x{:x})",
+                data.len(),
+                virt,
+                size
+            )));
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        let (top, below) = self.layers.split_at_mut(1);
+        let below = &*below;
+        let reader = |v: u64, buf: &mut [u8]| read_below(below, v, buf);
+        let r = match &mut top[0].layer {
+            Layer::Raw(r) => {
+                r.file.write_at(virt, data)?;
+                r.file.sync()?;
+                step("raw data");
+                Ok(())
+            }
+            Layer::Vhd(v) => v.write(virt, data, &reader),
+            Layer::Qcow2(q) => q.write(virt, data, &reader),
+        };
+        self.invalidate();
+        r
+    }
+
+    /// Write raw bytes into the top image file (file space), for repairs by hand. Only inside
+    /// the file: growing it is the write engine's business.
+    pub fn write_host(&mut self, off: u64, data: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        let f = self.layers[0].layer.file();
+        if off.checked_add(data.len() as u64).is_none_or(|e| e > f.len()) {
+            return Err(Error::Invalid(format!(
+                "write of 0x{:x} bytes at file offset 0x{:x} goes past the end of {} (0x{:x})",
+                data.len(),
+                off,
+                self.layers[0].name,
+                f.len()
+            )));
+        }
+        f.write_at(off, data)?;
+        f.sync()?;
+        step("host bytes");
+        // metadata may have changed under the model: parse the file again
+        self.invalidate();
+        match super::chain::reparse(&self.layers[0].layer) {
+            Ok(l) => {
+                self.layers[0].layer = l;
+                Ok(())
+            }
+            Err(e) => Err(Error::Corrupt(format!("the bytes were written, but the image no longer parses: {}", e))),
+        }
+    }
+}
