@@ -1,10 +1,13 @@
 //! QCOW2 v2/v3: header and extensions, L1/L2 mapping with zero, compressed and extended-L2
 //! clusters, external data files, refcounts.
 
+pub mod bitmap;
+pub mod check;
 pub mod cluster;
 pub mod compress;
 pub mod header;
 pub mod refcount;
+pub mod snapshot;
 pub mod write;
 
 use std::collections::HashMap;
@@ -29,6 +32,8 @@ pub struct Qcow2 {
     pub geo: Geometry,
     pub l1: Vec<u64>,
     pub warnings: Vec<String>,
+    /// The snapshot whose L1 table `l1` holds, when one was selected (read-only views).
+    pub snapshot: Option<snapshot::Snapshot>,
     l2_cache: Mutex<(usize, HashMap<u64, Arc<Vec<L2Entry>>>)>,
     last_cluster: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
     /// Whether the image looks metadata-preallocated, decided on first use as qemu does.
@@ -120,12 +125,13 @@ impl Qcow2 {
             last_cluster: Mutex::new(None),
             prealloc: std::sync::OnceLock::new(),
             reverse: std::sync::OnceLock::new(),
+            snapshot: None,
             wstate: Default::default(),
         })
     }
 
     pub fn virtual_size(&self) -> u64 {
-        self.header.size
+        self.snapshot.as_ref().and_then(|s| s.disk_size).unwrap_or(self.header.size)
     }
 
     pub fn cluster_size(&self) -> u64 {
@@ -378,14 +384,19 @@ impl Qcow2 {
         let cs = self.cluster_size();
         let h = &self.header;
         let mut out = h.regions();
-        let mut l1 = Region::new(h.l1_table_offset, h.l1_size as u64 * 8, "l1", "L1 table");
+        let (l1_off, l1_size) = self.l1_location();
+        let l1_name = match &self.snapshot {
+            Some(sn) => format!("L1 table of snapshot {} ({})", sn.id, sn.name),
+            None => "L1 table".to_string(),
+        };
+        let mut l1 = Region::new(l1_off, l1_size as u64 * 8, "l1", l1_name);
         l1.fields = self
             .l1
             .iter()
             .enumerate()
             .filter(|(_, &e)| e != 0)
             .map(|(i, &e)| super::region::Field {
-                off: h.l1_table_offset + i as u64 * 8,
+                off: l1_off + i as u64 * 8,
                 len: 8,
                 name: format!("L1[{}]", i),
                 value: format!("0x{:016x}", e),
@@ -398,11 +409,11 @@ impl Qcow2 {
             }
         }
         out.extend(self.refcount_regions());
-        if h.nb_snapshots > 0 && h.snapshots_offset < self.file.len() {
-            out.push(Region::new(h.snapshots_offset, cs.min(self.file.len() - h.snapshots_offset), "snapshot-table", "snapshot table"));
-        }
+        let known: std::collections::HashSet<u64> = out.iter().map(|r| r.start).collect();
+        out.extend(self.snapshot_regions(&known));
+        out.extend(self.bitmap_regions());
         for e in &h.extensions {
-            if e.data.len() >= 16 && (e.kind == header::EXT_CRYPTO || e.kind == header::EXT_BITMAPS) {
+            if e.data.len() >= 16 && e.kind == header::EXT_CRYPTO {
                 let (off, len, what, name) = if e.kind == header::EXT_CRYPTO {
                     let off = u64::from_be_bytes(e.data[0..8].try_into().unwrap());
                     let len = u64::from_be_bytes(e.data[8..16].try_into().unwrap());
