@@ -1,0 +1,224 @@
+//! An nbdkit plugin over the vdiskview image model: any image vdiskview reads (VHD fixed,
+//! dynamic and differencing, QCOW2 with backing chains, raw) served over NBD, read-write
+//! through the write engine.
+//!
+//! `nbdkit -U SOCK target/release/libvdiskview_nbdkit.so file=disk.vhd [readonly=true] [format=auto]`
+//!
+//! One image is shared by every connection behind a read-write lock: reads run in parallel,
+//! writes one at a time, and every write is durable when it returns (the engine flushes in
+//! its crash-safe order), so flush has nothing left to do and multi-conn is truthful.
+
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use nbdkit::*;
+use vdiskview::image::{self, Format, Image, LayerKind, OpenOptions};
+
+struct Config {
+    file: Option<String>,
+    readonly: bool,
+    format: Option<Format>,
+}
+
+static CONFIG: Mutex<Config> = Mutex::new(Config { file: None, readonly: false, format: None });
+static IMAGE: OnceLock<std::result::Result<Arc<RwLock<Image>>, String>> = OnceLock::new();
+
+fn errno_of(e: &image::Error) -> i32 {
+    match e {
+        image::Error::Invalid(m) if m.contains("read-only") => libc::EROFS,
+        image::Error::Invalid(_) => libc::EINVAL,
+        image::Error::Unsupported(_) => libc::EOPNOTSUPP,
+        image::Error::Io(_) | image::Error::Corrupt(_) | image::Error::Chain(_) => libc::EIO,
+    }
+}
+
+fn err(e: image::Error) -> Error {
+    Error::new(errno_of(&e), e.to_string())
+}
+
+/// The image, opened by the first connection: for writing unless the export is read-only
+/// (`readonly=true`, or nbdkit's `-r`, which makes every open read-only).
+fn image(readonly: bool) -> Result<Arc<RwLock<Image>>> {
+    let r = IMAGE.get_or_init(|| {
+        let cfg = CONFIG.lock().unwrap();
+        let file = cfg.file.clone().ok_or("file= is required")?;
+        let opts = OpenOptions { format: cfg.format, write: !(cfg.readonly || readonly), ..Default::default() };
+        image::open(std::path::Path::new(&file), &opts).map(|i| Arc::new(RwLock::new(i))).map_err(|e| e.to_string())
+    });
+    r.clone().map_err(|m| Error::new(libc::EIO, m))
+}
+
+struct Handle {
+    img: Arc<RwLock<Image>>,
+    readonly: bool,
+}
+
+impl Server for Handle {
+    fn name() -> &'static str {
+        "vdiskview"
+    }
+
+    fn description() -> Option<&'static str> {
+        Some("Serves VHD (fixed, dynamic, differencing), QCOW2 (with backing chains) and raw images through vdiskview's image model.")
+    }
+
+    fn config_help() -> Option<&'static str> {
+        Some("file=<IMAGE>       (required) the image to serve\nreadonly=true|false serve read-only (also nbdkit -r)\nformat=auto|vhd|qcow2|raw probe or force the format")
+    }
+
+    fn config(key: &str, value: &str) -> Result<()> {
+        let mut cfg = CONFIG.lock().unwrap();
+        match key {
+            "file" => cfg.file = Some(value.to_string()),
+            "readonly" => {
+                cfg.readonly = match value {
+                    "true" | "1" | "yes" | "on" => true,
+                    "false" | "0" | "no" | "off" => false,
+                    _ => return Err(Error::new(libc::EINVAL, format!("readonly={}: expected true or false", value))),
+                }
+            }
+            "format" => {
+                cfg.format = match value {
+                    "auto" => None,
+                    v => Some(Format::parse(v).ok_or_else(|| Error::new(libc::EINVAL, format!("format={}: expected auto, vhd, qcow2 or raw", v)))?),
+                }
+            }
+            _ => return Err(Error::new(libc::EINVAL, format!("unknown parameter {}", key))),
+        }
+        Ok(())
+    }
+
+    fn config_complete() -> Result<()> {
+        let cfg = CONFIG.lock().unwrap();
+        match &cfg.file {
+            None => Err(Error::new(libc::EINVAL, "file= is required")),
+            Some(f) if !std::path::Path::new(f).exists() => Err(Error::new(libc::ENOENT, format!("{}: no such file", f))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn thread_model() -> Result<ThreadModel> {
+        Ok(ThreadModel::Parallel)
+    }
+
+    fn open(readonly: bool) -> Result<Box<dyn Server>> {
+        let img = image(readonly)?;
+        let ro = readonly || CONFIG.lock().unwrap().readonly || !img.read().unwrap().layers[0].layer.file().writable();
+        Ok(Box::new(Handle { img, readonly: ro }))
+    }
+
+    fn get_size(&self) -> Result<i64> {
+        Ok(self.img.read().unwrap().virtual_size() as i64)
+    }
+
+    fn can_write(&self) -> Result<bool> {
+        Ok(!self.readonly)
+    }
+
+    fn can_flush(&self) -> Result<bool> {
+        Ok(true)
+    }
+
+    fn can_multi_conn(&self) -> Result<bool> {
+        Ok(true)
+    }
+
+    fn can_extents(&self) -> Result<bool> {
+        Ok(true)
+    }
+
+    fn can_zero(&self) -> Result<bool> {
+        Ok(!self.readonly)
+    }
+
+    fn can_trim(&self) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn can_fua(&self) -> Result<FuaFlags> {
+        // every write is durable when it returns
+        Ok(FuaFlags::Native)
+    }
+
+    fn can_cache(&self) -> Result<CacheFlags> {
+        Ok(CacheFlags::None)
+    }
+
+    fn can_fast_zero(&self) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn is_rotational(&self) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.img.read().unwrap().read(offset, buf).map_err(err)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64, _flags: Flags) -> Result<()> {
+        if self.readonly {
+            return Err(Error::new(libc::EROFS, "the export is read-only"));
+        }
+        self.img.write().unwrap().write(offset, buf).map_err(err)
+    }
+
+    fn zero(&self, count: u32, offset: u64, _flags: Flags) -> Result<()> {
+        if self.readonly {
+            return Err(Error::new(libc::EROFS, "the export is read-only"));
+        }
+        let mut img = self.img.write().unwrap();
+        // nothing to do where the range already reads as zero
+        let exts = img.extents(offset, count as u64).map_err(err)?;
+        for e in exts {
+            if matches!(e.kind, LayerKind::Zero { .. } | LayerKind::Unallocated { .. } | LayerKind::ZeroData { .. }) {
+                continue;
+            }
+            let zeros = vec![0u8; e.len.min(1 << 20) as usize];
+            let mut pos = e.virt;
+            while pos < e.virt + e.len {
+                let n = (e.virt + e.len - pos).min(zeros.len() as u64) as usize;
+                img.write(pos, &zeros[..n]).map_err(err)?;
+                pos += n as u64;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn extents(&self, count: u32, offset: u64, _flags: Flags, h: &mut ExtentHandle) -> Result<()> {
+        let img = self.img.read().unwrap();
+        for e in img.extents(offset, count as u64).map_err(err)? {
+            let t = match e.kind {
+                LayerKind::Data { .. } | LayerKind::Compressed { .. } | LayerKind::Opaque => ExtentType::Allocated,
+                LayerKind::ZeroData { .. } | LayerKind::Zero { host: Some(_) } => ExtentType::Zero,
+                LayerKind::Zero { host: None } | LayerKind::Unallocated { .. } => ExtentType::HoleZero,
+            };
+            h.add(e.virt, e.len, t)?;
+        }
+        Ok(())
+    }
+}
+
+plugin!(Handle {
+    config,
+    config_complete,
+    config_help,
+    thread_model,
+    write_at,
+    zero,
+    flush,
+    extents,
+    can_write,
+    can_flush,
+    can_multi_conn,
+    can_extents,
+    can_zero,
+    can_trim,
+    can_fua,
+    can_cache,
+    can_fast_zero,
+    is_rotational
+});
