@@ -1,5 +1,7 @@
 //! The command line: one file per subcommand, all over the image model.
 
+mod bitmaps;
+mod check;
 mod dump;
 mod fs;
 mod info;
@@ -104,6 +106,9 @@ pub enum Command {
         /// Read the host file instead of the guest disk
         #[arg(long)]
         file: bool,
+        /// Read the guest disk as this internal snapshot (qcow2; id or name) holds it
+        #[arg(long, conflicts_with = "file")]
+        snapshot: Option<String>,
     },
     /// Hexdump whose rows name the structure they lie in
     Dump {
@@ -215,6 +220,27 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
+    /// Is the image damaged, and where? QCOW2: qemu-img check's findings, counts and exit status
+    /// (0 clean, 2 corruptions, 3 leaks only, 1 the check could not complete); VHD: footers,
+    /// header, BAT, block overlaps, parent (0 clean, 2 damaged)
+    Check {
+        image: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// The persistent dirty bitmaps of a qcow2 image; with NAME, the dirty and clean runs of the
+    /// disk as qemu-nbd -B NAME exports them
+    Bitmaps {
+        image: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// A bitmap's name
+        name: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
 }
 
 impl OpenArgs {
@@ -286,7 +312,11 @@ pub fn run() -> Result<ExitCode> {
         Some(Command::Info { image, output, open }) => info::run(&image, &open.options(), output),
         Some(Command::Map { image, output, open }) => map::run(&image, &open.options(), output),
         Some(Command::Tables { image, open }) => tables::run(&image, &open.options()),
-        Some(Command::Read { image, offset, length, file, open }) => read::run(&image, &open.options(), &offset, length.as_deref(), file),
+        Some(Command::Read { image, offset, length, file, open, snapshot }) => {
+            read::run(&image, &OpenOptions { snapshot, ..open.options() }, &offset, length.as_deref(), file)
+        }
+        Some(Command::Check { image, output, open }) => check::run(&image, &open.options(), output),
+        Some(Command::Bitmaps { image, name, output, open }) => bitmaps::run(&image, &open.options(), name.as_deref(), output),
         Some(Command::Dump { image, offset, length, file, open }) => dump::run(&image, &open.options(), &offset, &length, file),
         Some(Command::Where { image, offset, file, output, open }) => where_::run(&image, &open.options(), &offset, file, output),
         Some(Command::Partitions { image, output, open }) => partitions::run(&image, &open.options(), output),

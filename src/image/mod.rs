@@ -2,6 +2,7 @@
 //! "what is at this guest offset" for every view and command.
 
 pub mod chain;
+pub mod check;
 pub mod expr;
 pub mod io;
 pub mod lock;
@@ -73,6 +74,8 @@ pub struct OpenOptions {
     /// Open the top image for writing (taking qemu's write locks); backing files stay
     /// read-only.
     pub write: bool,
+    /// Read the top image as it was in this internal snapshot (qcow2; id or name), read-only.
+    pub snapshot: Option<String>,
 }
 
 /// Probe a file's format from its bytes: qcow2 magic, a VHD footer at the end (512 or the old
@@ -93,7 +96,20 @@ pub fn probe(file: &io::HostFile) -> Result<Format> {
 
 /// Open an image and its whole backing chain.
 pub fn open(path: &Path, opts: &OpenOptions) -> Result<Image> {
-    chain::open_chain(path, opts)
+    let mut img = chain::open_chain(path, opts)?;
+    if let Some(name) = &opts.snapshot {
+        match &mut img.layers[0].layer {
+            Layer::Qcow2(q) => q.select_snapshot(name)?,
+            l => {
+                return Err(Error::Unsupported(format!(
+                    "{}: {} images have no internal snapshots",
+                    path.display(),
+                    l.format().qemu_name()
+                )))
+            }
+        }
+    }
+    Ok(img)
 }
 
 /// qemu's path_combine: a relative backing name is taken relative to the folder of the image

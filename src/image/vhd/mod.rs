@@ -1,5 +1,6 @@
 //! VHD (Virtual PC / Hyper-V "vpc"): fixed, dynamic and differencing disks.
 
+pub mod check;
 pub mod footer;
 pub mod header;
 pub mod write;

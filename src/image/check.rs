@@ -1,0 +1,168 @@
+//! `check`: is this image damaged, and where? Findings, each naming its structure and
+//! placed in the host file (and the guest disk where it serves guest data), and the counts
+//! qemu-img check reports. The formats do the work (`qcow2::check`, `vhd::check`); this
+//! module holds the shared vocabulary and the dispatch.
+
+use std::path::Path;
+
+use super::chain::{Image, Layer};
+use super::io::HostFile;
+use super::{probe, qcow2, vhd, Error, Format, Result};
+
+/// How bad a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Severity {
+    /// Damage: data may be wrong or later writes may destroy data (qemu's "errors").
+    Corruption,
+    /// Space referenced by nothing but counted as used: waste, no harm (qemu's "leaks").
+    Leak,
+    /// The check could not read or follow something, so it is incomplete (qemu's
+    /// "check-errors").
+    CheckError,
+    /// Unusual but harmless; not counted.
+    Warning,
+}
+
+impl Severity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Corruption => "corruption",
+            Severity::Leak => "leak",
+            Severity::CheckError => "check-error",
+            Severity::Warning => "warning",
+        }
+    }
+
+    /// The word qemu-img check starts its lines with.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Severity::Corruption => "ERROR",
+            Severity::Leak => "Leaked",
+            Severity::CheckError => "ERROR",
+            Severity::Warning => "Warning",
+        }
+    }
+}
+
+/// One problem, named and placed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub severity: Severity,
+    pub message: String,
+    /// The kind of structure that is damaged, in [`super::region::Region::structure`]'s
+    /// vocabulary: `l1`, `l2`, `data`, `refcount-block`, `footer`, `dynamic-header`, `bat`…
+    pub structure: &'static str,
+    /// Where in the checked file (layer 0's image file), when the problem has a place.
+    pub host_offset: Option<u64>,
+    /// How many bytes from `host_offset` the damaged structure spans.
+    pub host_len: Option<u64>,
+    /// The guest offset the damaged structure serves, where it serves guest data.
+    pub virt: Option<u64>,
+}
+
+impl Finding {
+    pub fn new(severity: Severity, structure: &'static str, message: impl Into<String>) -> Finding {
+        Finding { severity, message: message.into(), structure, host_offset: None, host_len: None, virt: None }
+    }
+
+    pub fn at(mut self, off: u64, len: u64) -> Finding {
+        self.host_offset = Some(off);
+        self.host_len = Some(len);
+        self
+    }
+
+    pub fn virt(mut self, v: Option<u64>) -> Finding {
+        self.virt = v;
+        self
+    }
+}
+
+/// qemu-img check's QCOW2 figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Qcow2Stats {
+    pub allocated_clusters: u64,
+    pub total_clusters: u64,
+    pub fragmented_clusters: u64,
+    pub compressed_clusters: u64,
+    pub image_end_offset: u64,
+}
+
+/// The result of checking one image file.
+#[derive(Clone, Debug)]
+pub struct CheckReport {
+    /// The file as named (qemu's `filename`).
+    pub filename: String,
+    pub format: Format,
+    pub findings: Vec<Finding>,
+    pub check_errors: u64,
+    pub corruptions: u64,
+    pub leaks: u64,
+    pub qcow2: Option<Qcow2Stats>,
+}
+
+impl CheckReport {
+    pub fn new(filename: &str, format: Format) -> CheckReport {
+        CheckReport { filename: filename.to_string(), format, findings: Vec::new(), check_errors: 0, corruptions: 0, leaks: 0, qcow2: None }
+    }
+
+    /// Add a finding, counting it by its severity.
+    pub fn push(&mut self, f: Finding) {
+        match f.severity {
+            Severity::Corruption => self.corruptions += 1,
+            Severity::Leak => self.leaks += 1,
+            Severity::CheckError => self.check_errors += 1,
+            Severity::Warning => {}
+        }
+        self.findings.push(f);
+    }
+
+    /// qemu-img check's exit status: 0 clean, 1 the check could not complete, 2 corruptions,
+    /// 3 leaks only.
+    pub fn exit_code(&self) -> u8 {
+        if self.check_errors > 0 {
+            1
+        } else if self.corruptions > 0 {
+            2
+        } else if self.leaks > 0 {
+            3
+        } else {
+            0
+        }
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.check_errors == 0 && self.corruptions == 0 && self.leaks == 0
+    }
+}
+
+/// Check an image file alone (not its backing files, as qemu-img check does), probing its
+/// format unless `format` is given. A VHD is checked even when it is too damaged to open.
+pub fn check_path(path: &Path, format: Option<Format>) -> Result<CheckReport> {
+    let name = path.to_string_lossy().into_owned();
+    let file = HostFile::open(path, name)?;
+    let format = match format {
+        Some(f) => f,
+        None => probe(&file)?,
+    };
+    match format {
+        Format::Qcow2 => {
+            let q = qcow2::Qcow2::open(file)?;
+            qcow2::check::check(&q)
+        }
+        Format::Vhd => Ok(vhd::check::check_file(file)),
+        Format::Raw => Err(Error::Unsupported(format!(
+            "{}: a raw image has no metadata to check",
+            path.display()
+        ))),
+    }
+}
+
+/// Check the top layer of an opened image (for front ends that already hold it).
+pub fn check_image(img: &Image) -> Result<CheckReport> {
+    let li = &img.layers[0];
+    match &li.layer {
+        Layer::Qcow2(q) => qcow2::check::check(q),
+        Layer::Vhd(v) => Ok(vhd::check::check(&v.file, Some(v))),
+        Layer::Raw(_) => Err(Error::Unsupported(format!("{}: a raw image has no metadata to check", li.name))),
+    }
+}
