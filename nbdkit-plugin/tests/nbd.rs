@@ -1,0 +1,159 @@
+//! The plugin under a real nbdkit, read by nbdcopy/nbdinfo/qemu-io, compared with qemu-img.
+
+mod common;
+
+use std::path::Path;
+
+use common::{qemu_convert_raw, run, vhd::DiffVhd, with_nbdkit};
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("vdvw-nbd-").tempdir().unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// nbdcopy of the export to a file.
+fn nbdcopy(img: &Path, out: &Path) -> Vec<u8> {
+    let o = with_nbdkit(img, &["readonly=true"], &format!("nbdcopy \"$uri\" {}", s(out)));
+    assert!(o.status.success(), "nbdcopy failed: {}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read(out).unwrap()
+}
+
+fn io(fmt: &str, img: &Path, cmds: &[&str]) {
+    let mut args = vec!["qemu-io", "-f", fmt];
+    for c in cmds {
+        args.push("-c");
+        args.push(c);
+    }
+    args.push(s(img));
+    let out = run(&args);
+    assert!(!out.contains("failed"), "{}", out);
+}
+
+#[test]
+fn nbdcopy_equals_qemu_for_vhd_and_qcow2_kinds() {
+    let d = tmp();
+    let p = |n: &str| d.path().join(n);
+    // dynamic and fixed VHD
+    run(&["qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=dynamic", s(&p("dyn.vhd")), "12M"]);
+    io("vpc", &p("dyn.vhd"), &["write -P 0x11 0 100k", "write -P 0x22 5M 3000"]);
+    run(&["qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=fixed", s(&p("fix.vhd")), "6M"]);
+    io("vpc", &p("fix.vhd"), &["write -P 0x33 1M 64k"]);
+    // 3-deep qcow2 chain
+    run(&["qemu-img", "create", "-q", "-f", "qcow2", s(&p("b.qcow2")), "8M"]);
+    io("qcow2", &p("b.qcow2"), &["write -P 1 0 2M"]);
+    run(&["qemu-img", "create", "-q", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", s(&p("m.qcow2")), "8M"]);
+    io("qcow2", &p("m.qcow2"), &["write -P 2 1M 2M"]);
+    run(&["qemu-img", "create", "-q", "-f", "qcow2", "-b", "m.qcow2", "-F", "qcow2", s(&p("t.qcow2")), "8M"]);
+    io("qcow2", &p("t.qcow2"), &["write -P 3 1536k 100k", "write -z 0 64k"]);
+    // zstd compressed, extended L2
+    run(&["qemu-img", "create", "-q", "-f", "qcow2", "-o", "compression_type=zstd", s(&p("z.qcow2")), "4M"]);
+    io("qcow2", &p("z.qcow2"), &["write -c -P 7 0 64k", "write -c -P 8 192k 64k", "write -P 9 1M 10k"]);
+    run(&["qemu-img", "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", s(&p("x.qcow2")), "4M"]);
+    io("qcow2", &p("x.qcow2"), &["write -P 4 0 2k", "write -P 5 6k 4k", "write -z 64k 4k"]);
+    for (name, fmt) in [("dyn.vhd", "vpc"), ("fix.vhd", "vpc"), ("t.qcow2", "qcow2"), ("z.qcow2", "qcow2"), ("x.qcow2", "qcow2")] {
+        let got = nbdcopy(&p(name), &p(&format!("{}.out", name)));
+        let want = qemu_convert_raw(&p(name), fmt);
+        assert!(got == want, "{}: nbdcopy differs from qemu-img convert", name);
+    }
+}
+
+#[test]
+fn differencing_vhd_is_served_exactly() {
+    let d = tmp();
+    let parent = d.path().join("parent.vhd");
+    run(&["qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=dynamic", s(&parent), "8M"]);
+    io("vpc", &parent, &["write -P 0x5a 0 4M"]);
+    let mut child = DiffVhd::new(&parent, 2 << 20);
+    child.write_sectors(3, &[0xc1; 512 * 5]).write_sectors(4100, &[0xc2; 512 * 3]);
+    let cpath = d.path().join("child.vhd");
+    child.write(&cpath);
+    let got = nbdcopy(&cpath, &d.path().join("child.out"));
+    assert!(got == child.expected_bytes(), "differencing VHD served wrongly");
+}
+
+#[test]
+fn map_shows_holes_and_data_on_a_sparse_vhd() {
+    let d = tmp();
+    let img = d.path().join("sparse.vhd");
+    run(&["qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=dynamic", s(&img), "16M"]);
+    io("vpc", &img, &["write -P 1 4M 4k"]);
+    let o = with_nbdkit(&img, &["readonly=true"], "nbdinfo --map \"$uri\"");
+    let map = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<Vec<&str>> = map.lines().map(|l| l.split_whitespace().collect()).collect();
+    // 0-4M hole, 4M-6M data (a whole block), then hole
+    assert_eq!(lines[0][..3], ["0", "4194304", "3"], "{}", map);
+    assert_eq!(lines[1][..3], ["4194304", "2097152", "0"], "{}", map);
+    // the rest, to the CHS-rounded end of the disk
+    assert_eq!((lines[2][0], lines[2][2]), ("6291456", "3"), "{}", map);
+    assert_eq!(lines.len(), 3, "{}", map);
+    assert!(map.contains("hole,zero") && map.contains("data"), "{}", map);
+}
+
+#[test]
+fn writes_through_the_plugin_equal_direct_qemu_io_writes() {
+    let d = tmp();
+    let cmds = ["write -P 0x42 1000 70000", "write -P 0x43 6M 3000", "write -z 0 512", "write -P 0x44 8388000 192"];
+    for (fmt, opts) in [("vpc", "subformat=dynamic"), ("qcow2", "cluster_size=65536"), ("qcow2", "extended_l2=on")] {
+        let a = d.path().join(format!("a-{}.img", opts.replace('=', "-")));
+        let b = d.path().join(format!("b-{}.img", opts.replace('=', "-")));
+        run(&["qemu-img", "create", "-q", "-f", fmt, "-o", opts, s(&a), "8M"]);
+        io(fmt, &a, &["write -P 1 0 1M", "write -c -P 2 4M 64k"].iter().filter(|c| fmt == "qcow2" || !c.contains("-c")).copied().collect::<Vec<_>>());
+        std::fs::copy(&a, &b).unwrap();
+        let mut script = String::from("qemu-io -f raw");
+        for c in cmds {
+            script += &format!(" -c '{}'", c);
+        }
+        script += " \"$uri\"";
+        let o = with_nbdkit(&a, &[], &script);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        io(fmt, &b, &cmds);
+        run(&["qemu-img", "compare", "-f", fmt, "-F", fmt, s(&a), s(&b)]);
+        if fmt == "qcow2" {
+            run(&["qemu-img", "check", "-q", s(&a)]);
+        } else {
+            // the footer copies stay equal
+            let bytes = std::fs::read(&a).unwrap();
+            assert_eq!(bytes[..512], bytes[bytes.len() - 512..]);
+        }
+    }
+}
+
+#[test]
+fn readonly_exports_refuse_writes_and_stay_untouched() {
+    let d = tmp();
+    let img = d.path().join("ro.qcow2");
+    run(&["qemu-img", "create", "-q", "-f", "qcow2", s(&img), "4M"]);
+    io("qcow2", &img, &["write -P 1 0 64k"]);
+    let before = std::fs::read(&img).unwrap();
+    for args in [&["readonly=true"][..], &["-r"][..]] {
+        // the export says it is read-only, and a writer is refused
+        let o = with_nbdkit(&img, args, "nbdinfo --json \"$uri\"; qemu-io -f raw -c 'write -P 9 0 512' \"$uri\" || echo WRITE-REFUSED");
+        let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(out.contains("\"is_read_only\": true"), "{:?}: {}", args, out);
+        assert!(out.contains("WRITE-REFUSED") && out.contains("Permission denied"), "{:?}: {}", args, out);
+    }
+    assert!(std::fs::read(&img).unwrap() == before, "a read-only export changed the image");
+}
+
+#[test]
+fn errors_reach_the_client_without_crashing_the_server() {
+    let d = tmp();
+    let img = d.path().join("enc.qcow2");
+    run(&[
+        "qemu-img", "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=abc",
+        "-o", "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10", s(&img), "1M",
+    ]);
+    // a read fails with an error, then the same connection still answers the size
+    let o = with_nbdkit(
+        &img,
+        &["readonly=true"],
+        "qemu-io -r -f raw -c 'read 0 512' \"$uri\"; echo SIZE $(nbdinfo --size \"$uri\")",
+    );
+    let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(out.contains("read failed"), "{}", out);
+    assert!(out.contains("SIZE 1048576"), "the server died after the error: {}", out);
+    assert!(out.contains("encrypted"), "nbdkit's log names the cause: {}", out);
+}
