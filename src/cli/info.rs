@@ -49,6 +49,14 @@ pub fn layer_json(img: &Image, i: usize) -> Map<String, Value> {
             "dirty-flag": false,
         }}]),
     );
+    if let Layer::Qcow2(q) = l {
+        // qemu prints internal snapshots right after the children
+        if let Ok(sns) = q.snapshots() {
+            if !sns.is_empty() {
+                m.insert("snapshots".into(), Value::Array(sns.iter().map(snapshot_json).collect()));
+            }
+        }
+    }
     m.insert("virtual-size".into(), json!(l.virtual_size()));
     m.insert("filename".into(), json!(li.name));
     if let Some(cs) = l.cluster_size() {
@@ -73,6 +81,15 @@ pub fn layer_json(img: &Image, i: usize) -> Map<String, Value> {
                 d.insert("compat".into(), json!("1.1"));
                 d.insert("compression-type".into(), json!(h.compression_name()));
                 d.insert("lazy-refcounts".into(), json!(h.compatible & COMPAT_LAZY_REFCOUNTS != 0));
+                if let Ok(bms) = q.bitmaps() {
+                    if !bms.is_empty() {
+                        let list: Vec<Value> = bms
+                            .iter()
+                            .map(|b| json!({"flags": b.flag_names(), "name": b.name, "granularity": b.granularity()}))
+                            .collect();
+                        d.insert("bitmaps".into(), json!(list));
+                    }
+                }
                 d.insert("refcount-bits".into(), json!(h.refcount_bits()));
                 if let Some(df) = &h.data_file {
                     d.insert("data-file".into(), json!(df));
@@ -137,6 +154,38 @@ fn vhd_json(v: &crate::image::vhd::Vhd) -> Value {
     Value::Object(m)
 }
 
+/// One entry of qemu-img info's `snapshots`, with qemu's keys (`icount` only when recorded).
+pub fn snapshot_json(sn: &crate::image::qcow2::snapshot::Snapshot) -> Value {
+    let mut m = Map::new();
+    if let Some(ic) = sn.icount {
+        m.insert("icount".into(), json!(ic));
+    }
+    m.insert("vm-clock-nsec".into(), json!(sn.vm_clock_subsec()));
+    m.insert("name".into(), json!(sn.name));
+    m.insert("date-sec".into(), json!(sn.date_sec));
+    m.insert("date-nsec".into(), json!(sn.date_nsec));
+    m.insert("vm-clock-sec".into(), json!(sn.vm_clock_sec()));
+    m.insert("id".into(), json!(sn.id));
+    m.insert("vm-state-size".into(), json!(sn.vm_state_size));
+    Value::Object(m)
+}
+
+/// Snapshot and bitmap metadata qemu would refuse (it would not open the image).
+fn metadata_warnings(img: &Image) -> Vec<String> {
+    let mut w = Vec::new();
+    for li in &img.layers {
+        if let Layer::Qcow2(q) = &li.layer {
+            if let Err(e) = q.snapshot_table() {
+                w.push(format!("snapshot table: {}", e));
+            }
+            if let Err(e) = q.bitmaps() {
+                w.push(format!("bitmaps: {}", e));
+            }
+        }
+    }
+    w
+}
+
 pub fn info_json(img: &Image) -> Value {
     let mut top = layer_json(img, 0);
     let layers: Vec<Value> = (0..img.layers.len())
@@ -158,6 +207,7 @@ pub fn info_json(img: &Image) -> Value {
     if let Some(e) = &img.chain_error {
         warnings.push(e.clone());
     }
+    warnings.extend(metadata_warnings(img));
     extra.insert("warnings".into(), json!(warnings));
     top.insert("vdiskview".into(), Value::Object(extra));
     Value::Object(top)
@@ -186,9 +236,28 @@ fn human(img: &Image, v: &Value) -> String {
     if g("encrypted").as_bool() == Some(true) {
         s += "encrypted: yes\n";
     }
+    if let Layer::Qcow2(q) = img.top() {
+        if let Ok(sns) = q.snapshots() {
+            if !sns.is_empty() {
+                s += "Snapshot list:\n";
+                s += &snapshot_table_text(&sns);
+            }
+        }
+    }
     if let Some(d) = v.pointer("/format-specific/data").and_then(|d| d.as_object()) {
         s += "Format specific information:\n";
         for (k, val) in d {
+            if k == "bitmaps" {
+                s += "    bitmaps:\n";
+                for (i, b) in val.as_array().into_iter().flatten().enumerate() {
+                    s += &format!("        [{}]:\n            flags:\n", i);
+                    for (j, f) in b["flags"].as_array().into_iter().flatten().enumerate() {
+                        s += &format!("                [{}]: {}\n", j, f.as_str().unwrap_or(""));
+                    }
+                    s += &format!("            name: {}\n            granularity: {}\n", b["name"].as_str().unwrap_or(""), b["granularity"]);
+                }
+                continue;
+            }
             let val = match val {
                 Value::String(x) => x.clone(),
                 x => x.to_string(),
@@ -235,6 +304,25 @@ fn human(img: &Image, v: &Value) -> String {
         for w in warnings {
             s += &format!("    {}\n", w.as_str().unwrap_or(""));
         }
+    }
+    s
+}
+
+/// qemu-img's snapshot list (dates in UTC, where qemu uses local time).
+pub fn snapshot_table_text(sns: &[crate::image::qcow2::snapshot::Snapshot]) -> String {
+    let mut s = format!("{:<7} {:<16} {:>8} {:>19} {:>15} {:>10}\n", "ID", "TAG", "VM_SIZE", "DATE", "VM_CLOCK", "ICOUNT");
+    for sn in sns {
+        let secs = sn.vm_clock_sec();
+        let clock = format!("{:04}:{:02}:{:02}.{:03}", secs / 3600, (secs / 60) % 60, secs % 60, sn.vm_clock_subsec() / 1_000_000);
+        s += &format!(
+            "{:<7} {:<16} {:>8} {:>19} {:>15} {:>10}\n",
+            sn.id,
+            sn.name,
+            human_size(sn.vm_state_size),
+            crate::image::qcow2::snapshot::utc(sn.date_sec as i64),
+            clock,
+            sn.icount.map(|i| i.to_string()).unwrap_or_default()
+        );
     }
     s
 }

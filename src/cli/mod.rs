@@ -38,6 +38,9 @@ pub struct Cli {
     /// Open the TUI at this offset (jump syntax: 0x200000, v:/f: space, s: sector, b: block)
     #[arg(long)]
     pub goto: Option<String>,
+    /// Allow patching in the TUI (takes qemu's write lock); read-only otherwise
+    #[arg(long)]
+    pub write: bool,
     #[command(flatten)]
     pub open: OpenArgs,
     #[command(subcommand)]
@@ -159,6 +162,9 @@ pub enum Command {
         format: render::RenderFormat,
         #[arg(long)]
         goto: Option<String>,
+        /// Open for writing, so that saves in KEYS (C-s, :w) patch the image
+        #[arg(long)]
+        write: bool,
     },
     /// Where a guest offset lives (layer, host offset, block/cluster), or with --file what a host
     /// offset belongs to
@@ -295,11 +301,13 @@ pub fn run() -> Result<ExitCode> {
                 // no terminal to draw on (a pipe, CI): print the summary instead
                 return info::run(&image, &opts, Output::Human);
             }
-            let img = open(&image, &opts)?;
-            crate::tui::run(&img, cli.goto.as_deref())?;
+            let opts = OpenOptions { write: cli.write, ..opts };
+            let mut img = open(&image, &opts)?;
+            crate::tui::run(&mut img, cli.goto.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Render { image, size, keys, format, goto }) => {
+        Some(Command::Render { image, size, keys, format, goto, write }) => {
+            let opts = OpenOptions { write, ..opts };
             let image = match image {
                 Some(p) => p,
                 None => demo_image()?,

@@ -29,9 +29,9 @@ pub fn parse_size(s: &str) -> Result<(u16, u16)> {
 
 pub fn run(path: &Path, opts: &OpenOptions, size: &str, keys: &str, format: RenderFormat, goto: Option<&str>) -> Result<ExitCode> {
     let (cols, rows) = parse_size(size)?;
-    let img = open(path, opts)?;
+    let mut img = open(path, opts)?;
     let no_color = format == RenderFormat::Text;
-    let buf = render::frame(&img, cols, rows, keys, goto, no_color)?;
+    let buf = render::frame(&mut img, cols, rows, keys, goto, no_color)?;
     let out = match format {
         RenderFormat::Text => render::to_text(&buf),
         RenderFormat::Ansi => render::to_ansi(&buf),

@@ -158,7 +158,87 @@ fn qcow2(out: &mut impl Write, q: &Qcow2) -> Result<()> {
         Err(e) => writeln!(out, "Refcount table damaged: {}", e)?,
     }
     if h.nb_snapshots > 0 {
-        writeln!(out, "\nSnapshots: {} at 0x{:x}", h.nb_snapshots, h.snapshots_offset)?;
+        writeln!(out)?;
+        match q.snapshot_table() {
+            Ok(t) => {
+                writeln!(out, "Snapshot table (file offset 0x{:x}, {} bytes, {} snapshots):", t.offset, t.size, t.snapshots.len())?;
+                for sn in &t.snapshots {
+                    writeln!(
+                        out,
+                        "Snapshot[{}] at 0x{:x}: id {} name '{}' : L1 table at 0x{:x} ({} entries), disk {} bytes, VM state {} bytes, \
+                         date {} UTC (+{} ns), VM clock {} ns, icount {}, extra data {} bytes",
+                        sn.index,
+                        sn.entry_offset,
+                        sn.id,
+                        sn.name,
+                        sn.l1_table_offset,
+                        sn.l1_size,
+                        sn.disk_size.map(|d| d.to_string()).unwrap_or_else(|| "(not recorded)".into()),
+                        sn.vm_state_size,
+                        crate::image::qcow2::snapshot::utc(sn.date_sec as i64),
+                        sn.date_nsec,
+                        sn.vm_clock_nsec,
+                        sn.icount.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+                        sn.extra_data_size
+                    )?;
+                    match q.snapshot_l1(sn) {
+                        Ok(l1) => {
+                            for (i, &e) in l1.iter().enumerate().filter(|(_, &e)| e != 0) {
+                                writeln!(out, "    L1[{}] = 0x{:016x} -> L2 table at 0x{:x}", i, e, e & L1E_OFFSET_MASK)?;
+                            }
+                        }
+                        Err(e) => writeln!(out, "    damaged: {}", e)?,
+                    }
+                }
+            }
+            Err(e) => writeln!(out, "Snapshot table ({} snapshots at 0x{:x}) damaged: {}", h.nb_snapshots, h.snapshots_offset, e)?,
+        }
+    }
+    if let Some(x) = q.bitmaps_ext() {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "Bitmap directory (file offset 0x{:x}, {} bytes, {} bitmaps{}):",
+            x.directory_offset,
+            x.directory_size,
+            x.nb_bitmaps,
+            if x.consistent { "" } else { ", ignored: the autoclear bit is clear" }
+        )?;
+        let dir = q.bitmap_directory();
+        for b in &dir.bitmaps {
+            let flags = b.flag_names().join(", ");
+            writeln!(
+                out,
+                "Bitmap[{}] at 0x{:x}: '{}' granularity {} flags 0x{:x} ({}) type {} ({}) : table at 0x{:x} ({} entries){}",
+                b.index,
+                b.entry_offset,
+                b.name,
+                b.granularity(),
+                b.flags,
+                if flags.is_empty() { "disabled" } else { &flags },
+                b.kind,
+                b.kind_name(),
+                b.table_offset,
+                b.table_size,
+                b.problem.as_ref().map(|p| format!(" INVALID: {}", p)).unwrap_or_default()
+            )?;
+            match q.bitmap_table(b) {
+                Ok(t) => {
+                    for (i, &e) in t.iter().enumerate() {
+                        let what = match e & crate::image::qcow2::bitmap::TABLE_OFFSET_MASK {
+                            0 if e & 1 != 0 => "all ones".to_string(),
+                            0 => "all zeroes".to_string(),
+                            o => format!("data at 0x{:x}", o),
+                        };
+                        writeln!(out, "    {}[{}] = 0x{:016x} : {}", b.name, i, e, what)?;
+                    }
+                }
+                Err(e) => writeln!(out, "    damaged: {}", e)?,
+            }
+        }
+        if let Some(e) = &dir.error {
+            writeln!(out, "Bitmap directory damaged: {}", e)?;
+        }
     }
     Ok(())
 }

@@ -37,6 +37,13 @@ pub fn run(path: &Path, opts: &OpenOptions, off: &str, pattern: Option<&str>, le
     };
     let opts = OpenOptions { write: true, ..opts.clone() };
     let mut img = open(path, &opts)?;
+    // Test-only: VDISKVIEW_HOLD_LOCK_MS=N keeps the image open (and qemu's write lock held)
+    // for N ms before writing, so tests can show qemu is locked out meanwhile. The line on
+    // stderr tells them the lock is taken.
+    if let Some(ms) = std::env::var("VDISKVIEW_HOLD_LOCK_MS").ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+        eprintln!("vdiskview: holding the write lock for {} ms", ms);
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
     if file {
         img.write_host(start, &data)?;
     } else {

@@ -25,6 +25,17 @@ pub enum Action {
     Cancel,
     /// Submit a dialog's text (jump expression, command line, search).
     Submit(String),
+    /// Enter edit mode in the hex pane (or explain why not).
+    Edit,
+    /// Leave edit mode.
+    LeaveEdit,
+    /// Edit mode: switch between the hex digits and the ASCII column.
+    ToggleAscii,
+    /// Edit mode: a typed character (hex digit, or any character in the ASCII column).
+    Type(char),
+    Undo,
+    Redo,
+    Save,
     Resize(u16, u16),
     Click(u16, u16),
     Scroll(i32),

@@ -24,6 +24,13 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image) {
         }
     }
     let mut status = panes::hex::status(st, img);
+    let mode = if st.writable { "WRITE" } else { "READ-ONLY" };
+    status.insert(0, Span::styled(format!("{} │ ", mode), theme::fg(st, if st.writable { Color::LightRed } else { Color::DarkGray })));
+    if st.staged_count() > 0 {
+        let alloc = super::update::allocating(st, img);
+        let note = if alloc > 0 { format!(", {} will allocate", alloc) } else { String::new() };
+        status.insert(1, Span::styled(format!("staged {} byte(s){} │ ", st.staged_count(), note), theme::fg(st, Color::LightRed)));
+    }
     if let Some(m) = &st.message {
         status.insert(0, Span::styled(format!("{} │ ", m), theme::fg(st, Color::LightRed)));
     }
@@ -34,6 +41,15 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image) {
     }
     if let Some(p) = &st.popup {
         popup(f, st, p);
+    }
+    if st.confirm_quit {
+        let r = centered(f.area(), 70, 3);
+        f.render_widget(Clear, r);
+        let text = format!("{} staged byte(s) not saved: y quit without saving · s save and quit · other key: stay", st.staged_count());
+        f.render_widget(
+            Paragraph::new(text).block(Block::default().borders(Borders::ALL).title(" Unsaved edits ").border_style(theme::border(st, true))),
+            r,
+        );
     }
 }
 

@@ -8,6 +8,8 @@ use super::action::Action;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Normal,
+    /// Editing bytes in the hex pane.
+    Edit,
     /// A popup (help, command output) is open.
     Popup,
 }
@@ -50,6 +52,19 @@ pub fn bindings() -> Vec<Binding> {
         b(Normal, &[(Char('/'), N)], "/", OpenSearch, "search bytes (hex: 'de ad be ef', or text) in the current space"),
         b(Normal, &[(Char(':'), N), (Char(':'), S)], ":", OpenCommand, "command line: :info :map :tables :where 0x1000 …"),
         b(Normal, &[(Char('?'), N), (Char('?'), S), (F(1), N)], "?", Help, "this help"),
+        b(Normal, &[(Char('i'), N)], "i", Action::Edit, "edit bytes at the hex cursor (needs --write)"),
+        b(Normal, &[(Char('u'), N)], "u", Undo, "undo one staged byte"),
+        b(Normal, &[(Char('r'), C)], "C-r", Redo, "redo one staged byte"),
+        b(Normal, &[(Char('s'), C)], "C-s", Save, "save staged edits (also :w)"),
+        b(Mode::Edit, &[], "0-9 a-f", Type('0'), "overwrite the nibble at the cursor (ASCII column: any character)"),
+        b(Mode::Edit, &[(Tab, N)], "Tab", ToggleAscii, "switch between hex digits and the ASCII column"),
+        b(Mode::Edit, &[(Esc, N)], "Esc", LeaveEdit, "leave edit mode"),
+        b(Mode::Edit, &[(KeyCode::Up, N)], "↑", Action::Up, "move up"),
+        b(Mode::Edit, &[(KeyCode::Down, N)], "↓", Action::Down, "move down"),
+        b(Mode::Edit, &[(KeyCode::Left, N)], "←", Action::Left, "move left"),
+        b(Mode::Edit, &[(KeyCode::Right, N)], "→", Action::Right, "move right"),
+        b(Mode::Edit, &[(Char('s'), C)], "C-s", Save, "save staged edits"),
+        b(Mode::Edit, &[(Char('r'), C)], "C-r", Redo, "redo one staged byte"),
         b(Popup, &[(Esc, N), (Char('q'), N), (Enter, N), (Char('?'), N), (Char('?'), S)], "Esc q", Cancel, "close the popup"),
         b(Popup, &[(KeyCode::Up, N), (Char('k'), N)], "↑ k", Action::Up, "scroll up"),
         b(Popup, &[(KeyCode::Down, N), (Char('j'), N)], "↓ j", Action::Down, "scroll down"),
@@ -75,7 +90,7 @@ pub fn lookup(mode: Mode, key: &KeyEvent) -> Option<Action> {
 /// Lines of the help screen, from the table.
 pub fn help_lines() -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for (mode, title) in [(Mode::Normal, "Keys"), (Mode::Popup, "In a popup")] {
+    for (mode, title) in [(Mode::Normal, "Keys"), (Mode::Edit, "Edit mode (i, with --write)"), (Mode::Popup, "In a popup")] {
         out.push((format!("{}:", title), String::new()));
         for b in bindings().iter().filter(|b| b.mode == mode) {
             out.push((b.label.to_string(), b.desc.to_string()));

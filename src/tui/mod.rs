@@ -37,12 +37,13 @@ pub fn goto(st: &mut AppState, img: &Image, expr: &str) -> anyhow::Result<()> {
 
 /// Run the TUI until `q`. The terminal is restored on every exit path: ratatui's init
 /// installs a panic hook that restores it before the panic message prints.
-pub fn run(img: &Image, goto_expr: Option<&str>) -> anyhow::Result<()> {
+pub fn run(img: &mut Image, goto_expr: Option<&str>) -> anyhow::Result<()> {
     let mut terminal = ratatui::init();
     let _ = execute!(std::io::stdout(), EnableMouseCapture);
     let result = (|| -> anyhow::Result<()> {
         let size = terminal.size()?;
         let mut st = AppState::new(img, (size.width, size.height));
+        let img: &mut Image = img;
         update(&mut st, img, Action::Resize(size.width, size.height));
         if let Some(g) = goto_expr {
             goto(&mut st, img, g)?;
@@ -53,7 +54,10 @@ pub fn run(img: &Image, goto_expr: Option<&str>) -> anyhow::Result<()> {
                 continue;
             }
             match event::read()? {
-                Event::Key(k) if k.kind == event::KeyEventKind::Press => handle_key(&mut st, img, k),
+                Event::Key(k) if k.kind == event::KeyEventKind::Press => {
+                    handle_key(&mut st, img, k);
+                    update::apply_save(&mut st, img);
+                }
                 Event::Resize(w, h) => update(&mut st, img, Action::Resize(w, h)),
                 Event::Mouse(m) => match m.kind {
                     MouseEventKind::Down(MouseButton::Left) => update(&mut st, img, Action::Click(m.column, m.row)),

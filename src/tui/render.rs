@@ -20,7 +20,7 @@ pub enum Format {
 }
 
 /// Draw the app at `cols`x`rows` after feeding `keys`; returns the final buffer.
-pub fn frame(img: &Image, cols: u16, rows: u16, keys: &str, goto: Option<&str>, no_color: bool) -> anyhow::Result<Buffer> {
+pub fn frame(img: &mut Image, cols: u16, rows: u16, keys: &str, goto: Option<&str>, no_color: bool) -> anyhow::Result<Buffer> {
     let mut st = AppState::new(img, (cols, rows));
     st.no_color = st.no_color || no_color;
     update(&mut st, img, Action::Resize(cols, rows));
@@ -32,6 +32,7 @@ pub fn frame(img: &Image, cols: u16, rows: u16, keys: &str, goto: Option<&str>, 
             break;
         }
         handle_key(&mut st, img, k);
+        super::update::apply_save(&mut st, img);
     }
     let mut term = Terminal::new(TestBackend::new(cols, rows))?;
     term.draw(|f| draw(f, &st, img))?;

@@ -30,6 +30,27 @@ pub enum Dialog {
     Search,
 }
 
+/// Edit mode of the hex pane: typing overwrites bytes at the cursor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Edit {
+    /// Typing characters into the ASCII column instead of hex digits.
+    pub ascii: bool,
+    /// The next hex digit is the low nibble of the byte at the cursor.
+    pub low_nibble: bool,
+}
+
+/// One staged byte change, for undo and redo.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub space: Space,
+    pub off: u64,
+    /// What the byte showed before this change (staged or on disk).
+    pub old: u8,
+    pub new: u8,
+    /// Whether a staged value existed before (undo restores "not staged" otherwise).
+    pub was_staged: bool,
+}
+
 pub struct Popup {
     pub title: String,
     pub lines: Vec<String>,
@@ -68,6 +89,20 @@ pub struct AppState {
     pub size: (u16, u16),
     pub no_color: bool,
     pub quit: bool,
+    /// Opened with --write: edits can be saved.
+    pub writable: bool,
+    pub edit: Option<Edit>,
+    /// Staged edits, guest space and the top file's space, not yet written.
+    pub staged_virt: std::collections::BTreeMap<u64, u8>,
+    pub staged_file: std::collections::BTreeMap<u64, u8>,
+    pub undo: Vec<Change>,
+    pub redo: Vec<Change>,
+    /// `q` with unsaved edits: waiting for y (discard and quit) or anything else (stay).
+    pub confirm_quit: bool,
+    /// Set by `update`; the loop that owns the image saves (it needs it mutable).
+    pub save_requested: bool,
+    /// Quit once the requested save succeeds (`s` at the quit prompt, `:wq`).
+    pub quit_after_save: bool,
     /// Whole-disk allocation density, one value (0..=1) per bucket; computed at start when cheap.
     pub density: Vec<f32>,
 }
@@ -95,7 +130,8 @@ impl AppState {
         let mut st = AppState {
             image_name: img.layers[0].name.clone(),
             is_qcow2,
-            space: Space::File,
+            // guest space: what the disk holds; header fields switch to the file's bytes
+            space: Space::Virt,
             cursor: 0,
             file_layer: 0,
             hex_top: 0,
@@ -113,10 +149,31 @@ impl AppState {
             no_color,
             quit: false,
             density: Vec::new(),
+            writable: img.layers[0].layer.file().writable(),
+            edit: None,
+            staged_virt: Default::default(),
+            staged_file: Default::default(),
+            undo: Vec::new(),
+            redo: Vec::new(),
+            confirm_quit: false,
+            save_requested: false,
+            quit_after_save: false,
         };
         st.density = density(img, 256);
-        // open at the start of the file: a VHD's footer copy or a qcow2 header
         st
+    }
+
+    pub fn staged_count(&self) -> usize {
+        self.staged_virt.len() + self.staged_file.len()
+    }
+
+    /// The staged value of a byte of the hex view's current space, if any.
+    pub fn staged_at(&self, off: u64) -> Option<u8> {
+        match self.space {
+            Space::Virt => self.staged_virt.get(&off).copied(),
+            Space::File if self.file_layer == 0 => self.staged_file.get(&off).copied(),
+            Space::File => None,
+        }
     }
 
     pub fn panes(&self) -> Vec<Pane> {

@@ -38,7 +38,7 @@ fn qcow2_chain(dir: &Path) -> Image {
     image::open(&top, &OpenOptions::default()).unwrap()
 }
 
-fn screen(img: &Image, cols: u16, rows: u16, keys: &str) -> String {
+fn screen(img: &mut Image, cols: u16, rows: u16, keys: &str) -> String {
     to_text(&frame(img, cols, rows, keys, None, true).unwrap())
 }
 
@@ -67,8 +67,8 @@ fn state(img: &Image, cols: u16, rows: u16) -> AppState {
 
 #[test]
 fn demo_screen_160x48() {
-    let img = demo();
-    let s = screen(&img, 160, 48, "");
+    let mut img = demo();
+    let s = screen(&mut img, 160, 48, "");
     for title in ["Header", "BAT", "Hex", "Bitmap"] {
         assert!(s.contains(&format!("┏ {} ", title)) || s.contains(&format!("┌ {} ", title)), "pane {} missing:\n{}", title, s);
     }
@@ -78,8 +78,8 @@ fn demo_screen_160x48() {
 
 #[test]
 fn demo_screen_80x24_stacks_panes() {
-    let img = demo();
-    let s = screen(&img, 80, 24, "");
+    let mut img = demo();
+    let s = screen(&mut img, 80, 24, "");
     assert_eq!(s.lines().count(), 24);
     assert!(s.lines().all(|l| l.chars().count() == 80));
     insta::assert_snapshot!(s);
@@ -87,27 +87,27 @@ fn demo_screen_80x24_stacks_panes() {
 
 #[test]
 fn jump_shows_the_row() {
-    let img = demo();
-    let s = screen(&img, 160, 48, "g 0x200000 Enter");
+    let mut img = demo();
+    let s = screen(&mut img, 160, 48, "g 0x200000 Enter");
     assert!(s.contains("00200000  "), "{}", s);
-    let s = screen(&img, 160, 48, "g v:0x1000 Enter");
+    let s = screen(&mut img, 160, 48, "g v:0x1000 Enter");
     assert!(s.contains("guest 0x1000 │ file 0x1a00"), "{}", s);
     insta::assert_snapshot!(s);
 }
 
 #[test]
 fn jump_errors_stay_in_the_dialog() {
-    let img = demo();
-    let s = screen(&img, 120, 40, "g 0x9999999999 Enter");
+    let mut img = demo();
+    let s = screen(&mut img, 120, 40, "g 0x9999999999 Enter");
     assert!(s.contains("past the end"), "{}", s);
-    let s = screen(&img, 120, 40, "g zz Enter");
+    let s = screen(&mut img, 120, 40, "g zz Enter");
     assert!(s.contains("unexpected"), "{}", s);
 }
 
 #[test]
 fn help_popup_lists_every_binding() {
-    let img = demo();
-    let s = screen(&img, 160, 48, "?");
+    let mut img = demo();
+    let s = screen(&mut img, 160, 48, "?");
     assert!(s.contains("Help"));
     for b in bindings().iter().filter(|b| b.mode == Mode::Normal) {
         assert!(s.contains(b.desc), "help lacks '{}':\n{}", b.desc, s);
@@ -140,7 +140,7 @@ fn keymap_has_no_conflicts_and_help_covers_it() {
 
 #[test]
 fn quit_key_quits() {
-    let img = demo();
+    let mut img = demo();
     let mut st = state(&img, 100, 30);
     for k in keymap::parse_keys("q") {
         handle_key(&mut st, &img, k);
@@ -150,24 +150,29 @@ fn quit_key_quits() {
 
 #[test]
 fn jump_parser() {
-    let img = demo();
+    let mut img = demo();
     let st = state(&img, 160, 48);
-    assert_eq!(parse_jump(&st, &img, "0x200").unwrap(), (Space::File, 0x200));
+    // the TUI opens in guest space; plain offsets stay in the current space
+    assert_eq!(parse_jump(&st, &img, "0x200").unwrap(), (Space::Virt, 0x200));
     assert_eq!(parse_jump(&st, &img, "v:4M+512*3").unwrap(), (Space::Virt, (4 << 20) + 1536));
     assert_eq!(parse_jump(&st, &img, "f:0x600").unwrap(), (Space::File, 0x600));
-    assert_eq!(parse_jump(&st, &img, "s:8").unwrap(), (Space::File, 4096));
+    assert_eq!(parse_jump(&st, &img, "s:8").unwrap(), (Space::Virt, 4096));
     assert_eq!(parse_jump(&st, &img, "b:2").unwrap(), (Space::Virt, 2 << 21));
     assert_eq!(parse_jump(&st, &img, "c:1").unwrap(), (Space::Virt, 1 << 21));
-    // past the end of the file but inside the disk: the guest offset
     assert_eq!(parse_jump(&st, &img, "0x500000").unwrap(), (Space::Virt, 0x500000));
     assert!(parse_jump(&st, &img, "f:0x500000").is_err());
+    // in file space, an offset past the end of the file but inside the disk is a guest one
+    let mut st = st;
+    st.space = Space::File;
+    assert_eq!(parse_jump(&st, &img, "0x200").unwrap(), (Space::File, 0x200));
+    assert_eq!(parse_jump(&st, &img, "0x500000").unwrap(), (Space::Virt, 0x500000));
     assert!(parse_jump(&st, &img, "x:1").is_err());
     assert!(parse_jump(&st, &img, "").is_err());
 }
 
 #[test]
 fn space_toggle_keeps_the_byte() {
-    let img = demo();
+    let mut img = demo();
     let mut st = state(&img, 160, 48);
     for k in keymap::parse_keys("g v:0x1000 Enter") {
         handle_key(&mut st, &img, k);
@@ -187,7 +192,7 @@ fn space_toggle_keeps_the_byte() {
 
 #[test]
 fn grid_selection_moves_the_hex_view() {
-    let img = demo();
+    let mut img = demo();
     let mut st = state(&img, 160, 48);
     st.focus = Pane::Grid;
     update(&mut st, &img, Action::Right);
@@ -201,7 +206,7 @@ fn grid_selection_moves_the_hex_view() {
 
 #[test]
 fn pane_snapshots_vhd() {
-    let img = demo();
+    let mut img = demo();
     let st = state(&img, 160, 48);
     insta::assert_snapshot!("header_vhd", pane(&img, &st, Pane::Header, 80, 20));
     insta::assert_snapshot!("grid_vhd", pane(&img, &st, Pane::Grid, 60, 10));
@@ -212,7 +217,7 @@ fn pane_snapshots_vhd() {
 #[test]
 fn pane_snapshots_qcow2_chain() {
     let dir = tempfile::tempdir().unwrap();
-    let img = qcow2_chain(dir.path());
+    let mut img = qcow2_chain(dir.path());
     let st = state(&img, 160, 48);
     let name = dir.path().to_str().unwrap().to_string();
     let clean = |s: String| s.replace(&name, "DIR");
@@ -220,7 +225,7 @@ fn pane_snapshots_qcow2_chain() {
     // clusters 0 and 3 from the base (depth 1), 1 top data, 2 zero, 16 base, 32 compressed
     assert!(grid.contains("▒1██00▒1"), "{}", grid);
     assert!(grid.contains("CC"), "{}", grid);
-    let s = to_text(&frame(&img, 160, 48, "", None, true).unwrap());
+    let s = to_text(&frame(&mut img, 160, 48, "", None, true).unwrap());
     for title in ["Header", "L1", "L2", "Hex"] {
         assert!(s.contains(&format!(" {} ", title)), "pane {} missing:\n{}", title, s);
     }
@@ -233,8 +238,8 @@ fn pane_snapshots_qcow2_chain() {
 
 #[test]
 fn svg_is_well_formed() {
-    let img = demo();
-    let svg = to_svg(&frame(&img, 100, 30, "", None, false).unwrap());
+    let mut img = demo();
+    let svg = to_svg(&frame(&mut img, 100, 30, "", None, false).unwrap());
     assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
     assert!(svg.trim_end().ends_with("</svg>"));
     assert_eq!(svg.matches("<text").count(), svg.matches("</text>").count());
@@ -247,10 +252,93 @@ fn svg_is_well_formed() {
 
 #[test]
 fn render_text_has_exactly_the_asked_size() {
-    let img = demo();
+    let mut img = demo();
     for (c, r) in [(80u16, 24u16), (160, 48), (123, 37)] {
-        let s = screen(&img, c, r, "Tab Tab Down");
+        let s = screen(&mut img, c, r, "Tab Tab Down");
         assert_eq!(s.lines().count(), r as usize);
         assert!(s.lines().all(|l| l.chars().count() == c as usize));
     }
+}
+
+fn copy_of_demo(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("demo.vhd");
+    std::fs::copy("assets/demo.vhd", &p).unwrap();
+    p
+}
+
+#[test]
+fn edit_is_refused_without_write_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = copy_of_demo(dir.path());
+    let before = std::fs::read(&p).unwrap();
+    let mut img = image::open(&p, &OpenOptions::default()).unwrap();
+    let s = screen(&mut img, 160, 48, "g 0x100000 Enter i");
+    assert!(s.contains("read-only: start vdiskview with --write"), "{}", s);
+    assert!(s.contains("READ-ONLY"), "{}", s);
+    screen(&mut img, 160, 48, "g 0x100000 Enter i deadbeef Esc C-s : w Enter q");
+    assert!(std::fs::read(&p).unwrap() == before);
+}
+
+#[test]
+fn edit_save_undo_redo_and_quit_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = copy_of_demo(dir.path());
+    let before = std::fs::read(&p).unwrap();
+    let open = || image::open(&p, &OpenOptions { write: true, ..Default::default() }).unwrap();
+    // staged edits are shown, not written, until saved
+    {
+        let mut img = open();
+        let s = screen(&mut img, 160, 48, "g 0x100000 Enter i deadbeef Esc");
+        assert!(s.contains("staged 4 byte(s)"), "{}", s);
+        assert!(s.contains("00100000  de ad be ef"), "{}", s);
+        assert!(s.contains("WRITE"), "{}", s);
+    }
+    assert!(std::fs::read(&p).unwrap() == before, "staged edits must not reach the file");
+    // typing then undoing every byte leaves nothing staged; q quits at once
+    {
+        let mut img = open();
+        let mut st = state(&img, 160, 48);
+        for k in keymap::parse_keys("g 0x100000 Enter i deadbeef Esc u u u u q") {
+            handle_key(&mut st, &img, k);
+            super::update::apply_save(&mut st, &mut img);
+        }
+        assert_eq!(st.staged_count(), 0);
+        assert!(st.quit && !st.confirm_quit);
+        // redo brings one byte back, undo takes it away again
+        let mut st = state(&img, 160, 48);
+        for k in keymap::parse_keys("g 0x100000 Enter i ab Esc u C-r") {
+            handle_key(&mut st, &img, k);
+        }
+        assert_eq!(st.staged_virt.get(&0x100000), Some(&0xab));
+        // q with staged edits asks; n stays, y quits without saving
+        handle_key(&mut st, &img, crossterm::event::KeyEvent::new(crossterm::event::KeyCode::Char('q'), crossterm::event::KeyModifiers::NONE));
+        assert!(st.confirm_quit && !st.quit);
+        let s = {
+            let mut term = Terminal::new(TestBackend::new(160, 48)).unwrap();
+            term.draw(|f| super::draw::draw(f, &st, &img)).unwrap();
+            to_text(term.backend().buffer())
+        };
+        assert!(s.contains("Unsaved edits"), "{}", s);
+        handle_key(&mut st, &img, crossterm::event::KeyEvent::new(crossterm::event::KeyCode::Char('y'), crossterm::event::KeyModifiers::NONE));
+        assert!(st.quit);
+    }
+    assert!(std::fs::read(&p).unwrap() == before);
+    // C-s saves through the write engine: the guest bytes change, in place in block 0
+    {
+        let mut img = open();
+        screen(&mut img, 160, 48, "g 0x100000 Enter i deadbeef Tab XY Esc C-s q");
+    }
+    let img = image::open(&p, &OpenOptions::default()).unwrap();
+    let mut b = [0u8; 6];
+    img.read(0x100000, &mut b).unwrap();
+    assert_eq!(b, [0xde, 0xad, 0xbe, 0xef, b'X', b'Y']);
+    // and :w saves as well, in file space here
+    drop(img);
+    {
+        let mut img = open();
+        screen(&mut img, 160, 48, "g f:0x1a00 Enter i 77 Esc : w Enter q");
+    }
+    let mut b = [0u8; 1];
+    image::open(&p, &OpenOptions::default()).unwrap().read(0x1000, &mut b).unwrap();
+    assert_eq!(b[0], 0x77);
 }

@@ -8,8 +8,21 @@ use super::layout::{grid_shape, hex_rows, screen};
 use super::state::{AppState, Dialog, Pane, Popup, Space};
 use crate::image::{expr, Image};
 
-/// Route a key: to the open dialog's text field, else through the keymap.
+/// Route a key: to the quit confirmation, the open dialog's text field, edit mode, else
+/// through the keymap.
 pub fn handle_key(st: &mut AppState, img: &Image, key: KeyEvent) {
+    if st.confirm_quit {
+        st.confirm_quit = false;
+        match key.code {
+            KeyCode::Char('y') | KeyCode::Char('Y') => st.quit = true,
+            KeyCode::Char('s') | KeyCode::Char('S') => {
+                st.save_requested = true;
+                st.quit_after_save = true;
+            }
+            _ => st.message = Some("not quitting; the staged edits are kept".into()),
+        }
+        return;
+    }
     if st.dialog.is_some() {
         match key.code {
             KeyCode::Esc => update(st, img, Action::Cancel),
@@ -23,10 +36,217 @@ pub fn handle_key(st: &mut AppState, img: &Image, key: KeyEvent) {
         }
         return;
     }
+    if st.edit.is_some() && st.popup.is_none() {
+        if let Some(a) = keymap::lookup(Mode::Edit, &key) {
+            update(st, img, a);
+        } else if let KeyCode::Char(c) = key.code {
+            if !key.modifiers.intersects(crossterm::event::KeyModifiers::CONTROL | crossterm::event::KeyModifiers::ALT) {
+                update(st, img, Action::Type(c));
+            }
+        }
+        return;
+    }
     let mode = if st.popup.is_some() { Mode::Popup } else { Mode::Normal };
     if let Some(a) = keymap::lookup(mode, &key) {
         update(st, img, a);
     }
+}
+
+/// The byte the hex view shows at `off` of the current space: staged, else on disk.
+pub fn shown_byte(st: &AppState, img: &Image, off: u64) -> Option<u8> {
+    if let Some(b) = st.staged_at(off) {
+        return Some(b);
+    }
+    let mut b = [0u8];
+    let r = match st.space {
+        Space::Virt => img.read(off, &mut b),
+        Space::File => img.read_host(st.file_layer, off, &mut b),
+    };
+    r.ok().map(|_| b[0])
+}
+
+fn stage(st: &mut AppState, img: &Image, off: u64, new: u8) {
+    let Some(old) = shown_byte(st, img, off) else {
+        st.message = Some(format!("0x{:x} cannot be read, so it cannot be edited", off));
+        return;
+    };
+    let was_staged = st.staged_at(off).is_some();
+    st.undo.push(super::state::Change { space: st.space, off, old, new, was_staged });
+    st.redo.clear();
+    staged_map(st, st.space).insert(off, new);
+}
+
+fn staged_map(st: &mut AppState, space: Space) -> &mut std::collections::BTreeMap<u64, u8> {
+    match space {
+        Space::Virt => &mut st.staged_virt,
+        Space::File => &mut st.staged_file,
+    }
+}
+
+fn edit_action(st: &mut AppState, img: &Image, action: &Action) -> bool {
+    match action {
+        Action::Edit => {
+            if !st.writable {
+                st.message = Some("read-only: start vdiskview with --write to patch this image (nothing was changed)".into());
+            } else if st.space == Space::File && st.file_layer != 0 {
+                st.message = Some("this is a backing file: only the top image is written".into());
+            } else {
+                st.focus = Pane::Hex;
+                st.edit = Some(super::state::Edit { ascii: false, low_nibble: false });
+            }
+        }
+        Action::LeaveEdit => st.edit = None,
+        Action::ToggleAscii => {
+            if let Some(e) = &mut st.edit {
+                e.ascii = !e.ascii;
+                e.low_nibble = false;
+            }
+        }
+        Action::Type(c) => {
+            let Some(e) = st.edit else { return true };
+            let off = st.cursor;
+            if e.ascii {
+                if !c.is_ascii() || c.is_ascii_control() {
+                    st.message = Some("only ASCII characters can be typed here".into());
+                    return true;
+                }
+                stage(st, img, off, *c as u8);
+                advance(st, img);
+            } else {
+                let Some(d) = c.to_digit(16) else {
+                    st.message = Some(format!("'{}' is not a hex digit (Tab switches to the ASCII column)", c));
+                    return true;
+                };
+                let cur = shown_byte(st, img, off).unwrap_or(0);
+                let new = if e.low_nibble { (cur & 0xf0) | d as u8 } else { ((d as u8) << 4) | (cur & 0x0f) };
+                match st.undo.last_mut() {
+                    // the second nibble completes the same byte: one change to undo
+                    Some(c) if e.low_nibble && c.space == st.space && c.off == off => {
+                        c.new = new;
+                        staged_map(st, st.space).insert(off, new);
+                    }
+                    _ => stage(st, img, off, new),
+                }
+                if e.low_nibble {
+                    advance(st, img);
+                } else if let Some(e) = &mut st.edit {
+                    e.low_nibble = true;
+                }
+            }
+        }
+        Action::Undo | Action::Redo => {
+            let undo = *action == Action::Undo;
+            let Some(c) = (if undo { st.undo.pop() } else { st.redo.pop() }) else {
+                st.message = Some(format!("nothing to {}", if undo { "undo" } else { "redo" }));
+                return true;
+            };
+            let map = staged_map(st, c.space);
+            if undo {
+                if c.was_staged {
+                    map.insert(c.off, c.old);
+                } else {
+                    map.remove(&c.off);
+                }
+                st.redo.push(c);
+            } else {
+                map.insert(c.off, c.new);
+                st.undo.push(c);
+            }
+            let layer = if c.space == Space::File { 0 } else { st.file_layer };
+            set_cursor(st, img, c.space, layer, c.off);
+        }
+        Action::Save => {
+            if st.staged_count() == 0 {
+                st.message = Some("nothing to save".into());
+            } else {
+                st.save_requested = true;
+            }
+        }
+        _ => return false,
+    }
+    true
+}
+
+fn advance(st: &mut AppState, img: &Image) {
+    let size = space_size(st, img);
+    if st.cursor + 1 < size {
+        set_cursor(st, img, st.space, st.file_layer, st.cursor + 1);
+        keep_visible(st);
+    }
+    if let Some(e) = &mut st.edit {
+        e.low_nibble = false;
+    }
+}
+
+/// Write the staged edits through the image model (the owner of the image calls this after
+/// `update` asked for it). Contiguous runs are written together.
+pub fn apply_save(st: &mut AppState, img: &mut Image) {
+    if !std::mem::take(&mut st.save_requested) {
+        return;
+    }
+    let mut written = 0usize;
+    let mut result = Ok(());
+    for space in [Space::File, Space::Virt] {
+        let runs = runs(match space {
+            Space::Virt => &st.staged_virt,
+            Space::File => &st.staged_file,
+        });
+        for (start, bytes) in runs {
+            let r = match space {
+                Space::Virt => img.write(start, &bytes),
+                Space::File => img.write_host(start, &bytes),
+            };
+            if let Err(e) = r {
+                result = Err(e);
+                break;
+            }
+            written += bytes.len();
+            let map = staged_map(st, space);
+            for i in 0..bytes.len() as u64 {
+                map.remove(&(start + i));
+            }
+        }
+        if result.is_err() {
+            break;
+        }
+    }
+    match result {
+        Ok(()) => {
+            st.undo.clear();
+            st.redo.clear();
+            st.message = Some(format!("saved {} byte(s)", written));
+            if st.quit_after_save {
+                st.quit = true;
+            }
+        }
+        Err(e) => {
+            st.quit_after_save = false;
+            st.message = Some(format!("save failed after {} byte(s): {}", written, e));
+        }
+    }
+}
+
+fn runs(map: &std::collections::BTreeMap<u64, u8>) -> Vec<(u64, Vec<u8>)> {
+    let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
+    for (&off, &b) in map {
+        match out.last_mut() {
+            Some((start, bytes)) if *start + bytes.len() as u64 == off => bytes.push(b),
+            _ => out.push((off, vec![b])),
+        }
+    }
+    out
+}
+
+/// How many staged guest bytes fall where the top layer does not own the data yet, so that
+/// saving them allocates (a block, a cluster, a copy-on-write).
+pub fn allocating(st: &AppState, img: &Image) -> usize {
+    st.staged_virt
+        .keys()
+        .take(4096)
+        .filter(|&&v| {
+            img.resolve(v, 1).map(|e| !(e.depth == 0 && matches!(e.kind, crate::image::LayerKind::Data { .. }))).unwrap_or(false)
+        })
+        .count()
 }
 
 pub fn space_size(st: &AppState, img: &Image) -> u64 {
@@ -51,8 +271,17 @@ pub fn update(st: &mut AppState, img: &Image, action: Action) {
         }
         return;
     }
+    if edit_action(st, img, &action) {
+        return;
+    }
     match action {
-        Action::Quit => st.quit = true,
+        Action::Quit => {
+            if st.staged_count() > 0 {
+                st.confirm_quit = true;
+            } else {
+                st.quit = true;
+            }
+        }
         Action::Resize(w, h) => {
             st.size = (w, h);
             keep_visible(st);
@@ -160,6 +389,9 @@ fn move_in_pane(st: &mut AppState, img: &Image, mv: Action) {
             let size = space_size(st, img);
             if size == 0 {
                 return;
+            }
+            if let Some(e) = &mut st.edit {
+                e.low_nibble = false;
             }
             let rows = hex_rows(st);
             let c = st.cursor;
@@ -326,6 +558,13 @@ fn submit(st: &mut AppState, img: &Image, text: &str) {
             }
             Err(e) => st.dialog_error = Some(e),
         },
+        Some(Dialog::Command) if matches!(text.trim(), "w" | "wq" | "x") => {
+            st.dialog = None;
+            update(st, img, Action::Save);
+            if text.trim() != "w" && st.save_requested {
+                st.quit_after_save = true;
+            }
+        }
         Some(Dialog::Command) => {
             st.dialog = None;
             let lines = run_command(&st.image_name, text);

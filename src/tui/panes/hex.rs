@@ -41,11 +41,17 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
                 spans.push(Span::raw("   "));
                 continue;
             }
+            let off = row + j as u64;
+            let staged = st.staged_at(off);
+            let b = &staged.unwrap_or(*b);
             let mut style = theme::fg(st, colors[j]);
-            if row + j as u64 == st.cursor {
+            if staged.is_some() {
+                style = theme::fg(st, Color::LightRed).add_modifier(Modifier::BOLD | Modifier::UNDERLINED);
+            }
+            if off == st.cursor {
                 style = theme::selected(st).add_modifier(Modifier::BOLD);
             }
-            let text = if res.is_ok() { format!("{:02x}", b) } else { "??".into() };
+            let text = if res.is_ok() || staged.is_some() { format!("{:02x}", b) } else { "??".into() };
             spans.push(Span::styled(text, style));
             spans.push(Span::raw(" "));
             let ch = if (0x20..0x7f).contains(b) { *b as char } else { '.' };
@@ -60,7 +66,12 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
         Space::Virt => "guest".to_string(),
         Space::File => format!("file {}", img.layers[st.file_layer].name),
     };
-    let title = format!(" Hex — {} space ", space);
+    let mode = match st.edit {
+        Some(e) if e.ascii => " — EDIT (ascii)",
+        Some(_) => " — EDIT (hex)",
+        None => "",
+    };
+    let title = format!(" Hex — {} space{} ", space, mode);
     f.render_widget(Paragraph::new(lines).block(block(st, title, focused)), r);
 }
 
