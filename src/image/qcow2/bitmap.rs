@@ -475,11 +475,12 @@ impl Qcow2 {
                     let o = e & TABLE_OFFSET_MASK;
                     if o != 0 && o < len && table_entry_problem(e, cs).is_none() {
                         let g0 = i as u64 * cover;
+                        let g1 = g0.saturating_add(cover).min(self.header.size.max(g0 + 1));
                         out.push(Region::new(
                             o,
                             cs.min(len - o),
                             "bitmap-data",
-                            format!("bitmap '{}' data for guest 0x{:x}-0x{:x}", bm.name, g0, g0.saturating_add(cover) - 1),
+                            format!("bitmap '{}' data for guest 0x{:x}-0x{:x}", bm.name, g0, g1 - 1),
                         ));
                     }
                 }

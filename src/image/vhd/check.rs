@@ -19,6 +19,18 @@ const VERSION: u32 = 0x0001_0000;
 const FEATURE_RESERVED: u32 = 0x2;
 const NO_OFFSET: u64 = u64::MAX;
 
+/// The bytes a parent locator reserves: its data space counts 512-byte sectors in the
+/// specification, but some writers store bytes; a space smaller than the data it holds can
+/// only be sectors.
+pub fn locator_space(l: &super::header::Locator) -> u64 {
+    let (space, len) = (l.data_space as u64, l.data_len as u64);
+    if space >= len && space >= SECTOR {
+        space
+    } else {
+        space * SECTOR
+    }
+}
+
 /// A named byte range of the file, for overlap checks.
 #[derive(Clone, Debug)]
 struct Area {
@@ -265,8 +277,7 @@ fn structure_checks(file: &HostFile, r: &mut CheckReport) -> bool {
     ];
     if f.disk_type == DISK_DIFFERENCING {
         for l in &h.locators {
-            let space = (l.data_space as u64).max(l.data_len as u64);
-            let space = if space < SECTOR { space * SECTOR } else { space };
+            let space = locator_space(l);
             if space > 0 {
                 meta.push(Area {
                     start: l.data_offset,
@@ -387,7 +398,7 @@ fn parent_checks(v: &Vhd, r: &mut CheckReport) {
             );
             continue;
         }
-        let space = if (l.data_space as u64) < SECTOR { l.data_space as u64 * SECTOR } else { l.data_space as u64 };
+        let space = locator_space(l);
         if (l.data_len as u64) > space {
             warn(r, "parent-locator", at, 24, format!("parent locator {} ({}): {} bytes of data in a space of {}", l.index, code, l.data_len, space));
         }

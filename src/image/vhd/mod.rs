@@ -334,9 +334,8 @@ impl Vhd {
             r.fields = h.fields();
             out.push(r);
             for l in &h.locators {
-                let space = (l.data_space as u64).max(l.data_len as u64);
                 // data space is in sectors in the spec but in bytes in some writers
-                let len = if space < SECTOR { space * SECTOR } else { space };
+                let len = check::locator_space(l);
                 if len > 0 && l.data_offset < self.file.len() {
                     out.push(Region::new(
                         l.data_offset,
