@@ -31,10 +31,20 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Send keys: key names (Enter, Escape, C-s) as keys, anything else typed literally
+    /// (tmux would read "0x100000" as a key code).
     fn send(&self, keys: &[&str]) {
-        let mut cmd = Command::new("tmux");
-        cmd.args(["send-keys", "-t", &self.session]).args(keys);
-        assert!(cmd.status().unwrap().success());
+        for k in keys {
+            let named = ["Enter", "Escape", "Tab", "BTab", "Up", "Down", "Left", "Right", "PageUp", "PageDown", "Home", "End"]
+                .contains(k)
+                || k.starts_with("C-");
+            let mut cmd = Command::new("tmux");
+            cmd.args(["send-keys", "-t", &self.session]);
+            if !named {
+                cmd.arg("-l");
+            }
+            assert!(cmd.arg(k).status().unwrap().success());
+        }
     }
 
     /// Wait until the screen contains `what` (the app redraws asynchronously).
@@ -99,7 +109,8 @@ fn vhd_in_tmux() {
     t.send(&["g"]);
     t.wait_for("Jump to");
     t.send(&["0x200000", "Enter"]);
-    let s = t.wait_for("00200000  ");
+    // the jump focuses the hex pane (thick border) with the row on top
+    let s = t.wait_for("┃00200000  ");
     assert!(!s.contains("Jump to"));
     t.send(&["?"]);
     t.wait_for("Help");
@@ -134,4 +145,37 @@ fn qcow2_chain_in_tmux_and_no_argument_opens_the_demo() {
     assert!(s.contains("conectix"), "{}", s);
     t.send(&["q"]);
     wait_exit(&t);
+}
+
+#[test]
+fn write_mode_saves_while_qemu_is_locked_out() {
+    let dir = support::workspace();
+    let img = dir.path().join("w.qcow2");
+    let p = img.to_str().unwrap();
+    qemu(&["qemu-img", "create", "-q", "-f", "qcow2", p, "8M"]);
+    qemu(&["qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 2M", p]);
+    let t = Tmux::start(&["--write", p], &[]);
+    t.wait_for("WRITE");
+    // qemu cannot open the image for writing while we hold it
+    let out = Command::new("qemu-io").args(["-f", "qcow2", "-c", "write -P 1 0 512", p]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(err.contains("lock"), "qemu was not locked out: {}", err);
+    t.send(&["g"]);
+    t.wait_for("Jump to");
+    t.send(&["0x100000", "Enter"]);
+    t.wait_for("┃00100000  ");
+    t.send(&["i"]);
+    t.wait_for("EDIT (hex)");
+    t.send(&["deadbeef"]);
+    t.wait_for("staged 4 byte(s)");
+    t.send(&["Escape"]);
+    t.send(&["C-s"]);
+    t.wait_for("saved 4 byte(s)");
+    t.send(&["q"]);
+    wait_exit(&t);
+    let out = Command::new("qemu-io").args(["-f", "qcow2", "-c", "read -P 0xde 0x100000 1", "-c", "read -P 0xad 0x100001 1", "-c", "read -P 0xef 0x100003 1", "-c", "read -P 0x11 0x100004 1", p]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("Pattern verification failed"), "{}", text);
+    let check = Command::new("qemu-img").args(["check", "-q", p]).status().unwrap();
+    assert!(check.success());
 }
