@@ -7,6 +7,7 @@
 
 pub mod ext;
 pub mod partitions;
+pub mod regions;
 
 use std::rc::Rc;
 

@@ -36,6 +36,12 @@ pub enum Action {
     Undo,
     Redo,
     Save,
+    /// The Files view: browse the guest's ext filesystem (also `:ls`).
+    OpenFiles,
+    /// The check findings (also `:check`).
+    OpenFindings,
+    /// Files view: up one directory.
+    Parent,
     Resize(u16, u16),
     Click(u16, u16),
     Scroll(i32),

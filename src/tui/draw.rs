@@ -39,6 +39,9 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image) {
     if let Some(d) = st.dialog {
         dialog(f, st, d);
     }
+    if let Some(p) = &st.picker {
+        picker(f, st, p);
+    }
     if let Some(p) = &st.popup {
         popup(f, st, p);
     }
@@ -83,6 +86,30 @@ fn dialog(f: &mut Frame, st: &AppState, d: Dialog) {
     if let Some(e) = &st.dialog_error {
         f.render_widget(Paragraph::new(Span::styled(e.clone(), theme::fg(st, Color::LightRed))), err);
     }
+}
+
+fn picker(f: &mut Frame, st: &AppState, p: &super::state::Picker) {
+    let area = f.area();
+    let r = centered(area, area.width.saturating_sub(10).clamp(20, 110), area.height.saturating_sub(6).max(6));
+    f.render_widget(Clear, r);
+    let rows = r.height.saturating_sub(2) as usize;
+    let first = super::panes::scroll_to(p.sel, rows, p.rows.len());
+    let lines: Vec<Line> = p
+        .rows
+        .iter()
+        .enumerate()
+        .skip(first)
+        .take(rows)
+        .map(|(i, l)| {
+            let style = if i == p.sel { theme::selected(st) } else { ratatui::style::Style::default() };
+            Line::from(Span::styled(l.clone(), style))
+        })
+        .collect();
+    let title = format!(" {} (Enter opens, Esc closes) ", p.title);
+    f.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(title).border_style(theme::border(st, true))),
+        r,
+    );
 }
 
 fn popup(f: &mut Frame, st: &AppState, p: &super::state::Popup) {

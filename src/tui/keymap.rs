@@ -12,6 +12,8 @@ pub enum Mode {
     Edit,
     /// A popup (help, command output) is open.
     Popup,
+    /// A list to choose from (Files view, findings) is open.
+    Picker,
 }
 
 pub struct Binding {
@@ -52,6 +54,17 @@ pub fn bindings() -> Vec<Binding> {
         b(Normal, &[(Char('/'), N)], "/", OpenSearch, "search bytes (hex: 'de ad be ef', or text) in the current space"),
         b(Normal, &[(Char(':'), N), (Char(':'), S)], ":", OpenCommand, "command line: :info :map :tables :where 0x1000 …"),
         b(Normal, &[(Char('?'), N), (Char('?'), S), (F(1), N)], "?", Help, "this help"),
+        b(Normal, &[(Char('f'), N)], "f", OpenFiles, "Files view: browse the guest's ext filesystem (also :ls)"),
+        b(Normal, &[(Char('c'), N)], "c", OpenFindings, "check the image: findings, Enter jumps to one (also :check)"),
+        b(Mode::Picker, &[(Enter, N)], "Enter", Select, "open the directory, show the file's bytes, go to the finding"),
+        b(Mode::Picker, &[(Backspace, N), (KeyCode::Left, N), (Char('h'), N)], "← Bksp", Parent, "up one directory"),
+        b(Mode::Picker, &[(Esc, N), (Char('q'), N)], "Esc", Cancel, "close the list"),
+        b(Mode::Picker, &[(KeyCode::Up, N), (Char('k'), N)], "↑ k", Action::Up, "previous entry"),
+        b(Mode::Picker, &[(KeyCode::Down, N), (Char('j'), N)], "↓ j", Action::Down, "next entry"),
+        b(Mode::Picker, &[(KeyCode::PageUp, N)], "PgUp", Action::PageUp, "page up"),
+        b(Mode::Picker, &[(KeyCode::PageDown, N)], "PgDn", Action::PageDown, "page down"),
+        b(Mode::Picker, &[(KeyCode::Home, N)], "Home", Action::Home, "first entry"),
+        b(Mode::Picker, &[(KeyCode::End, N)], "End", Action::End, "last entry"),
         b(Normal, &[(Char('i'), N)], "i", Action::Edit, "edit bytes at the hex cursor (needs --write)"),
         b(Normal, &[(Char('u'), N)], "u", Undo, "undo one staged byte"),
         b(Normal, &[(Char('r'), C)], "C-r", Redo, "redo one staged byte"),
@@ -90,7 +103,7 @@ pub fn lookup(mode: Mode, key: &KeyEvent) -> Option<Action> {
 /// Lines of the help screen, from the table.
 pub fn help_lines() -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for (mode, title) in [(Mode::Normal, "Keys"), (Mode::Edit, "Edit mode (i, with --write)"), (Mode::Popup, "In a popup")] {
+    for (mode, title) in [(Mode::Normal, "Keys"), (Mode::Edit, "Edit mode (i, with --write)"), (Mode::Picker, "In the Files view and the findings"), (Mode::Popup, "In a popup")] {
         out.push((format!("{}:", title), String::new()));
         for b in bindings().iter().filter(|b| b.mode == mode) {
             out.push((b.label.to_string(), b.desc.to_string()));

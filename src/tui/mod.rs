@@ -6,6 +6,7 @@ pub mod draw;
 pub mod keymap;
 pub mod layout;
 pub mod panes;
+pub mod picker;
 pub mod render;
 pub mod search;
 pub mod state;

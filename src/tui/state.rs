@@ -51,6 +51,31 @@ pub struct Change {
     pub was_staged: bool,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PickerKind {
+    Files,
+    Findings,
+}
+
+/// What choosing a picker row does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Dir(String),
+    File(String),
+    /// A finding's place: host offset in the top file, and/or a guest offset.
+    Place { host: Option<u64>, virt: Option<u64> },
+    Nothing,
+}
+
+/// A selectable list over the screen: the Files view or the check findings.
+pub struct Picker {
+    pub kind: PickerKind,
+    pub title: String,
+    pub rows: Vec<String>,
+    pub targets: Vec<Target>,
+    pub sel: usize,
+}
+
 pub struct Popup {
     pub title: String,
     pub lines: Vec<String>,
@@ -103,6 +128,14 @@ pub struct AppState {
     pub save_requested: bool,
     /// Quit once the requested save succeeds (`s` at the quit prompt, `:wq`).
     pub quit_after_save: bool,
+    pub picker: Option<Picker>,
+    /// The guest filesystem the Files view browses (opened on first use) and where it is.
+    pub fs: Option<crate::guest::ext::ExtFs>,
+    pub cwd: String,
+    /// Guest ranges to highlight in the hex view and the grid (a located file's extents).
+    pub highlights: Vec<(u64, u64)>,
+    /// Partition tables and superblocks in guest space, named like file-space structures.
+    pub guest_regions: Vec<crate::image::region::Region>,
     /// Whole-disk allocation density, one value (0..=1) per bucket; computed at start when cheap.
     pub density: Vec<f32>,
 }
@@ -158,6 +191,11 @@ impl AppState {
             confirm_quit: false,
             save_requested: false,
             quit_after_save: false,
+            picker: None,
+            fs: None,
+            cwd: "/".into(),
+            highlights: Vec::new(),
+            guest_regions: crate::guest::regions::guest_regions(img),
         };
         st.density = density(img, 256);
         st
@@ -174,6 +212,16 @@ impl AppState {
             Space::File if self.file_layer == 0 => self.staged_file.get(&off).copied(),
             Space::File => None,
         }
+    }
+
+    /// The guest-space structure (partition table, superblock) holding guest byte `off`.
+    pub fn guest_region(&self, off: u64) -> Option<&crate::image::region::Region> {
+        let i = self.guest_regions.partition_point(|r| r.start <= off);
+        self.guest_regions[..i].iter().rev().take(4).find(|r| r.contains(off))
+    }
+
+    pub fn highlighted(&self, off: u64) -> bool {
+        self.highlights.iter().any(|&(v, l)| off >= v && off - v < l)
     }
 
     pub fn panes(&self) -> Vec<Pane> {

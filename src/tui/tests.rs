@@ -342,3 +342,51 @@ fn edit_save_undo_redo_and_quit_prompt() {
     image::open(&p, &OpenOptions::default()).unwrap().read(0x1000, &mut b).unwrap();
     assert_eq!(b[0], 0x77);
 }
+
+#[test]
+fn files_view_browses_and_shows_a_file() {
+    let mut img = demo();
+    let s = screen(&mut img, 160, 48, "f");
+    assert!(s.contains("Files — /") && s.contains("test1.txt") && s.contains("docs/"), "{}", s);
+    let s = screen(&mut img, 160, 48, ": ls Enter");
+    assert!(s.contains("Files — /"), "{}", s);
+    // into docs/ and back out
+    let s = screen(&mut img, 160, 48, "f Down Enter");
+    assert!(s.contains("Files — /docs") && s.contains("random.bin"), "{}", s);
+    let s = screen(&mut img, 160, 48, "f Down Enter Backspace");
+    assert!(s.contains("Files — / ") && s.contains("test1.txt"), "{}", s);
+    // Enter on test1.txt (dirs first: ../ docs/ lost+found/ README.txt test1.txt)
+    let s = screen(&mut img, 160, 48, "f End Enter");
+    assert!(s.contains("/test1.txt: 15 bytes in 1 extent(s)"), "{}", s);
+    assert!(s.contains("48 65 6c 6c 6f 2c 20 53"), "hex shows Hello, S…:\n{}", s);
+    assert!(s.contains("|Hello, Sailor!"), "{}", s);
+    assert!(s.contains("◆◆"), "grid marks the file's block:\n{}", s);
+    insta::assert_snapshot!(s);
+}
+
+#[test]
+fn guest_overlays_name_partition_table_and_superblock() {
+    let mut img = demo();
+    let s = screen(&mut img, 160, 48, "g v:0x1be Enter");
+    assert!(s.contains("guest: MBR / partition entry 1 = type 0x83, start LBA 2048"), "{}", s);
+    let s = screen(&mut img, 160, 48, "g v:0x100438 Enter");
+    assert!(s.contains("ext superblock of partition 1 / s_magic = 0xef53"), "{}", s);
+}
+
+#[test]
+fn findings_list_jumps_to_the_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = copy_of_demo(dir.path());
+    let mut img = image::open(&p, &OpenOptions::default()).unwrap();
+    let s = screen(&mut img, 160, 48, "c");
+    assert!(s.contains("no findings: the image is clean"), "{}", s);
+    // break the dynamic header's checksum
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[0x200 + 36] ^= 0xff;
+    std::fs::write(&p, &bytes).unwrap();
+    let mut img = image::open(&p, &OpenOptions::default()).unwrap();
+    let s = screen(&mut img, 160, 48, ": check Enter");
+    assert!(s.to_lowercase().contains("checksum"), "{}", s);
+    let s = screen(&mut img, 160, 48, "c Enter");
+    assert!(s.contains("┃00000200  ") || s.contains("┃00000220  "), "the hex view went to the header:\n{}", s);
+}

@@ -43,6 +43,9 @@ pub fn structure(name: &str) -> Color {
         "refcount-table" | "refcount-block" => Color::LightBlue,
         "snapshot-table" | "bitmap-directory" | "crypto-header" => Color::LightRed,
         "data" => Color::Green,
+        "mbr" | "gpt-header" => Color::Yellow,
+        "gpt-entries" => Color::Cyan,
+        "ext-superblock" => Color::LightMagenta,
         "compressed" => Color::Red,
         _ => Color::DarkGray,
     }

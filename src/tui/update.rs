@@ -36,6 +36,12 @@ pub fn handle_key(st: &mut AppState, img: &Image, key: KeyEvent) {
         }
         return;
     }
+    if st.picker.is_some() && st.popup.is_none() {
+        if let Some(a) = keymap::lookup(Mode::Picker, &key) {
+            super::picker::update(st, img, a);
+        }
+        return;
+    }
     if st.edit.is_some() && st.popup.is_none() {
         if let Some(a) = keymap::lookup(Mode::Edit, &key) {
             update(st, img, a);
@@ -271,6 +277,10 @@ pub fn update(st: &mut AppState, img: &Image, action: Action) {
         }
         return;
     }
+    if st.picker.is_some() {
+        super::picker::update(st, img, action);
+        return;
+    }
     if edit_action(st, img, &action) {
         return;
     }
@@ -292,6 +302,8 @@ pub fn update(st: &mut AppState, img: &Image, action: Action) {
             let n = panes.len();
             st.focus = panes[if action == Action::NextPane { (i + 1) % n } else { (i + n - 1) % n }];
         }
+        Action::OpenFiles => super::picker::open_files(st, img),
+        Action::OpenFindings => super::picker::open_findings(st, img),
         Action::Help => {
             let lines = keymap::help_lines().into_iter().map(|(k, d)| format!("{:<10} {}", k, d)).collect();
             st.popup = Some(Popup { title: "Help".into(), lines, scroll: 0 });
@@ -564,6 +576,17 @@ fn submit(st: &mut AppState, img: &Image, text: &str) {
             if text.trim() != "w" && st.save_requested {
                 st.quit_after_save = true;
             }
+        }
+        Some(Dialog::Command) if text.trim() == "ls" || text.trim().starts_with("ls ") => {
+            st.dialog = None;
+            if let Some(dir) = text.trim().strip_prefix("ls ") {
+                st.cwd = dir.trim().to_string();
+            }
+            super::picker::open_files(st, img);
+        }
+        Some(Dialog::Command) if text.trim() == "check" => {
+            st.dialog = None;
+            super::picker::open_findings(st, img);
         }
         Some(Dialog::Command) => {
             st.dialog = None;

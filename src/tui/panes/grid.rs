@@ -52,6 +52,13 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
                 Err(_) => ("!!", Color::LightRed),
             };
             let mut style = theme::fg(st, color);
+            let (ustart, usize_) = (img.unit_start(u), img.unit_size());
+            let glyph = if st.highlights.iter().any(|&(v, l)| v < ustart + usize_ && ustart < v + l) {
+                style = theme::fg(st, Color::LightYellow);
+                "◆◆"
+            } else {
+                glyph
+            };
             if u == st.grid_sel {
                 style = theme::selected(st).add_modifier(Modifier::BOLD);
             }

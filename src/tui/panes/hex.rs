@@ -45,6 +45,12 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
             let staged = st.staged_at(off);
             let b = &staged.unwrap_or(*b);
             let mut style = theme::fg(st, colors[j]);
+            if st.space == Space::Virt && st.highlighted(off) {
+                style = style.add_modifier(Modifier::UNDERLINED | Modifier::BOLD);
+                if !st.no_color {
+                    style = style.bg(Color::Indexed(22));
+                }
+            }
             if staged.is_some() {
                 style = theme::fg(st, Color::LightRed).add_modifier(Modifier::BOLD | Modifier::UNDERLINED);
             }
@@ -103,6 +109,12 @@ fn row_colors(st: &AppState, img: &Image, row: u64, n: usize) -> Vec<Color> {
                     }
                 }
             }
+            // partition tables and superblocks lie over the data: name them
+            for (k, c) in out.iter_mut().enumerate().take(n) {
+                if let Some(r) = st.guest_region(row + k as u64) {
+                    *c = theme::structure(r.structure);
+                }
+            }
         }
     }
     out
@@ -127,6 +139,11 @@ pub fn status(st: &AppState, img: &Image) -> Vec<Span<'static>> {
         if let Ok(e) = img.resolve(v, 1) {
             parts.push(format!("{} {} {} at depth {}", img.unit_name(), img.unit_of(v), e.kind_name(), e.depth));
         }
+    }
+    if let Some(r) = virt.and_then(|v| st.guest_region(v)) {
+        let v = virt.unwrap_or(0);
+        let field = r.field_at(v).map(|f| format!(" / {} = {}", f.name, f.value)).unwrap_or_default();
+        parts.push(format!("guest: {}{}", r.name, field));
     }
     if let Some((l, o)) = file {
         if let Ok(r) = img.locate_host(l, o) {
