@@ -318,6 +318,212 @@ random_tests! {
     random_raw_qemu: "raw-qemu", 22, 20;
 }
 
+// ---------------------------------------------------------------------------------------
+// more image shapes than the shared catalogue has
+
+fn qcow2_create(dir: &Path, name: &str, opts: &str, size: &str, backing: Option<(&str, &str)>) -> PathBuf {
+    let path = dir.join(name);
+    let mut args = vec!["create", "-q", "-f", "qcow2"];
+    if let Some((b, f)) = backing {
+        args.extend(["-b", b, "-F", f]);
+    }
+    if !opts.is_empty() {
+        args.extend(["-o", opts]);
+    }
+    args.push(s(&path));
+    args.push(size);
+    qemu_img_in(dir, &args);
+    path
+}
+
+/// Build one of the shapes below in `dir` (deterministically: A and B are built alike).
+fn custom(kind: &'static str, dir: &Path) -> TestImage {
+    let pat = pattern_file(dir, 5, 128 * 1024);
+    let p = s(&pat);
+    let img = |path: PathBuf, fmt: &'static str, cluster: u64, chain: Vec<PathBuf>| TestImage {
+        kind,
+        size: virtual_size(&path, fmt),
+        path,
+        fmt,
+        compressed: false,
+        cluster,
+        chain,
+    };
+    let common = |path: &Path, c: u64| {
+        qemu_io(
+            "qcow2",
+            path,
+            &[
+                &format!("write -s {p} 1000 9000"),
+                &format!("write -P 0x31 {} {}", 5 * c, 3 * c),
+                &format!("write -z {} {}", 6 * c, c),
+                &format!("discard {} {}", 7 * c, c),
+                "write -P 0x32 2M 100k",
+            ],
+        )
+    };
+    match kind {
+        // every refcount width, sub-byte ones included
+        "rc1" | "rc2" | "rc4" | "rc8" | "rc32" | "rc64" => {
+            let bits = &kind[2..];
+            let path = qcow2_create(dir, "rc.qcow2", &format!("cluster_size=4096,refcount_bits={bits}"), "4M", None);
+            common(&path, 4096);
+            img(path.clone(), "qcow2", 4096, vec![path])
+        }
+        // a virtual size that ends inside a cluster
+        "odd-size" => {
+            let path = qcow2_create(dir, "odd.qcow2", "", "5000000", None);
+            common(&path, 65536);
+            qemu_io("qcow2", &path, &["write -P 0x33 4999000 1000"]);
+            img(path.clone(), "qcow2", 65536, vec![path])
+        }
+        // extended L2 with compressed clusters, zero and unallocated subclusters, over a
+        // backing file
+        "extl2-compressed-backing" => {
+            let base = qcow2_create(dir, "base.qcow2", "cluster_size=65536", "4M", None);
+            qemu_io("qcow2", &base, &[&format!("write -s {p} 0 128k"), "write -P 0x41 1M 512k"]);
+            let top = qcow2_create(dir, "top.qcow2", "extended_l2=on,cluster_size=65536", "4M", Some(("base.qcow2", "qcow2")));
+            qemu_io(
+                "qcow2",
+                &top,
+                &[
+                    "write -c -P 0x51 64k 64k",
+                    "write -c -P 0x52 1M 128k",
+                    "write -P 0x53 1100k 3k",
+                    "write -z 1200k 4k",
+                    "write -P 0x54 2M 64k",
+                    "discard 2052k 4k",
+                    "write -z 3M 64k",
+                ],
+            );
+            img(top.clone(), "qcow2", 65536, vec![top, base])
+        }
+        "extl2-datafile" => {
+            let df = dir.join("data.raw");
+            let path = qcow2_create(dir, "meta.qcow2", &format!("extended_l2=on,data_file={}", s(&df)), "4M", None);
+            qemu_io("qcow2", &path, &["write -P 7 64k 70k", "write -z 1M 10k", "write -P 8 3M 2k"]);
+            img(path.clone(), "qcow2", 65536, vec![path])
+        }
+        // a v2 image with 512-byte clusters over a v3 base
+        "v2-c512-over-v3" => {
+            let base = qcow2_create(dir, "base.qcow2", "cluster_size=65536", "4M", None);
+            qemu_io("qcow2", &base, &[&format!("write -s {p} 0 100k"), "write -P 0x61 3M 1M"]);
+            let top = qcow2_create(dir, "top.qcow2", "compat=0.10,cluster_size=512", "4M", Some(("base.qcow2", "qcow2")));
+            qemu_io("qcow2", &top, &["write -P 0x62 1000 3000", "write -P 0x63 3500k 10k"]);
+            img(top.clone(), "qcow2", 512, vec![top, base])
+        }
+        // a qcow2 over a dynamic VHD, smaller than the top
+        "over-vpc" => {
+            let base = dir.join("base.vhd");
+            qemu_img(&["create", "-q", "-f", "vpc", "-o", "subformat=dynamic", s(&base), "2M"]);
+            qemu_io("vpc", &base, &[&format!("write -s {p} 0 128k"), "write -P 0x71 1M 300k"]);
+            let top = qcow2_create(dir, "top.qcow2", "cluster_size=65536", "4M", Some(("base.vhd", "vpc")));
+            qemu_io("qcow2", &top, &["write -P 0x72 64k 1000"]);
+            img(top.clone(), "qcow2", 65536, vec![top, base])
+        }
+        "prealloc-metadata" | "prealloc-falloc" | "lazy-refcounts" => {
+            let opts = match kind {
+                "prealloc-metadata" => "preallocation=metadata",
+                "prealloc-falloc" => "preallocation=falloc,cluster_size=4096",
+                _ => "lazy_refcounts=on",
+            };
+            let path = qcow2_create(dir, "pre.qcow2", opts, "4M", None);
+            common(&path, 65536);
+            img(path.clone(), "qcow2", 65536, vec![path])
+        }
+        // a VHD whose last block ends inside the disk's last 2 MiB
+        "vhd-odd" => {
+            let path = dir.join("odd.vhd");
+            qemu_img(&["create", "-q", "-f", "vpc", "-o", "subformat=dynamic,force_size=on", s(&path), "4999680"]);
+            qemu_io("vpc", &path, &["write -P 1 0 5000", "write -P 2 4999000 680"]);
+            img(path.clone(), "vpc", 2 * MIB, vec![path])
+        }
+        "vhd-256m" => {
+            let path = dir.join("big.vhd");
+            qemu_img(&["create", "-q", "-f", "vpc", "-o", "subformat=dynamic", s(&path), "256M"]);
+            qemu_io("vpc", &path, &["write -P 1 100M 4k", "write -P 3 255M 64k"]);
+            img(path.clone(), "vpc", 2 * MIB, vec![path])
+        }
+        _ => panic!("unknown custom image {kind}"),
+    }
+}
+
+fn random_custom(kind: &'static str, seed: u64, n: usize) {
+    let da = workspace();
+    let db = workspace();
+    let a = custom(kind, da.path());
+    let b = custom(kind, db.path());
+    let backing_before: Vec<Vec<u8>> = a.chain[1..].iter().map(|p| read_file(p)).collect();
+    let mut rng = Rng::new(seed);
+    let targets = map_targets(&a.path, a.fmt);
+    let writes = plan(&mut rng, a.size, a.cluster, &targets, n);
+    let mut t = Timing::default();
+    run_sequence(&a, &b, &writes, &mut t);
+    t.report(kind);
+    for (p, before) in a.chain[1..].iter().zip(&backing_before) {
+        assert!(read_file(p) == *before, "{kind}: backing file {} changed", p.display());
+    }
+    if a.size <= 64 * MIB {
+        let ours = vdiskview_ok(&["read", s(&a.path)]);
+        assert_bytes_eq(&ours, &qemu_convert_raw(&b.path, b.fmt), &format!("{kind}: vdiskview read of A vs qemu's B"));
+    }
+}
+
+macro_rules! custom_tests {
+    ($($name:ident: $kind:expr, $seed:expr, $n:expr;)*) => {
+        $( #[test] fn $name() { random_custom($kind, $seed, $n); } )*
+    };
+}
+
+custom_tests! {
+    random_refcount_bits_1: "rc1", 51, 25;
+    random_refcount_bits_2: "rc2", 52, 25;
+    random_refcount_bits_4: "rc4", 53, 25;
+    random_refcount_bits_8: "rc8", 54, 25;
+    random_refcount_bits_32: "rc32", 55, 25;
+    random_refcount_bits_64: "rc64", 56, 25;
+    random_odd_size: "odd-size", 57, 30;
+    random_extl2_compressed_backing: "extl2-compressed-backing", 58, 40;
+    random_extl2_datafile: "extl2-datafile", 59, 30;
+    random_v2_c512_over_v3: "v2-c512-over-v3", 60, 30;
+    random_over_vpc: "over-vpc", 61, 30;
+    random_prealloc_metadata: "prealloc-metadata", 62, 25;
+    random_prealloc_falloc: "prealloc-falloc", 63, 25;
+    random_lazy_refcounts: "lazy-refcounts", 64, 25;
+    random_vhd_odd_size: "vhd-odd", 65, 30;
+    random_vhd_256m: "vhd-256m", 66, 12;
+}
+
+/// The refcount table fills up (512-byte clusters, 64-bit refcounts: one table cluster
+/// covers 2 MiB of file) and must move: big writes against qemu-io, clean after each.
+#[test]
+fn refcount_table_growth() {
+    let da = workspace();
+    let db = workspace();
+    let mk = |dir: &Path| {
+        let path = qcow2_create(dir, "grow.qcow2", "cluster_size=512,refcount_bits=64", "6M", None);
+        TestImage { kind: "grow", size: 6 * MIB, path: path.clone(), fmt: "qcow2", compressed: false, cluster: 512, chain: vec![path] }
+    };
+    let (a, b) = (mk(da.path()), mk(db.path()));
+    let header = |p: &Path| {
+        let h = read_file(p);
+        (be64(&h, 48), be32(&h, 56))
+    };
+    let before = header(&a.path);
+    let mut rng = Rng::new(70);
+    let mut writes = Vec::new();
+    let mut off = 0;
+    while off < 5 * MIB {
+        let len = rng.range(100 * KIB, 300 * KIB);
+        writes.push(W { off: off + rng.below(3000), len, byte: rng.byte() });
+        off += len + rng.below(64 * KIB);
+    }
+    let mut t = Timing::default();
+    run_sequence(&a, &b, &writes, &mut t);
+    t.report("refcount table growth");
+    assert_ne!(header(&a.path), before, "the refcount table should have moved");
+}
+
 /// A second seed on the images with the most kinds of cluster, for more paths per run.
 #[test]
 fn random_more_seeds() {

@@ -292,11 +292,24 @@ impl Qcow2 {
         Ok(())
     }
 
-    /// Reserve `n` clusters at the end of the file.
+    /// Reserve `n` clusters at the end of the file. Clusters past the end that already have
+    /// a refcount are skipped: a crash after a refcount update and before the write that
+    /// follows leaves them counted (leaked), and handing one out again would count it twice
+    /// (qemu's allocator skips them the same way, looking for refcount 0).
     fn alloc(&mut self, n: u64) -> Result<u64> {
         let cs = self.cluster_size();
         let end = self.file.len().next_multiple_of(cs);
-        let at = self.wstate.next_free.max(end);
+        let mut at = self.wstate.next_free.max(end);
+        let table = self.table()?;
+        'search: loop {
+            for c in at / cs..at / cs + n {
+                if self.refcount(&table, c)? != 0 {
+                    at = (c + 1) * cs;
+                    continue 'search;
+                }
+            }
+            break;
+        }
         self.wstate.next_free = at + n * cs;
         Ok(at)
     }
@@ -346,13 +359,20 @@ impl Qcow2 {
     }
 
     /// A zeroed refcount block for table index `ti`, counting itself when it covers itself.
+    /// One that lands in another block's range is counted there first, before the table
+    /// points at it (qemu's order: a crash in between leaks it, never leaves it uncounted).
     fn new_refcount_block(&mut self, ti: usize) -> Result<u64> {
         let cs = self.cluster_size();
         let per = self.refcounts_per_block();
         let at = self.alloc(1)?;
         let own = at / cs;
-        self.file.write_at(at, &vec![0u8; cs as usize])?;
         let covers_itself = own / per == ti as u64;
+        if !covers_itself {
+            self.add_refcount(own, 1)?;
+            self.file.sync()?;
+            step("qcow2 refcount of new refcount block");
+        }
+        self.file.write_at(at, &vec![0u8; cs as usize])?;
         self.wstate.table.as_mut().expect("loaded")[ti] = at;
         if covers_itself {
             self.add_refcount(own, 1)?;
@@ -362,9 +382,6 @@ impl Qcow2 {
         self.file.write_at(self.header.refcount_table_offset + ti as u64 * 8, &at.to_be_bytes())?;
         self.file.sync()?;
         step("qcow2 refcount table entry");
-        if !covers_itself {
-            self.add_refcount(own, 1)?;
-        }
         Ok(at)
     }
 
