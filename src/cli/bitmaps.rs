@@ -30,13 +30,12 @@ pub fn run(path: &Path, opts: &OpenOptions, name: Option<&str>, output: Output) 
             );
         }
     }
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out: Vec<u8> = Vec::new();
     match name {
         None => list(&mut out, q, output)?,
         Some(n) => extents(&mut out, q, n, output)?,
     }
-    out.flush()?;
+    super::check::emit(&String::from_utf8_lossy(&out))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -15,8 +15,8 @@ use crate::image::OpenOptions;
 pub fn run(path: &Path, opts: &OpenOptions, output: Output) -> Result<ExitCode> {
     let report = check_path(path, opts.format)?;
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report_json(&report))?),
-        Output::Human => print!("{}", human(&report)),
+        Output::Json => emit(&format!("{}\n", serde_json::to_string_pretty(&report_json(&report))?))?,
+        Output::Human => emit(&human(&report))?,
     }
     let code = report.exit_code();
     if code == 1 {
@@ -28,6 +28,16 @@ pub fn run(path: &Path, opts: &OpenOptions, output: Output) -> Result<ExitCode> 
         );
     }
     Ok(ExitCode::from(code))
+}
+
+/// Write to stdout; a reader that went away (`| head`) is not an error.
+pub(super) fn emit(s: &str) -> Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_all(s.as_bytes()).and_then(|_| o.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }
 
 fn finding_json(f: &Finding) -> Value {

@@ -150,7 +150,7 @@ pub fn table_entry_problem(entry: u64, cluster_size: u64) -> Option<&'static str
         if entry & TABLE_ALL_ONES != 0 {
             return Some("the all-ones bit is set with an offset");
         }
-        if off % cluster_size != 0 {
+        if !off.is_multiple_of(cluster_size) {
             return Some("the offset is not cluster aligned");
         }
     }
@@ -290,7 +290,7 @@ impl Qcow2 {
             "bitmap extra data is not supported".to_string()
         } else if bm.table_size == 0 {
             "its bitmap table is empty".into()
-        } else if bm.table_offset == 0 || bm.table_offset % cs != 0 {
+        } else if bm.table_offset == 0 || !bm.table_offset.is_multiple_of(cs) {
             format!("its bitmap table offset 0x{:x} is zero or not cluster aligned", bm.table_offset)
         } else if bm.table_size > MAX_TABLE_SIZE {
             format!("its bitmap table has {} entries, more than {}", bm.table_size, MAX_TABLE_SIZE)
@@ -409,7 +409,7 @@ impl Qcow2 {
                 let mut bit = first_bit;
                 while bit < last_bit {
                     let byte = buf[(bit / 8) as usize];
-                    if bit % 8 == 0 && bit + 8 <= last_bit && (byte == 0 || byte == 0xff) {
+                    if bit.is_multiple_of(8) && bit + 8 <= last_bit && (byte == 0 || byte == 0xff) {
                         push(&mut out, c_start + bit * g, c_start + (bit + 8) * g, byte == 0xff);
                         bit += 8;
                         continue;

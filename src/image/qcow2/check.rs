@@ -15,7 +15,6 @@ use super::header::INCOMPAT_CORRUPT;
 use super::snapshot::{self, MAX_L1_BYTES};
 use super::Qcow2;
 use crate::image::check::{CheckReport, Finding, Qcow2Stats, Severity};
-use crate::image::mapping::HostFileId;
 use crate::image::{Format, Result};
 
 const L1E_RESERVED_MASK: u64 = 0x7f00_0000_0000_01ff;
@@ -75,7 +74,7 @@ impl ClusterRole {
             ClusterRole::CryptoHeader => "encryption header",
             ClusterRole::Data => "data",
             ClusterRole::Compressed => "compressed data",
-            ClusterRole::Leaked => "leaked",
+            ClusterRole::Leaked => "unreferenced",
         }
     }
 
@@ -246,7 +245,7 @@ impl<'a> Walk<'a> {
             }
             let l2 = e & L1E_OFFSET_MASK;
             self.inc(l2, self.cs, if active { ClusterRole::L2 } else { ClusterRole::SnapshotL2 });
-            if l2 % self.cs != 0 {
+            if !l2.is_multiple_of(self.cs) {
                 self.corruption("l1", at, 8, None, format!("{} entry {}: L2 table offset 0x{:x} is not cluster aligned; L1 entry corrupted", label, i, l2));
             }
             let base_virt = active.then(|| i as u64 * per * self.cs);
@@ -317,7 +316,7 @@ impl<'a> Walk<'a> {
             if (bitmap >> 32) & bitmap != 0 {
                 self.corruption("l2", at, esize as u64, virt, format!("{}: cluster at 0x{:x} has a corrupted subcluster allocation bitmap", place(), off));
             }
-            if off % cs != 0 {
+            if !off.is_multiple_of(cs) {
                 let data = if ext { bitmap & L2_BITMAP_ALL_ALLOC != 0 } else { !zero_flag };
                 let what = if data { "data cluster" } else { "preallocated zero cluster" };
                 self.corruption("l2", at, esize as u64, virt, format!("{}: {} offset 0x{:x} is not cluster aligned; L2 entry corrupted", place(), what, off));
@@ -357,7 +356,7 @@ impl<'a> Walk<'a> {
         }
         for sn in &table.snapshots {
             let label = format!("snapshot {} ({})", sn.id, sn.name);
-            if sn.l1_table_offset % self.cs != 0 {
+            if !sn.l1_table_offset.is_multiple_of(self.cs) {
                 self.corruption(
                     "snapshot-table",
                     sn.entry_offset,
@@ -446,7 +445,7 @@ impl<'a> Walk<'a> {
                 self.corruption("refcount-table", at, 8, None, format!("refcount table entry {} (0x{:016x}) has reserved bits set", i, e));
                 continue;
             }
-            if off % self.cs != 0 {
+            if !off.is_multiple_of(self.cs) {
                 self.corruption("refcount-table", at, 8, None, format!("refcount block {} at 0x{:x} is not cluster aligned; refcount table entry corrupted", i, off));
                 continue;
             }
@@ -471,7 +470,9 @@ struct OnDisk<'a> {
     q: &'a Qcow2,
     table: Vec<u64>,
     per_block: u64,
-    cache: HashMap<u64, Vec<u64>>,
+    cache: HashMap<u64, std::rc::Rc<Vec<u64>>>,
+    /// The block read last: most lookups run through one block after another.
+    last: Option<(u64, std::rc::Rc<Vec<u64>>)>,
 }
 
 impl<'a> OnDisk<'a> {
@@ -484,20 +485,32 @@ impl<'a> OnDisk<'a> {
             return Ok(0);
         }
         let cs = self.q.cluster_size();
-        if block % cs != 0 {
+        if !block.is_multiple_of(cs) {
             return Err(format!("refcount block offset 0x{:x} is unaligned (refcount table index {})", block, ti));
         }
         if block > i64::MAX as u64 - cs {
             return Err(format!("refcount block offset 0x{:x} is out of range", block));
         }
-        if !self.cache.contains_key(&block) {
-            if self.cache.len() > 64 {
-                self.cache.clear();
+        let idx = (cluster % self.per_block) as usize;
+        if let Some((b, counts)) = &self.last {
+            if *b == block {
+                return Ok(counts[idx]);
             }
-            let counts = self.decode(block);
-            self.cache.insert(block, counts);
         }
-        Ok(self.cache[&block][(cluster % self.per_block) as usize])
+        let counts = match self.cache.get(&block) {
+            Some(c) => c.clone(),
+            None => {
+                if self.cache.len() > 64 {
+                    self.cache.clear();
+                }
+                let c = std::rc::Rc::new(self.decode(block));
+                self.cache.insert(block, c.clone());
+                c
+            }
+        };
+        let v = counts[idx];
+        self.last = Some((block, counts));
+        Ok(v)
     }
 
     fn decode(&self, block: u64) -> Vec<u64> {
@@ -548,7 +561,7 @@ pub fn walk(q: &Qcow2) -> Result<(CheckReport, HostMap)> {
             Finding::new(Severity::CheckError, "refcount-table", format!("the refcount table ({} clusters) is larger than qemu's limit of 8 MiB", h.refcount_table_clusters))
                 .at(h.refcount_table_offset, rt_bytes),
         );
-    } else if h.refcount_table_offset % cs != 0 {
+    } else if !h.refcount_table_offset.is_multiple_of(cs) {
         w.report.push(
             Finding::new(Severity::CheckError, "refcount-table", format!("the refcount table offset 0x{:x} is not cluster aligned", h.refcount_table_offset))
                 .at(h.refcount_table_offset, rt_bytes),
@@ -573,11 +586,12 @@ pub fn walk(q: &Qcow2) -> Result<(CheckReport, HostMap)> {
     w.refblocks(&rt);
 
     // compare with the refcounts on disk: qemu's compare_refcounts
-    let mut disk = OnDisk { q, table: rt, per_block: q.refcounts_per_block(), cache: HashMap::new() };
+    let mut disk = OnDisk { q, table: rt, per_block: q.refcounts_per_block(), cache: HashMap::new(), last: None };
     let n = w.refs.len();
     let mut refcounts = vec![0u64; n];
     let mut highest = 0u64;
-    for i in 0..n {
+    let mut mismatches = Vec::new();
+    for (i, slot) in refcounts.iter_mut().enumerate() {
         let r1 = match disk.get(i as u64) {
             Ok(r) => r,
             Err(e) => {
@@ -585,31 +599,39 @@ pub fn walk(q: &Qcow2) -> Result<(CheckReport, HostMap)> {
                 continue;
             }
         };
-        refcounts[i] = r1;
+        *slot = r1;
         let r2 = w.refs[i] as u64;
         if r1 > 0 || r2 > 0 {
             highest = i as u64;
         }
         if r1 != r2 {
-            let role = if w.roles[i] == ClusterRole::Free { ClusterRole::Leaked } else { w.roles[i] };
-            let off = i as u64 * cs;
-            let virt = if matches!(role, ClusterRole::Data) {
-                q.data_at(off, HostFileId::Image).ok().flatten().and_then(|r| r.virt)
-            } else {
-                None
-            };
-            let sev = if r1 < r2 { Severity::Corruption } else { Severity::Leak };
-            let what = if r1 < r2 { "ERROR" } else { "Leaked" };
-            w.report.push(
-                Finding::new(
-                    sev,
-                    role.structure(),
-                    format!("{} cluster {} refcount={} reference={} ({} at 0x{:x}{})", what, i, r1, r2, role.name(), off, virt.map(|v| format!(", guest 0x{:x}", v)).unwrap_or_default()),
-                )
-                .at(off, cs)
-                .virt(virt),
-            );
+            mismatches.push((i, r1, r2));
         }
+    }
+    // the guest offsets a damaged data cluster serves, for placing the findings
+    let wanted: std::collections::HashSet<u64> =
+        mismatches.iter().filter(|m| w.roles[m.0] == ClusterRole::Data).map(|m| m.0 as u64).collect();
+    let guest = guest_refs(q, &wanted);
+    for (i, r1, r2) in mismatches {
+        let role = if w.roles[i] == ClusterRole::Free { ClusterRole::Leaked } else { w.roles[i] };
+        let off = i as u64 * cs;
+        let virts = guest.get(&(i as u64)).cloned().unwrap_or_default();
+        let sev = if r1 < r2 { Severity::Corruption } else { Severity::Leak };
+        let what = if r1 < r2 { "ERROR" } else { "Leaked" };
+        let serves = if virts.is_empty() {
+            String::new()
+        } else {
+            format!(", guest {}", virts.iter().map(|v| format!("0x{:x}", v)).collect::<Vec<_>>().join(" and "))
+        };
+        w.report.push(
+            Finding::new(
+                sev,
+                role.structure(),
+                format!("{} cluster {} refcount={} reference={} ({} cluster at 0x{:x}{})", what, i, r1, r2, role.name(), off, serves),
+            )
+            .at(off, cs)
+            .virt(virts.first().copied()),
+        );
     }
 
     // the COPIED flags of the active tables: qemu's check_oflag_copied
@@ -626,6 +648,40 @@ pub fn walk(q: &Qcow2) -> Result<(CheckReport, HostMap)> {
     report.qcow2 = Some(w.stats);
     let map = HostMap { cluster_size: cs, roles, refcounts, references: w.refs };
     Ok((report, map))
+}
+
+/// Host cluster -> the guest offsets of the active L1/L2 tables that map to it, for the
+/// clusters in `wanted` only.
+fn guest_refs(q: &Qcow2, wanted: &std::collections::HashSet<u64>) -> HashMap<u64, Vec<u64>> {
+    let mut out: HashMap<u64, Vec<u64>> = HashMap::new();
+    if wanted.is_empty() {
+        return out;
+    }
+    let cs = q.cluster_size();
+    let h = &q.header;
+    let avail = q.file.len().saturating_sub(h.l1_table_offset).min(h.l1_size as u64 * 8);
+    let mut l1 = vec![0u8; avail as usize];
+    if q.file.read_zero_fill(h.l1_table_offset, &mut l1).is_err() {
+        return out;
+    }
+    let per = q.geo.l2_entries();
+    for (i, c) in l1.chunks_exact(8).enumerate() {
+        let l2 = u64::from_be_bytes(c.try_into().unwrap()) & L1E_OFFSET_MASK;
+        if l2 == 0 || !l2.is_multiple_of(cs) || l2 >= q.file.len() {
+            continue;
+        }
+        let Ok(t) = q.l2_table(l2) else { continue };
+        for (j, e) in t.iter().enumerate() {
+            if e.entry & OFLAG_COMPRESSED != 0 {
+                continue;
+            }
+            let off = e.entry & L2E_OFFSET_MASK;
+            if off != 0 && wanted.contains(&(off / cs)) {
+                out.entry(off / cs).or_default().push((i as u64 * per + j as u64) * cs);
+            }
+        }
+    }
+    out
 }
 
 fn oflag_copied(q: &Qcow2, w: &mut Walk, disk: &mut OnDisk) {

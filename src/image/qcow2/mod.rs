@@ -413,18 +413,12 @@ impl Qcow2 {
         out.extend(self.snapshot_regions(&known));
         out.extend(self.bitmap_regions());
         for e in &h.extensions {
+            // the bitmap directory comes from bitmap_regions
             if e.data.len() >= 16 && e.kind == header::EXT_CRYPTO {
-                let (off, len, what, name) = if e.kind == header::EXT_CRYPTO {
-                    let off = u64::from_be_bytes(e.data[0..8].try_into().unwrap());
-                    let len = u64::from_be_bytes(e.data[8..16].try_into().unwrap());
-                    (off, len, "crypto-header", "encryption header")
-                } else {
-                    let len = u64::from_be_bytes(e.data[8..16].try_into().unwrap());
-                    let off = if e.data.len() >= 24 { u64::from_be_bytes(e.data[16..24].try_into().unwrap()) } else { 0 };
-                    (off, len, "bitmap-directory", "bitmap directory")
-                };
+                let off = u64::from_be_bytes(e.data[0..8].try_into().unwrap());
+                let len = u64::from_be_bytes(e.data[8..16].try_into().unwrap());
                 if off < self.file.len() && len > 0 {
-                    out.push(Region::new(off, len.min(self.file.len() - off), what, name));
+                    out.push(Region::new(off, len.min(self.file.len() - off), "crypto-header", "encryption header"));
                 }
             }
         }

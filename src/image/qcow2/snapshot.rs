@@ -122,7 +122,7 @@ pub fn read_table(file: &HostFile, cluster_size: u64, offset: u64, nb: u32) -> R
     if nb > MAX_SNAPSHOTS {
         return Err(Error::Corrupt(format!("{}: snapshot table too large ({} snapshots, at most {})", name, nb, MAX_SNAPSHOTS)));
     }
-    if offset % cluster_size != 0 || offset.checked_add(nb as u64 * ENTRY_HEADER).is_none() {
+    if !offset.is_multiple_of(cluster_size) || offset.checked_add(nb as u64 * ENTRY_HEADER).is_none() {
         return Err(Error::Corrupt(format!("{}: snapshot table offset 0x{:x} invalid (not cluster aligned)", name, offset)));
     }
     let mut pos = offset;
@@ -216,7 +216,7 @@ impl Qcow2 {
     /// A snapshot's L1 table, all `l1_size` entries, checked to lie in the file.
     pub fn snapshot_l1(&self, sn: &Snapshot) -> Result<Vec<u64>> {
         let cs = self.cluster_size();
-        if sn.l1_table_offset % cs != 0 {
+        if !sn.l1_table_offset.is_multiple_of(cs) {
             return Err(Error::Corrupt(format!(
                 "{}: snapshot {} ({}) L1 table at 0x{:x} is not cluster aligned",
                 self.file.name, sn.id, sn.name, sn.l1_table_offset
