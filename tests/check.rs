@@ -129,6 +129,21 @@ fn clean_refcount_widths() {
     }
 }
 
+#[test]
+fn dirty_lazy_refcounts_image_equals_qemu() {
+    // qemu-io's abort leaves a lazy-refcounts image dirty, its refcounts never written
+    let dir = workspace();
+    let p = dir.path().join("lazy.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on", s(&p), "16M"]);
+    let _ = run_with_timeout(
+        std::process::Command::new("qemu-io").args(["-f", "qcow2", "-c", "write -P 1 0 1M", "-c", "write -P 2 4M 64k", "-c", "abort", s(&p)]),
+        Duration::from_secs(60),
+    );
+    let (v, findings, code) = assert_check_equals_qemu(&p);
+    assert_eq!(code, 2, "{v}");
+    finding_with(&findings, "warning", "dirty");
+}
+
 /// Where the damage helpers find things in a qcow2 file.
 struct Layout {
     cs: u64,

@@ -166,3 +166,24 @@ pub fn check_image(img: &Image) -> Result<CheckReport> {
         Layer::Raw(_) => Err(Error::Unsupported(format!("{}: a raw image has no metadata to check", li.name))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_qemu_img_check() {
+        let mut r = CheckReport::new("x", Format::Qcow2);
+        assert_eq!(r.exit_code(), 0);
+        r.push(Finding::new(Severity::Warning, "header", "odd"));
+        assert_eq!((r.exit_code(), r.is_clean()), (0, true));
+        r.push(Finding::new(Severity::Leak, "leaked", "leak"));
+        assert_eq!(r.exit_code(), 3);
+        r.push(Finding::new(Severity::Corruption, "l2", "bad").at(0x1000, 8).virt(Some(0)));
+        assert_eq!(r.exit_code(), 2);
+        r.push(Finding::new(Severity::CheckError, "refcount-table", "unreadable"));
+        assert_eq!(r.exit_code(), 1);
+        assert_eq!((r.corruptions, r.leaks, r.check_errors), (1, 1, 1));
+        assert_eq!(r.findings[2].host_offset, Some(0x1000));
+    }
+}

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use super::bitmap::{table_entry_problem, TABLE_OFFSET_MASK};
 use super::cluster::{L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_COPIED, OFLAG_ZERO};
-use super::header::INCOMPAT_CORRUPT;
+use super::header::{INCOMPAT_CORRUPT, INCOMPAT_DIRTY};
 use super::snapshot::{self, MAX_L1_BYTES};
 use super::Qcow2;
 use crate::image::check::{CheckReport, Finding, Qcow2Stats, Severity};
@@ -550,6 +550,16 @@ pub fn walk(q: &Qcow2) -> Result<(CheckReport, HostMap)> {
     };
     if h.incompatible & INCOMPAT_CORRUPT != 0 {
         w.report.push(Finding::new(Severity::Warning, "header", "the image is marked corrupt (incompatible feature bit 1): qemu refuses to write it").at(72, 8));
+    }
+    if h.incompatible & INCOMPAT_DIRTY != 0 {
+        w.report.push(
+            Finding::new(
+                Severity::Warning,
+                "header",
+                "the image is dirty (lazy refcounts, not closed cleanly): its refcounts are stale until qemu repairs them on the next read-write open",
+            )
+            .at(72, 8),
+        );
     }
     w.stats.total_clusters = (h.size / 512 * 512).div_ceil(cs);
 

@@ -467,3 +467,22 @@ fn parent_checks(v: &Vhd, r: &mut CheckReport) {
     }
     let _ = COOKIE;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::vhd::header::Locator;
+
+    fn loc(space: u32, len: u32) -> Locator {
+        Locator { index: 0, code: *b"W2ku", data_space: space, data_len: len, data_offset: 0x800, path: None }
+    }
+
+    #[test]
+    fn locator_space_in_sectors_or_bytes() {
+        assert_eq!(locator_space(&loc(1, 70)), 512, "one sector, as the spec counts");
+        assert_eq!(locator_space(&loc(2, 600)), 1024);
+        assert_eq!(locator_space(&loc(512, 70)), 512, "bytes, as Hyper-V writes");
+        assert_eq!(locator_space(&loc(4096, 200)), 4096);
+        assert_eq!(locator_space(&loc(0, 0)), 0);
+    }
+}
