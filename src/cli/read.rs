@@ -36,23 +36,112 @@ pub fn run(path: &Path, opts: &OpenOptions, off: &str, length: Option<&str>, fil
     let _lock = std::io::stdout().lock();
     // SAFETY: fd 1 stays open for the life of the process; ManuallyDrop never closes it.
     let mut out = std::mem::ManuallyDrop::new(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(1) });
-    let mut buf = vec![0u8; CHUNK.min(len) as usize];
-    let mut pos = start;
-    while pos < start + len {
-        let n = CHUNK.min(start + len - pos) as usize;
-        if file {
-            img.read_host(0, pos, &mut buf[..n])?;
-        } else {
-            img.read(pos, &mut buf[..n])?;
-        }
-        if let Err(e) = out.write_all(&buf[..n]) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return Ok(ExitCode::SUCCESS);
+    let sparse = SparseSink::probe(&out);
+    let can_skip = sparse.is_some();
+    // One thread reads while this one writes: on two cores reading from the image and
+    // copying into the output overlap.
+    let end = start + len;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<Chunk>>(3);
+    let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let result = std::thread::scope(|scope| -> Result<ExitCode> {
+        let img = &img;
+        let sparse = &sparse;
+        scope.spawn(move || {
+            let mut pos = start;
+            while pos < end {
+                let n = CHUNK.min(end - pos) as usize;
+                let zero = !file && can_skip && img.extents(pos, n as u64).is_ok_and(|ex| ex.iter().all(reads_zero));
+                let chunk = if zero {
+                    Ok(Chunk::Zero(n))
+                } else {
+                    let mut buf = back_rx.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK as usize]);
+                    let r = if file { img.read_host(0, pos, &mut buf[..n]) } else { img.read(pos, &mut buf[..n]) };
+                    r.map(|_| Chunk::Data(buf, n)).map_err(anyhow::Error::from)
+                };
+                let failed = chunk.is_err();
+                if tx.send(chunk).is_err() || failed {
+                    return;
+                }
+                pos += n as u64;
             }
-            return Err(e.into());
+        });
+        for chunk in rx {
+            let r = match chunk? {
+                Chunk::Data(buf, n) => {
+                    let r = out.write_all(&buf[..n]);
+                    let _ = back_tx.send(buf);
+                    r
+                }
+                Chunk::Zero(n) => sparse.as_ref().expect("zero chunks only with a sparse sink").skip(n as u64),
+            };
+            if let Err(e) = r {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                return Err(e.into());
+            }
         }
-        pos += n as u64;
+        Ok(ExitCode::SUCCESS)
+    });
+    drop(back_tx);
+    if let Some(s) = &sparse {
+        s.finish()?;
     }
     out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    result
+}
+
+enum Chunk {
+    Data(Vec<u8>, usize),
+    Zero(usize),
+}
+
+fn reads_zero(e: &crate::image::Extent) -> bool {
+    use crate::image::LayerKind::*;
+    matches!(e.kind, Zero { .. } | Unallocated { .. } | ZeroData { .. })
+}
+
+/// When stdout is a regular file we own the end of (not appending), zero ranges are
+/// skipped with a seek and the file is extended at the end, leaving holes as qemu-img
+/// convert does.
+struct SparseSink {
+    fd: i32,
+}
+
+impl SparseSink {
+    fn probe(out: &std::fs::File) -> Option<SparseSink> {
+        use std::os::fd::AsRawFd;
+        let fd = out.as_raw_fd();
+        let meta = out.metadata().ok()?;
+        // SAFETY: fcntl F_GETFL on our own fd.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if !meta.file_type().is_file() || flags < 0 || flags & libc::O_APPEND != 0 {
+            return None;
+        }
+        Some(SparseSink { fd })
+    }
+
+    fn skip(&self, n: u64) -> std::io::Result<()> {
+        // SAFETY: lseek on our own fd.
+        let r = unsafe { libc::lseek(self.fd, n as libc::off_t, libc::SEEK_CUR) };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Make the file as long as the position (a trailing hole has no bytes written).
+    fn finish(&self) -> std::io::Result<()> {
+        // SAFETY: lseek/fstat/ftruncate on our own fd.
+        unsafe {
+            let pos = libc::lseek(self.fd, 0, libc::SEEK_CUR);
+            let mut st: libc::stat = std::mem::zeroed();
+            if pos >= 0 && libc::fstat(self.fd, &mut st) == 0 && st.st_size < pos {
+                if libc::ftruncate(self.fd, pos) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+        }
+        Ok(())
+    }
 }

@@ -142,7 +142,10 @@ pub fn status(st: &AppState, img: &Image) -> Vec<Span<'static>> {
     }
     if let Some(r) = virt.and_then(|v| st.guest_region(v)) {
         let v = virt.unwrap_or(0);
-        let field = r.field_at(v).map(|f| format!(" / {} = {}", f.name, f.value)).unwrap_or_default();
+        let field = r
+            .field_at(v)
+            .map(|f| if f.value.is_empty() { format!(" / {}", f.name) } else { format!(" / {} = {}", f.name, f.value) })
+            .unwrap_or_default();
         parts.push(format!("guest: {}{}", r.name, field));
     }
     if let Some((l, o)) = file {
