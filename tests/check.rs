@@ -525,3 +525,23 @@ fn check_time_on_a_1g_image_compared_with_qemu() {
     eprintln!("check of a 1 GiB qcow2: vdiskview {:?}, qemu-img {:?}", ours_t, qemu_t);
     assert!(ours_t < Duration::from_secs(20), "check took {ours_t:?}");
 }
+
+#[test]
+fn clean_luks_encrypted_counts_its_encryption_header() {
+    let dir = workspace();
+    let p = dir.path().join("enc.qcow2");
+    let secret = "secret,id=sec0,data=123456";
+    qemu_img(&["create", "-q", "--object", secret, "-f", "qcow2", "-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10", s(&p), "16M"]);
+    let opts = format!("driver=qcow2,file.filename={},encrypt.key-secret=sec0", s(&p));
+    qemu_io_opts(&["--object", secret, "--image-opts"], Path::new(&opts), &["write -P 1 0 1M"]);
+    let out = qemu_img_output(&["check", "--object", secret, "--output=json", "--image-opts", &opts]);
+    let mut q: Value = serde_json::from_slice(&out.stdout).expect("qemu-img check json");
+    q["filename"] = Value::String(s(&p).into());
+    let (v, _, code) = ours(&p);
+    assert_json_eq(&v, &q, "encrypted image");
+    assert_eq!(code, out.status.code().unwrap());
+    let img = vdiskview::image::open(&p, &Default::default()).unwrap();
+    let vdiskview::image::Layer::Qcow2(qc) = img.top() else { panic!() };
+    let map = qc.host_map().unwrap();
+    assert!(map.counts().get(&vdiskview::image::qcow2::check::ClusterRole::CryptoHeader).copied().unwrap_or(0) > 0);
+}
