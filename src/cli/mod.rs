@@ -28,7 +28,8 @@ use crate::image::{self, Format, Image, OpenOptions};
     about = "See virtual disk images (VHD, QCOW2, raw) as they really are",
     long_about = "See virtual disk images (VHD fixed/dynamic/differencing, QCOW2, raw) as they really are: \
 decoded headers, allocation tables, guest and host offsets, backing chains.\n\n\
-With no IMAGE, opens the bundled demo image (assets/demo.vhd).\n\
+`vdiskview IMAGE` opens the TUI (read-only unless --write; ? shows its keys). With no IMAGE it \
+opens the bundled demo image (assets/demo.vhd). Without a terminal it prints `info` instead.\n\
 Offsets accept expressions: 4096, 0x1000, 4K, 1M, 0x200+512*3.",
     args_conflicts_with_subcommands = true
 )]
