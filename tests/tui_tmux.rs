@@ -62,6 +62,17 @@ impl Tmux {
         }
     }
 
+    /// Wait until the screen no longer contains `what`.
+    fn wait_gone(&self, what: &str) {
+        let start = Instant::now();
+        while self.capture().contains(what) {
+            if start.elapsed() > Duration::from_secs(15) {
+                panic!("screen kept showing {:?}:\n{}", what, self.capture());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn alive(&self) -> bool {
         Command::new("tmux").args(["has-session", "-t", &self.session]).output().map(|o| o.status.success()).unwrap_or(false)
     }
@@ -115,6 +126,7 @@ fn vhd_in_tmux() {
     t.send(&["?"]);
     t.wait_for("Help");
     t.send(&["Escape"]);
+    t.wait_gone("Help");
     t.send(&["q"]);
     wait_exit(&t);
 }
@@ -169,6 +181,7 @@ fn write_mode_saves_while_qemu_is_locked_out() {
     t.send(&["deadbeef"]);
     t.wait_for("staged 4 byte(s)");
     t.send(&["Escape"]);
+    t.wait_gone("EDIT (hex)");
     t.send(&["C-s"]);
     t.wait_for("saved 4 byte(s)");
     t.send(&["q"]);

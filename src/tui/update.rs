@@ -43,6 +43,15 @@ pub fn handle_key(st: &mut AppState, img: &Image, key: KeyEvent) {
         return;
     }
     if st.edit.is_some() && st.popup.is_none() {
+        // Esc typed just before another key reaches us as Alt+key (the terminal sends
+        // ESC-prefixed bytes): leave edit mode, then take the key as typed
+        if key.modifiers.contains(crossterm::event::KeyModifiers::ALT) {
+            st.edit = None;
+            let mut plain = key;
+            plain.modifiers.remove(crossterm::event::KeyModifiers::ALT);
+            handle_key(st, img, plain);
+            return;
+        }
         if let Some(a) = keymap::lookup(Mode::Edit, &key) {
             update(st, img, a);
         } else if let KeyCode::Char(c) = key.code {
