@@ -14,8 +14,9 @@ struct Tmux {
 impl Tmux {
     fn start(args: &[&str], env: &[(&str, &str)]) -> Tmux {
         let session = format!("vdvw-{}-{}", std::process::id(), rand_suffix());
+        // a server of its own per test (-L): parallel tests starting one server race
         let mut cmd = Command::new("tmux");
-        cmd.args(["new-session", "-d", "-s", &session, "-x", "160", "-y", "48"]);
+        cmd.args(["-L", &session, "new-session", "-d", "-s", &session, "-x", "160", "-y", "48"]);
         for (k, v) in env {
             cmd.args(["-e", &format!("{}={}", k, v)]);
         }
@@ -27,7 +28,7 @@ impl Tmux {
     }
 
     fn capture(&self) -> String {
-        let out = Command::new("tmux").args(["capture-pane", "-p", "-t", &self.session]).output().unwrap();
+        let out = Command::new("tmux").args(["-L", &self.session, "capture-pane", "-p", "-t", &self.session]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -39,7 +40,7 @@ impl Tmux {
                 .contains(k)
                 || k.starts_with("C-");
             let mut cmd = Command::new("tmux");
-            cmd.args(["send-keys", "-t", &self.session]);
+            cmd.args(["-L", &self.session, "send-keys", "-t", &self.session]);
             if !named {
                 cmd.arg("-l");
             }
@@ -74,13 +75,13 @@ impl Tmux {
     }
 
     fn alive(&self) -> bool {
-        Command::new("tmux").args(["has-session", "-t", &self.session]).output().map(|o| o.status.success()).unwrap_or(false)
+        Command::new("tmux").args(["-L", &self.session, "has-session", "-t", &self.session]).output().map(|o| o.status.success()).unwrap_or(false)
     }
 }
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["kill-session", "-t", &self.session]).output();
+        let _ = Command::new("tmux").args(["-L", &self.session, "kill-server"]).output();
     }
 }
 
