@@ -67,7 +67,8 @@ impl Finding {
 
     pub fn at(mut self, off: u64, len: u64) -> Finding {
         self.host_offset = Some(off);
-        self.host_len = Some(len);
+        // offsets and lengths come from the damaged image: keep off + len representable
+        self.host_len = Some(len.min(u64::MAX - off));
         self
     }
 
