@@ -19,6 +19,8 @@ pub enum UnitKind {
     Partial,
     Zero { depth: usize },
     Compressed { depth: usize },
+    /// Top-layer data shared with a snapshot (refcount > 1: a write copies it first).
+    Shared,
     /// Several lower layers, or data and zeros mixed below the top.
     Mixed { depth: usize },
 }
@@ -30,6 +32,7 @@ impl UnitKind {
             UnitKind::Data { depth: 0 } => "allocated".into(),
             UnitKind::Data { depth } => format!("from backing file (depth {})", depth),
             UnitKind::Partial => "partially allocated".into(),
+            UnitKind::Shared => "allocated, shared with a snapshot".into(),
             UnitKind::Zero { .. } => "zero".into(),
             UnitKind::Compressed { .. } => "compressed".into(),
             UnitKind::Mixed { .. } => "mixed".into(),
@@ -80,6 +83,7 @@ impl Image {
         let same = exts.iter().all(|e| e.depth == first.depth && class(e) == class(first));
         if same {
             return Ok(match class(first) {
+                0 if first.depth == 0 && self.shared_cluster(start)? => UnitKind::Shared,
                 0 => UnitKind::Data { depth: first.depth },
                 1 => UnitKind::Zero { depth: first.depth },
                 2 => UnitKind::Unallocated,
@@ -90,6 +94,18 @@ impl Image {
             return Ok(UnitKind::Partial);
         }
         Ok(UnitKind::Mixed { depth: exts.iter().map(|e| e.depth).min().unwrap_or(0) })
+    }
+
+    /// A top-layer qcow2 data cluster whose L2 entry lacks OFLAG_COPIED: its refcount is
+    /// above one, shared with a snapshot.
+    fn shared_cluster(&self, virt: u64) -> Result<bool> {
+        let Layer::Qcow2(q) = self.top() else { return Ok(false) };
+        if q.data_file.is_some() {
+            return Ok(false);
+        }
+        Ok(q.l2_entry(virt)?.is_some_and(|e| {
+            e.entry & super::qcow2::cluster::OFLAG_COPIED == 0 && e.entry & super::qcow2::cluster::L2E_OFFSET_MASK != 0
+        }))
     }
 
     /// The next guest offset after `virt` (or before it, `forward == false`) where data of
@@ -111,7 +127,7 @@ impl Image {
             let mut u = self.unit_of(virt);
             while u > 0 {
                 u -= 1;
-                if matches!(self.unit_kind(u)?, UnitKind::Data { depth: 0 } | UnitKind::Partial | UnitKind::Compressed { depth: 0 }) {
+                if matches!(self.unit_kind(u)?, UnitKind::Data { depth: 0 } | UnitKind::Partial | UnitKind::Shared | UnitKind::Compressed { depth: 0 }) {
                     return Ok(Some(self.unit_start(u)));
                 }
             }

@@ -40,6 +40,8 @@ pub enum Action {
     OpenFiles,
     /// The check findings (also `:check`).
     OpenFindings,
+    /// Grid: guest clusters, or the image file's host clusters coloured by role (qcow2).
+    ToggleHostGrid,
     /// Files view: up one directory.
     Parent,
     Resize(u16, u16),

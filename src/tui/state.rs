@@ -129,6 +129,9 @@ pub struct AppState {
     /// Quit once the requested save succeeds (`s` at the quit prompt, `:wq`).
     pub quit_after_save: bool,
     pub picker: Option<Picker>,
+    /// The grid shows the top file's host clusters by role (qcow2) instead of guest clusters.
+    pub grid_host: bool,
+    pub host_map: Option<crate::image::qcow2::check::HostMap>,
     /// The guest filesystem the Files view browses (opened on first use) and where it is.
     pub fs: Option<crate::guest::ext::ExtFs>,
     pub cwd: String,
@@ -192,6 +195,8 @@ impl AppState {
             save_requested: false,
             quit_after_save: false,
             picker: None,
+            grid_host: false,
+            host_map: None,
             fs: None,
             cwd: "/".into(),
             highlights: Vec::new(),
@@ -218,6 +223,14 @@ impl AppState {
     pub fn guest_region(&self, off: u64) -> Option<&crate::image::region::Region> {
         let i = self.guest_regions.partition_point(|r| r.start <= off);
         self.guest_regions[..i].iter().rev().take(4).find(|r| r.contains(off))
+    }
+
+    /// Cells of the grid: guest blocks/clusters, or host clusters in the host view.
+    pub fn grid_units(&self, img: &Image) -> u64 {
+        match (&self.host_map, self.grid_host) {
+            (Some(m), true) => m.len() as u64,
+            _ => img.unit_count(),
+        }
     }
 
     pub fn highlighted(&self, off: u64) -> bool {
@@ -251,6 +264,7 @@ fn density(img: &Image, buckets: u64) -> Vec<f32> {
                         img.unit_kind(u),
                         Ok(crate::image::summary::UnitKind::Data { depth: 0 }
                             | crate::image::summary::UnitKind::Partial
+                            | crate::image::summary::UnitKind::Shared
                             | crate::image::summary::UnitKind::Compressed { depth: 0 })
                     )
                 })

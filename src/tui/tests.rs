@@ -390,3 +390,37 @@ fn findings_list_jumps_to_the_damage() {
     let s = screen(&mut img, 160, 48, "c Enter");
     assert!(s.contains("┃00000200  ") || s.contains("┃00000220  "), "the hex view went to the header:\n{}", s);
 }
+
+#[test]
+fn host_view_colours_clusters_by_role_and_shared_clusters_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let img_path = dir.path().join("s.qcow2");
+    let p = img_path.to_str().unwrap();
+    qemu(&["qemu-img", "create", "-q", "-f", "qcow2", p, "4M"]);
+    qemu(&["qemu-io", "-f", "qcow2", "-c", "write -P 1 0 128k", p]);
+    qemu(&["qemu-img", "snapshot", "-c", "s1", p]);
+    qemu(&["qemu-io", "-f", "qcow2", "-c", "write -P 2 64k 64k", p]);
+    let mut img = image::open(&img_path, &OpenOptions::default()).unwrap();
+    // cluster 0 still shared with the snapshot, cluster 1 rewritten (copied) since
+    let s = screen(&mut img, 160, 48, "");
+    assert!(s.contains("SS██"), "{}", s);
+    let s = screen(&mut img, 160, 48, "o");
+    assert!(s.contains("host view") && s.contains("HHRC") && s.contains("SN"), "{}", s);
+    // a leaked cluster: raise the refcount of the last cluster (a data cluster) by hand
+    drop(img);
+    let len = std::fs::metadata(&img_path).unwrap().len();
+    let extra = dir.path().join("extra");
+    std::fs::write(&extra, vec![7u8; 65536]).unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&img_path).unwrap();
+    std::io::Write::write_all(&mut f, &std::fs::read(&extra).unwrap()).unwrap();
+    drop(f);
+    let rt = u64::from_be_bytes(std::fs::read(&img_path).unwrap()[48..56].try_into().unwrap());
+    let rb = u64::from_be_bytes(std::fs::read(&img_path).unwrap()[rt as usize..rt as usize + 8].try_into().unwrap());
+    let cluster = len / 65536;
+    let mut bytes = std::fs::read(&img_path).unwrap();
+    bytes[(rb + cluster * 2 + 1) as usize] = 1;
+    std::fs::write(&img_path, &bytes).unwrap();
+    let mut img = image::open(&img_path, &OpenOptions::default()).unwrap();
+    let s = screen(&mut img, 160, 48, "o");
+    assert!(s.contains("!!"), "the leaked cluster shows:\n{}", s);
+}

@@ -312,6 +312,23 @@ pub fn update(st: &mut AppState, img: &Image, action: Action) {
             st.focus = panes[if action == Action::NextPane { (i + 1) % n } else { (i + n - 1) % n }];
         }
         Action::OpenFiles => super::picker::open_files(st, img),
+        Action::ToggleHostGrid => match img.top() {
+            crate::image::chain::Layer::Qcow2(q) => {
+                if st.host_map.is_none() {
+                    match q.host_map() {
+                        Ok(m) => st.host_map = Some(m),
+                        Err(e) => {
+                            st.message = Some(format!("host view: {}", e));
+                            return;
+                        }
+                    }
+                }
+                st.grid_host = !st.grid_host;
+                st.grid_sel = 0;
+                st.focus = Pane::Grid;
+            }
+            _ => st.message = Some("the host-cluster view needs a qcow2 image (refcounts)".into()),
+        },
         Action::OpenFindings => super::picker::open_findings(st, img),
         Action::Help => {
             let lines = keymap::help_lines().into_iter().map(|(k, d)| format!("{:<10} {}", k, d)).collect();
@@ -371,7 +388,7 @@ fn move_in_pane(st: &mut AppState, img: &Image, mv: Action) {
             select(st, img);
         }
         Pane::Grid | Pane::Bitmap => {
-            let units = img.unit_count();
+            let units = st.grid_units(img);
             if units == 0 {
                 return;
             }
@@ -448,6 +465,10 @@ fn select(st: &mut AppState, img: &Image) {
                 set_cursor_only(st, img, Space::File, 0, off);
             }
         }
+        Pane::Grid if st.grid_host => {
+            let cs = img.top().cluster_size().unwrap_or(512);
+            set_cursor_only(st, img, Space::File, 0, st.grid_sel.saturating_mul(cs));
+        }
         Pane::Grid | Pane::Bitmap => {
             let v = img.unit_start(st.grid_sel);
             set_cursor_only(st, img, Space::Virt, 0, v);
@@ -492,7 +513,11 @@ fn set_cursor_only(st: &mut AppState, img: &Image, space: Space, layer: usize, o
 /// Move the hex cursor and let the other panes follow it (owning cell and field).
 pub fn set_cursor(st: &mut AppState, img: &Image, space: Space, layer: usize, off: u64) {
     set_cursor_only(st, img, space, layer, off);
-    if let Some(v) = current_virt(st, img) {
+    if st.grid_host {
+        if st.space == Space::File && st.file_layer == 0 {
+            st.grid_sel = st.cursor / img.top().cluster_size().unwrap_or(512);
+        }
+    } else if let Some(v) = current_virt(st, img) {
         st.grid_sel = img.unit_of(v);
         st.l1_sel = l1_index_of(img, v);
     }
@@ -668,7 +693,7 @@ fn click(st: &mut AppState, img: &Image, x: u16, y: u16) {
             let (cols, _) = grid_shape(st);
             let first = super::panes::grid::first_row(st, img) * cols;
             let u = first + iy * cols + ix / 2;
-            if u < img.unit_count() && ix / 2 < cols {
+            if u < st.grid_units(img) && ix / 2 < cols {
                 st.grid_sel = u;
                 select(st, img);
             }

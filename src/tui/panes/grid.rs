@@ -9,6 +9,7 @@ use ratatui::Frame;
 
 use super::block;
 use crate::image::chain::Layer;
+use crate::image::qcow2::check::{ClusterRole, HostMap};
 use crate::image::Image;
 use crate::tui::layout::grid_shape;
 use crate::tui::state::{AppState, Pane};
@@ -25,7 +26,7 @@ pub fn title(img: &Image) -> &'static str {
 /// First grid row shown: keeps the selected cell in view.
 pub fn first_row(st: &AppState, img: &Image) -> u64 {
     let (cols, rows) = grid_shape(st);
-    let total_rows = img.unit_count().div_ceil(cols);
+    let total_rows = st.grid_units(img).div_ceil(cols);
     let sel_row = st.grid_sel / cols;
     if total_rows <= rows || sel_row < rows / 2 {
         0
@@ -34,7 +35,72 @@ pub fn first_row(st: &AppState, img: &Image) -> u64 {
     }
 }
 
+/// Glyph pair and colour of a host cluster by role; a refcount that disagrees with the
+/// references found shows as damage.
+fn role_cell(m: &HostMap, c: u64) -> (&'static str, Color) {
+    if m.mismatch(c) && m.role(c) != ClusterRole::Leaked {
+        return ("XX", Color::LightRed);
+    }
+    match m.role(c) {
+        ClusterRole::Free => ("··", Color::DarkGray),
+        ClusterRole::Header => ("HH", Color::LightYellow),
+        ClusterRole::L1 | ClusterRole::SnapshotL1 => ("L1", Color::Cyan),
+        ClusterRole::L2 | ClusterRole::SnapshotL2 => ("L2", Color::LightCyan),
+        ClusterRole::RefcountTable | ClusterRole::RefcountBlock => ("RC", Color::LightBlue),
+        ClusterRole::SnapshotTable => ("SN", Color::LightRed),
+        ClusterRole::BitmapDirectory | ClusterRole::BitmapTable | ClusterRole::BitmapData => ("BM", Color::Magenta),
+        ClusterRole::CryptoHeader => ("EN", Color::Yellow),
+        ClusterRole::Data => ("██", Color::Green),
+        ClusterRole::Compressed => ("CC", Color::Red),
+        ClusterRole::Leaked => ("!!", Color::LightRed),
+    }
+}
+
+fn draw_host(f: &mut Frame, st: &AppState, m: &HostMap, r: Rect) {
+    let focused = st.focus == Pane::Grid;
+    let (cols, rows) = grid_shape(st);
+    let units = m.len() as u64;
+    let total_rows = units.div_ceil(cols);
+    let sel_row = st.grid_sel / cols;
+    let first = if total_rows <= rows || sel_row < rows / 2 { 0 } else { (sel_row - rows / 2).min(total_rows - rows) };
+    let mut lines = Vec::new();
+    for row in first..first + rows {
+        let mut spans = Vec::new();
+        for c in 0..cols {
+            let u = row * cols + c;
+            if u >= units {
+                break;
+            }
+            let (g, color) = role_cell(m, u);
+            let style = if u == st.grid_sel { theme::selected(st) } else { theme::fg(st, color) };
+            spans.push(Span::styled(g, style));
+        }
+        lines.push(Line::from(spans));
+    }
+    lines.push(Line::from(""));
+    let legend = [("HH", "header", Color::LightYellow), ("L1", "L1", Color::Cyan), ("L2", "L2", Color::LightCyan), ("RC", "refcounts", Color::LightBlue), ("SN", "snapshots", Color::LightRed), ("BM", "bitmaps", Color::Magenta), ("██", "data", Color::Green), ("CC", "compressed", Color::Red), ("··", "free", Color::DarkGray), ("!!", "leaked", Color::LightRed), ("XX", "refcount wrong", Color::LightRed)];
+    let mut spans = Vec::new();
+    for (g, n, c) in legend {
+        spans.push(Span::styled(g, theme::fg(st, c)));
+        spans.push(Span::raw(format!(" {}  ", n)));
+    }
+    lines.push(Line::from(spans));
+    let c = st.grid_sel;
+    let t = format!(
+        " L2 — host view: cluster {} of {} ({}, refcount {}, {} reference(s)) — o: guest view ",
+        c,
+        units,
+        m.role(c).name(),
+        m.refcounts.get(c as usize).copied().unwrap_or(0),
+        m.references.get(c as usize).copied().unwrap_or(0)
+    );
+    f.render_widget(Paragraph::new(lines).block(block(st, t, focused)), r);
+}
+
 pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
+    if let (true, Some(m)) = (st.grid_host, &st.host_map) {
+        return draw_host(f, st, m, r);
+    }
     let focused = st.focus == Pane::Grid;
     let (cols, rows) = grid_shape(st);
     let units = img.unit_count();
