@@ -60,6 +60,25 @@ fn take(file: &File, byte: i64) -> Result<()> {
 /// shared. Fails, naming the conflict, when another process (qemu, qemu-nbd, another
 /// vdiskview) uses the image in a way that excludes writing.
 pub fn lock_for_write(file: &File, name: &str) -> Result<()> {
+    // A descriptor we closed a moment ago can live on briefly in a child this process is
+    // spawning (between fork and exec), its locks with it: look again before refusing.
+    let mut tries = 0;
+    loop {
+        match check_free(file, name) {
+            Err(_) if tries < 5 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => {
+                r?;
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_free(file: &File, name: &str) -> Result<()> {
     for bit in [READ, WRITE, RESIZE] {
         if held_by_other(file, SHARED_BASE + bit)? {
             return Err(Error::Invalid(format!(

@@ -42,6 +42,8 @@ pub enum Action {
     OpenFindings,
     /// Grid: guest clusters, or the image file's host clusters coloured by role (qcow2).
     ToggleHostGrid,
+    /// Bitmap pane: the next persistent dirty bitmap over the disk (qcow2), then none.
+    NextDirtyBitmap,
     /// Files view: up one directory.
     Parent,
     Resize(u16, u16),

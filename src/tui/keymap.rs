@@ -56,6 +56,7 @@ pub fn bindings() -> Vec<Binding> {
         b(Normal, &[(Char('?'), N), (Char('?'), S), (F(1), N)], "?", Help, "this help"),
         b(Normal, &[(Char('f'), N)], "f", OpenFiles, "Files view: browse the guest's ext filesystem (also :ls)"),
         b(Normal, &[(Char('o'), N)], "o", ToggleHostGrid, "grid: guest clusters / the file's host clusters by role (qcow2 refcounts)"),
+        b(Normal, &[(Char('d'), N)], "d", NextDirtyBitmap, "Bitmap pane: show the next persistent dirty bitmap over the disk (qcow2)"),
         b(Normal, &[(Char('c'), N)], "c", OpenFindings, "check the image: findings, Enter jumps to one (also :check)"),
         b(Mode::Picker, &[(Enter, N)], "Enter", Select, "open the directory, show the file's bytes, go to the finding"),
         b(Mode::Picker, &[(Backspace, N), (KeyCode::Left, N), (Char('h'), N)], "← Bksp", Parent, "up one directory"),

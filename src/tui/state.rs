@@ -131,6 +131,8 @@ pub struct AppState {
     pub picker: Option<Picker>,
     /// The grid shows the top file's host clusters by role (qcow2) instead of guest clusters.
     pub grid_host: bool,
+    /// The persistent dirty bitmap shown in the Bitmap pane: name, dirty share per bucket.
+    pub dirty_bitmap: Option<(String, Vec<f32>)>,
     pub host_map: Option<crate::image::qcow2::check::HostMap>,
     /// The guest filesystem the Files view browses (opened on first use) and where it is.
     pub fs: Option<crate::guest::ext::ExtFs>,
@@ -196,6 +198,7 @@ impl AppState {
             quit_after_save: false,
             picker: None,
             grid_host: false,
+            dirty_bitmap: None,
             host_map: None,
             fs: None,
             cwd: "/".into(),

@@ -424,3 +424,31 @@ fn host_view_colours_clusters_by_role_and_shared_clusters_show() {
     let s = screen(&mut img, 160, 48, "o");
     assert!(s.contains("!!"), "the leaked cluster shows:\n{}", s);
 }
+
+#[test]
+fn dirty_bitmap_heatmap_shows_the_dirty_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let img_path = dir.path().join("bm.qcow2");
+    let p = img_path.to_str().unwrap();
+    qemu(&["qemu-img", "create", "-q", "-f", "qcow2", p, "64M"]);
+    qemu(&["qemu-img", "bitmap", "--add", p, "b0"]);
+    qemu(&["qemu-io", "-f", "qcow2", "-c", "write -P 1 32M 32M", p]);
+    let mut img = image::open(&img_path, &OpenOptions::default()).unwrap();
+    let s = screen(&mut img, 160, 48, "d");
+    assert!(s.contains("dirty bitmap 'b0'"), "{}", s);
+    // the second half of the disk is dirty: the row starts clean, ends dirty
+    let lines: Vec<&str> = s.lines().collect();
+    let at = lines.iter().position(|l| l.contains("dirty share of the disk")).expect("heatmap caption");
+    let cells: String = lines[at + 1..]
+        .iter()
+        .map_while(|l| l.split('┃').nth(1).filter(|c| !c.starts_with('━')))
+        .collect();
+    let cells = cells.trim_end();
+    assert!(cells.starts_with(' ') && cells.ends_with('█'), "clean then dirty: {:?}", cells);
+    assert_eq!(cells.chars().filter(|&c| c == '█').count(), 256, "half of 512 cells are dirty");
+    let s = screen(&mut img, 160, 48, "d d");
+    assert!(!s.contains("dirty bitmap 'b0'"), "d cycles back to the sector view");
+    let mut demo = demo();
+    let s = screen(&mut demo, 160, 48, "d");
+    assert!(s.contains("dirty bitmaps are a qcow2 feature"), "{}", s);
+}

@@ -312,6 +312,7 @@ pub fn update(st: &mut AppState, img: &Image, action: Action) {
             st.focus = panes[if action == Action::NextPane { (i + 1) % n } else { (i + n - 1) % n }];
         }
         Action::OpenFiles => super::picker::open_files(st, img),
+        Action::NextDirtyBitmap => next_dirty_bitmap(st, img),
         Action::ToggleHostGrid => match img.top() {
             crate::image::chain::Layer::Qcow2(q) => {
                 if st.host_map.is_none() {
@@ -715,4 +716,52 @@ fn click(st: &mut AppState, img: &Image, x: u16, y: u16) {
         }
         Pane::Bitmap => {}
     }
+}
+
+/// Show the next persistent dirty bitmap in the Bitmap pane (after the last one: none).
+fn next_dirty_bitmap(st: &mut AppState, img: &Image) {
+    let crate::image::chain::Layer::Qcow2(q) = img.top() else {
+        st.message = Some("dirty bitmaps are a qcow2 feature".into());
+        return;
+    };
+    let bitmaps = match q.bitmaps() {
+        Ok(b) => b,
+        Err(e) => {
+            st.message = Some(format!("bitmaps: {}", e));
+            return;
+        }
+    };
+    if bitmaps.is_empty() {
+        st.message = Some("this image has no persistent dirty bitmaps".into());
+        return;
+    }
+    let next = match &st.dirty_bitmap {
+        None => Some(0),
+        Some((name, _)) => bitmaps.iter().position(|b| &b.name == name).map(|i| i + 1).filter(|&i| i < bitmaps.len()),
+    };
+    let Some(i) = next else {
+        st.dirty_bitmap = None;
+        return;
+    };
+    let bm = &bitmaps[i];
+    let size = img.virtual_size();
+    let buckets = 512u64.min(size.div_ceil(bm.granularity()).max(1));
+    let per = size.div_ceil(buckets).max(1);
+    let mut shares = Vec::with_capacity(buckets as usize);
+    for b in 0..buckets {
+        let start = b * per;
+        if start >= size {
+            break;
+        }
+        let len = per.min(size - start);
+        match q.bitmap_dirty_bytes(bm, start, len) {
+            Ok(d) => shares.push(d as f32 / len as f32),
+            Err(e) => {
+                st.message = Some(format!("bitmap {}: {}", bm.name, e));
+                return;
+            }
+        }
+    }
+    st.dirty_bitmap = Some((bm.name.clone(), shares));
+    st.focus = Pane::Bitmap;
 }

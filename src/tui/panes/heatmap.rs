@@ -29,6 +29,21 @@ fn shade(frac: f32) -> &'static str {
 
 pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
     let focused = st.focus == Pane::Bitmap;
+    if let Some((name, shares)) = &st.dirty_bitmap {
+        let width = r.width.saturating_sub(2).max(1) as usize;
+        let mut lines = vec![Line::from(format!(
+            "dirty share of the disk, {} cells of {} bytes (d: next bitmap)",
+            shares.len(),
+            img.virtual_size().div_ceil(shares.len().max(1) as u64)
+        ))];
+        for chunk in shares.chunks(width) {
+            let s: String = chunk.iter().map(|&c| shade(c)).collect();
+            lines.push(Line::from(Span::styled(s, theme::fg(st, Color::LightRed))));
+        }
+        let title = format!(" Bitmap — dirty bitmap '{}' ", name);
+        f.render_widget(Paragraph::new(lines).block(block(st, title, focused)), r);
+        return;
+    }
     let width = r.width.saturating_sub(2).max(1) as usize;
     let height = r.height.saturating_sub(2) as usize;
     let mut lines = Vec::new();
