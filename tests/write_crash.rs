@@ -344,12 +344,12 @@ fn crash_qcow2_refcount_block_elsewhere() {
     qemu_io("qcow2", &img, &["write -P 0x61 0 20k"]);
     let cs = 512u64;
     let per = cs * 8 / 64;
-    let len = std::fs::metadata(&img).unwrap().len().next_multiple_of(cs) / cs;
+    let len = std::fs::metadata(&img).unwrap().len().div_ceil(cs);
     // the last cluster of the next block's range
     let target = (len / per + 2) * per - 1;
     std::fs::OpenOptions::new().write(true).open(&img).unwrap().set_len(target * cs).unwrap();
     check_no_corruption(&img, "trailing space");
-    let sc = Scenario::new("qcow2 refcount block counted elsewhere", dir, img, "qcow2", cs, 1 * MIB + 10, 100);
+    let sc = Scenario::new("qcow2 refcount block counted elsewhere", dir, img, "qcow2", cs, MIB + 10, 100);
     sc.sweep();
 }
 
@@ -360,7 +360,7 @@ fn crash_qcow2_zero_cluster_in_place() {
     let dir = workspace();
     let img = qcow2_create(dir.path(), "z.qcow2", "", "4M", None);
     qemu_io("qcow2", &img, &["write -P 0x71 0 64k", "write -P 0x72 1M 64k", "write -z 1M 64k"]);
-    let sc = Scenario::new("qcow2 allocated zero cluster", dir, img, "qcow2", 65536, 1 * MIB + 1000, 2000);
+    let sc = Scenario::new("qcow2 allocated zero cluster", dir, img, "qcow2", 65536, MIB + 1000, 2000);
     let steps = sc.sweep();
     assert_eq!(steps, 2, "data in place, then the L2 entry");
 }

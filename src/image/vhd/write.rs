@@ -57,8 +57,8 @@ impl Vhd {
         let mut buf = vec![0u8; (end - first) as usize];
         let block_virt = block * bs;
         for (i, s) in [(0usize, first / SECTOR), (buf.len() - SECTOR as usize, end / SECTOR - 1)] {
-            let partial = (s == first / SECTOR && in_block % SECTOR != 0)
-                || (s == end / SECTOR - 1 && (in_block + data.len() as u64) % SECTOR != 0);
+            let partial = (s == first / SECTOR && !in_block.is_multiple_of(SECTOR))
+                || (s == end / SECTOR - 1 && !(in_block + data.len() as u64).is_multiple_of(SECTOR));
             if !partial {
                 continue;
             }
