@@ -411,7 +411,17 @@ impl Drop for Guard {
     }
 }
 
-/// `qemu-nbd -k SOCK -f FMT IMG` (plus `extra`), ready when its socket exists.
+/// Whether some process holds an OFD lock on `img` (as /proc/locks lists them).
+fn locked(img: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(img).unwrap().ino();
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    locks.lines().any(|l| l.contains("OFDLCK") && l.split_whitespace().any(|f| f.ends_with(&format!(":{ino}"))))
+}
+
+/// `qemu-nbd -k SOCK -f FMT IMG` (plus `extra`), ready when the image is locked (qemu-nbd
+/// listens on its socket before it opens the image; a probing client would make it exit
+/// when it disconnects).
 fn serve(fmt: &str, img: &Path, sock: &Path, extra: &[&str]) -> Guard {
     let child = Command::new("qemu-nbd")
         .args(["-k", s(sock), "-f", fmt])
@@ -424,10 +434,12 @@ fn serve(fmt: &str, img: &Path, sock: &Path, extra: &[&str]) -> Guard {
         .expect("start qemu-nbd");
     let g = Guard(child);
     let t = Instant::now();
-    while !sock.exists() {
-        assert!(t.elapsed() < Duration::from_secs(10), "qemu-nbd did not create {}", sock.display());
+    while !(sock.exists() && locked(img)) {
+        assert!(t.elapsed() < Duration::from_secs(10), "qemu-nbd did not lock {}", img.display());
         std::thread::sleep(Duration::from_millis(10));
     }
+    // qemu takes its lock bytes one by one: let it finish
+    std::thread::sleep(Duration::from_millis(100));
     g
 }
 
