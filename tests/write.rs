@@ -844,6 +844,19 @@ fn refusals_leave_the_image_untouched() {
         assert!(msg.contains(what), "{msg}");
     }
 
+    // a damaged L2 entry pointing far past the end of the file: not written through (the
+    // file would grow to wherever it points)
+    let far = dir.path().join("far.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", s(&far), "4M"]);
+    qemu_io("qcow2", &far, &["write -P 1 0 64k"]);
+    let fb = read_file(&far);
+    let l1 = be64(&fb, 40) as usize;
+    let l2 = (be64(&fb, l1) & 0x00ff_ffff_ffff_fe00) as usize;
+    patch_file(&far, l2 as u64, &(0x8000_0000_1000_0000u64).to_be_bytes());
+    let fb = read_file(&far);
+    let msg = refuse(&["write", s(&far), "--offset", "100", "--pattern", "1", "--length", "10"], "L2 entry past the end", &far, &fb);
+    assert!(msg.contains("past the end"), "{msg}");
+
     // a read-only file
     let ro = dir.path().join("ro.qcow2");
     std::fs::copy(&img.path, &ro).unwrap();

@@ -180,6 +180,18 @@ impl Qcow2 {
         l2i: usize,
         below: Below,
     ) -> Result<()> {
+        // a damaged entry pointing past the end of the file: reading it is an error, and
+        // writing through it would grow the file to wherever it points
+        if host >= self.data_host().len() {
+            return Err(Error::Corrupt(format!(
+                "{}: guest offset 0x{:x} maps to 0x{:x}, past the end of {} (0x{:x} bytes); not writing through it",
+                self.file.name,
+                cluster_virt,
+                host,
+                self.data_host().name,
+                self.data_host().len()
+            )));
+        }
         let scs = self.geo.subcluster_size();
         let first = off / scs;
         let last = (off + data.len() as u64 - 1) / scs;
