@@ -69,7 +69,6 @@ impl Image {
 
     pub fn unit_kind(&self, unit: u64) -> Result<UnitKind> {
         let start = self.unit_start(unit);
-        let exts = self.extents(start, self.unit_size())?;
         let class = |e: &super::Extent| match e.kind {
             LayerKind::Data { .. } | LayerKind::Opaque | LayerKind::ZeroData { .. } => 0,
             // a dynamic VHD's missing block reads zero (qemu calls it zero), but it is not
@@ -79,8 +78,30 @@ impl Image {
             LayerKind::Unallocated { .. } => 2,
             LayerKind::Compressed { .. } => 3,
         };
-        let Some(first) = exts.first() else { return Ok(UnitKind::Unallocated) };
-        let same = exts.iter().all(|e| e.depth == first.depth && class(e) == class(first));
+        // The extents are streamed, not collected: one unit of a damaged image can hold
+        // millions (a 2 GiB VHD block whose bitmap alternates). Stop once the answer is known,
+        // or after MAX_UNIT_EXTENTS with what was seen.
+        const MAX_UNIT_EXTENTS: usize = 4096;
+        let end = start.saturating_add(self.unit_size()).min(self.virtual_size());
+        let (mut pos, mut n) = (start, 0);
+        let mut first: Option<super::Extent> = None;
+        let (mut same, mut top_data, mut min_depth) = (true, false, usize::MAX);
+        while pos < end && n < MAX_UNIT_EXTENTS {
+            let e = self.resolve(pos, end - pos)?;
+            pos += e.len;
+            n += 1;
+            top_data |= e.depth == 0 && class(&e) == 0;
+            min_depth = min_depth.min(e.depth);
+            match &first {
+                None => first = Some(e),
+                Some(f) => same &= e.depth == f.depth && class(&e) == class(f),
+            }
+            if !same && top_data {
+                return Ok(UnitKind::Partial);
+            }
+        }
+        let Some(first) = first else { return Ok(UnitKind::Unallocated) };
+        let first = &first;
         if same {
             return Ok(match class(first) {
                 0 if first.depth == 0 && self.shared_cluster(start)? => UnitKind::Shared,
@@ -90,10 +111,10 @@ impl Image {
                 _ => UnitKind::Compressed { depth: first.depth },
             });
         }
-        if exts.iter().any(|e| e.depth == 0 && class(e) == 0) {
+        if top_data {
             return Ok(UnitKind::Partial);
         }
-        Ok(UnitKind::Mixed { depth: exts.iter().map(|e| e.depth).min().unwrap_or(0) })
+        Ok(UnitKind::Mixed { depth: min_depth })
     }
 
     /// A top-layer qcow2 data cluster whose L2 entry lacks OFLAG_COPIED: its refcount is
