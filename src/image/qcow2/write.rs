@@ -313,7 +313,15 @@ impl Qcow2 {
         let end = self.file.len().next_multiple_of(cs);
         let mut at = self.wstate.next_free.max(end);
         let table = self.table()?;
+        // crashes leak a few clusters each; a long run of them is damage, not leaks
+        const MAX_SKIP: u64 = 1 << 16;
         'search: loop {
+            if at - end > MAX_SKIP * cs {
+                return Err(Error::Corrupt(format!(
+                    "{}: more than {} clusters past the end of the file have refcounts; the refcounts look damaged (qemu-img check -r all)",
+                    self.file.name, MAX_SKIP
+                )));
+            }
             for c in at / cs..at / cs + n {
                 if self.refcount(&table, c)? != 0 {
                     at = (c + 1) * cs;
