@@ -532,3 +532,63 @@ fn lock_vdiskview_locks_qemu_out() {
         qemu_io(fmt, &img, &["write -P 0x11 0 512"]);
     }
 }
+
+/// Writers starting at the same moment: at most one gets the lock (they take their lock
+/// bytes first and look for others after, as qemu does), the others are refused cleanly.
+#[test]
+fn lock_concurrent_writers_exclude_each_other() {
+    let dir = workspace();
+    let img = qcow2_create(dir.path(), "race.qcow2", "", "4M", None);
+    for round in 0..5 {
+        let children: Vec<Child> = (0..6)
+            .map(|i| {
+                Command::new(vdiskview_bin())
+                    .args(["write", s(&img), "--offset", &(i * 70000).to_string(), "--pattern", "7", "--length", "100"])
+                    .env("VDISKVIEW_HOLD_LOCK_MS", "300")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut holders = 0;
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            if err.contains("holding the write lock") {
+                holders += 1;
+                assert!(out.status.success(), "round {round}: the lock holder failed: {err}");
+            } else {
+                assert_eq!(out.status.code(), Some(1), "round {round}: {err}");
+                assert!(err.contains("in use"), "round {round}: {err}");
+            }
+        }
+        assert!(holders <= 1, "round {round}: {holders} writers held the write lock at once");
+        check_no_corruption(&img, &format!("round {round}"));
+    }
+    // The window between looking and locking is microseconds; strace's fault injection
+    // widens it (every fcntl returns 100 ms late), where strace is installed: checking
+    // before taking let both of two writers through.
+    if Command::new("strace").arg("-V").output().map(|o| o.status.success()).unwrap_or(false) {
+        let children: Vec<Child> = (0..2)
+            .map(|i| {
+                Command::new("strace")
+                    .args(["-f", "-o", "/dev/null", "-e", "trace=fcntl", "-e", "inject=fcntl:delay_exit=100000", vdiskview_bin()])
+                    .args(["write", s(&img), "--offset", &(i * 70000).to_string(), "--pattern", "8", "--length", "100"])
+                    .env("VDISKVIEW_HOLD_LOCK_MS", "1500")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let holders = children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .filter(|o| String::from_utf8_lossy(&o.stderr).contains("holding the write lock"))
+            .count();
+        assert!(holders <= 1, "{holders} writers held the write lock at once (slowed down by strace)");
+    }
+}

@@ -56,10 +56,29 @@ fn take(file: &File, byte: i64) -> Result<()> {
     Ok(())
 }
 
+fn release(file: &File, byte: i64) {
+    let fl = flock(libc::F_UNLCK as libc::c_short, byte);
+    // SAFETY: as above.
+    unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+}
+
+const OURS: [i64; 5] = [PERM_BASE + READ, PERM_BASE + WRITE, PERM_BASE + RESIZE, SHARED_BASE + WRITE, SHARED_BASE + RESIZE];
+
 /// Lock `file` as qemu's writer does: permissions read, write, resize; write and resize not
 /// shared. Fails, naming the conflict, when another process (qemu, qemu-nbd, another
 /// vdiskview) uses the image in a way that excludes writing.
+///
+/// Like qemu (raw_handle_perm_lock), our bytes are taken first and conflicts checked after:
+/// two writers starting at once then see each other (at worst both give up), where checking
+/// first and taking after let both through.
 pub fn lock_for_write(file: &File, name: &str) -> Result<()> {
+    let release_all = || OURS.iter().for_each(|&b| release(file, b));
+    for byte in OURS {
+        if let Err(e) = take(file, byte) {
+            release_all();
+            return Err(e);
+        }
+    }
     // A descriptor we closed a moment ago can live on briefly in a child this process is
     // spawning (between fork and exec), its locks with it: look again before refusing.
     let mut tries = 0;
@@ -69,13 +88,13 @@ pub fn lock_for_write(file: &File, name: &str) -> Result<()> {
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            r => {
-                r?;
-                break;
+            Err(e) => {
+                release_all();
+                return Err(e);
             }
+            Ok(()) => return Ok(()),
         }
     }
-    Ok(())
 }
 
 fn check_free(file: &File, name: &str) -> Result<()> {
@@ -98,9 +117,6 @@ fn check_free(file: &File, name: &str) -> Result<()> {
                 PERM_BASE + bit
             )));
         }
-    }
-    for byte in [PERM_BASE + READ, PERM_BASE + WRITE, PERM_BASE + RESIZE, SHARED_BASE + WRITE, SHARED_BASE + RESIZE] {
-        take(file, byte)?;
     }
     Ok(())
 }
