@@ -88,6 +88,9 @@ pub struct Qcow2Stats {
     pub image_end_offset: u64,
 }
 
+/// Findings a report keeps (the last one says that more were left out).
+pub const MAX_FINDINGS: usize = 100_000;
+
 /// The result of checking one image file.
 #[derive(Clone, Debug)]
 pub struct CheckReport {
@@ -106,7 +109,9 @@ impl CheckReport {
         CheckReport { filename: filename.to_string(), format, findings: Vec::new(), check_errors: 0, corruptions: 0, leaks: 0, qcow2: None }
     }
 
-    /// Add a finding, counting it by its severity.
+    /// Add a finding, counting it by its severity. Past [`MAX_FINDINGS`] findings are counted
+    /// but no longer kept (a damaged image can make one per reference: a cluster referenced
+    /// millions of times overflows its refcount millions of times).
     pub fn push(&mut self, f: Finding) {
         match f.severity {
             Severity::Corruption => self.corruptions += 1,
@@ -114,7 +119,15 @@ impl CheckReport {
             Severity::CheckError => self.check_errors += 1,
             Severity::Warning => {}
         }
-        self.findings.push(f);
+        if self.findings.len() + 1 < MAX_FINDINGS {
+            self.findings.push(f);
+        } else if self.findings.len() + 1 == MAX_FINDINGS {
+            self.findings.push(Finding::new(
+                Severity::Warning,
+                f.structure,
+                format!("more than {} findings: the rest are counted but not listed", MAX_FINDINGS - 1),
+            ));
+        }
     }
 
     /// qemu-img check's exit status: 0 clean, 1 the check could not complete, 2 corruptions,

@@ -631,7 +631,8 @@ pub fn walk(q: &Qcow2) -> Result<(CheckReport, HostMap)> {
         let serves = if virts.is_empty() {
             String::new()
         } else {
-            format!(", guest {}", virts.iter().map(|v| format!("0x{:x}", v)).collect::<Vec<_>>().join(" and "))
+            let more = if virts.len() >= MAX_GUEST_REFS { " and more" } else { "" };
+            format!(", guest {}{}", virts.iter().map(|v| format!("0x{:x}", v)).collect::<Vec<_>>().join(" and "), more)
         };
         w.report.push(
             Finding::new(
@@ -660,8 +661,11 @@ pub fn walk(q: &Qcow2) -> Result<(CheckReport, HostMap)> {
     Ok((report, map))
 }
 
-/// Host cluster -> the guest offsets of the active L1/L2 tables that map to it, for the
-/// clusters in `wanted` only.
+/// Guest offsets named per damaged cluster, at most.
+const MAX_GUEST_REFS: usize = 8;
+
+/// Host cluster -> the guest offsets of the active L1/L2 tables that map to it (the first
+/// [`MAX_GUEST_REFS`]), for the clusters in `wanted` only.
 fn guest_refs(q: &Qcow2, wanted: &std::collections::HashSet<u64>) -> HashMap<u64, Vec<u64>> {
     let mut out: HashMap<u64, Vec<u64>> = HashMap::new();
     if wanted.is_empty() {
@@ -687,7 +691,11 @@ fn guest_refs(q: &Qcow2, wanted: &std::collections::HashSet<u64>) -> HashMap<u64
             }
             let off = e.entry & L2E_OFFSET_MASK;
             if off != 0 && wanted.contains(&(off / cs)) {
-                out.entry(off / cs).or_default().push((i as u64 * per + j as u64) * cs);
+                // a damaged L1/L2 can map one cluster at millions of guest offsets: name a few
+                let v = out.entry(off / cs).or_default();
+                if v.len() < MAX_GUEST_REFS {
+                    v.push((i as u64 * per + j as u64) * cs);
+                }
             }
         }
     }
