@@ -468,7 +468,10 @@ fn damaged_images_never_panic_hang_or_run_away() {
     let bases = bases(dir.path());
     let mut jobs: Vec<(PathBuf, String)> = Vec::new();
     for (i, base) in bases.iter().enumerate() {
-        for (j, m) in mutants(base, 1000 + i as u64).into_iter().enumerate() {
+        let ms = mutants(base, 1000 + i as u64);
+        let fields: Vec<String> = ms.iter().filter_map(|m| m.what.strip_suffix(" = 0 (0x0)").map(str::to_string)).collect();
+        eprintln!("{}: {} images; fields: {}", base.name, ms.len(), fields.join(", "));
+        for (j, m) in ms.into_iter().enumerate() {
             let ext = if base.vhd { "vhd" } else { "qcow2" };
             let p = dir.path().join(format!("m-{}-{:03}.{}", base.name, j, ext));
             std::fs::write(&p, &m.bytes).unwrap();
