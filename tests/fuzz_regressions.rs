@@ -303,3 +303,52 @@ fn check_of_half_a_million_references_to_one_cluster() {
     // map and tables print a line per reference (as qemu-img map would): half a million
     survives_but(&p, &["map", "tables"]);
 }
+
+/// The minimal qcow2 with one snapshot (id "1", name "s") whose L1 table is the active one and
+/// whose extra data records `disk_size`; the snapshot table is at 0xc00.
+fn qcow2_with_snapshot(disk_size: u64) -> Vec<u8> {
+    let mut b = qcow2();
+    put32(&mut b, 60, 1);
+    put64(&mut b, 64, 0xc00);
+    let mut e = vec![0u8; 40];
+    put64(&mut e, 0, 0x200);
+    put32(&mut e, 8, 2);
+    e[13] = 1; // id_str_size
+    e[15] = 1; // name_size
+    put32(&mut e, 36, 16); // extra_data_size
+    let mut extra = vec![0u8; 16];
+    put64(&mut extra, 8, disk_size);
+    e.extend_from_slice(&extra);
+    e.extend_from_slice(b"1s");
+    b.extend_from_slice(&e);
+    b.resize(b.len().next_multiple_of(512), 0);
+    b
+}
+
+/// fuzz qcow2_snapshots (crash-679ef695): a snapshot recording a disk of 2^63 bytes.
+/// Opening it padded its L1 table with zeros up to what such a disk needs, 2^48 entries, and
+/// `map` would then have walked the padding one L2 table's span at a time.
+#[test]
+fn snapshot_of_a_disk_of_two_to_the_63() {
+    let dir = workspace();
+    let p = write(dir.path(), "big-snapshot.qcow2", &qcow2_with_snapshot(0x7fff_ffff_ffff_fffe));
+    let opts = OpenOptions { snapshot: Some("1".into()), ..Default::default() };
+    let img = image::open(&p, &opts).unwrap();
+    assert_eq!(img.virtual_size(), 0x7fff_ffff_ffff_fffe);
+    let exts = img.extents(0, u64::MAX).unwrap();
+    assert!(exts.len() <= 4, "{} extents: {:?}", exts.len(), &exts[..exts.len().min(4)]);
+    let mut buf = vec![0u8; 4096];
+    img.read(0, &mut buf).unwrap();
+    assert!(buf[..512].iter().all(|&x| x == 0x5a));
+    img.read(img.virtual_size() - 4096, &mut buf).unwrap();
+    assert!(buf.iter().all(|&x| x == 0));
+    for args in [
+        vec!["read", "--snapshot", "1", "--length", "4K", s(&p)],
+        vec!["read", "--snapshot", "s", "--offset", "0x7fffffffff000000", "--length", "1M", s(&p)],
+        vec!["info", "--output", "json", s(&p)],
+    ] {
+        let out = vdiskview_timeout(&args, LIMIT);
+        assert!(out.status.success(), "vdiskview {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    survives(&p);
+}

@@ -244,6 +244,10 @@ impl Qcow2 {
         let cs = self.cluster_size();
         let scs = self.geo.subcluster_size();
         let l2_cover = cs * self.geo.l2_entries();
+        if virt / l2_cover >= self.l1.len() as u64 {
+            // past the end of a snapshot's shorter L1 table: unallocated to the end, in one
+            return Ok(LayerExtent { len: max, kind: LayerKind::Unallocated { host: None } });
+        }
         let table_end = (virt / l2_cover + 1) * l2_cover;
         let limit = max.min(table_end - virt);
         let Some(l2) = self.l2_offset(virt) else {

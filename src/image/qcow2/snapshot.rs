@@ -245,10 +245,9 @@ impl Qcow2 {
         let size = sn.disk_size.unwrap_or(self.header.size);
         let l2_cover = self.cluster_size() * self.geo.l2_entries();
         let needed = size.div_ceil(l2_cover) as usize;
-        let mut l1: Vec<u64> = l1.into_iter().take(needed).collect();
-        // a shorter L1 table reads as unallocated beyond its end (qemu pads it with zeros)
-        l1.resize(needed, 0);
-        self.l1 = l1;
+        // a shorter L1 table reads as unallocated beyond its end (qemu pads it with zeros);
+        // the padding is not stored: the recorded disk size may be anything up to 2^64
+        self.l1 = l1.into_iter().take(needed).collect();
         self.snapshot = Some(sn);
         // the reverse map (host cluster -> guest offset) follows the L1 table in use
         self.reverse = std::sync::OnceLock::new();
