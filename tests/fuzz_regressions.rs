@@ -352,3 +352,68 @@ fn snapshot_of_a_disk_of_two_to_the_63() {
     }
     survives(&p);
 }
+
+/// fuzz qcow2_snapshots (a slow unit): going back to the previous allocated unit (the TUI's
+/// `N`) classified every unit on the way, one at a time: 4 Mi units on a sparse 2 GiB disk of
+/// 512-byte clusters whose only data is at its start, 2^31 on a snapshot's 1 TiB disk.
+#[test]
+fn previous_allocated_unit_on_a_large_sparse_disk() {
+    let dir = workspace();
+    let n = 65536u64; // L1 entries, 32 KiB of disk each
+    let l1_bytes = n * 8;
+    let (l2, rt) = (0x200 + l1_bytes, 0x200 + l1_bytes + 0x400);
+    let mut b = qcow2();
+    put64(&mut b, 24, n << 15);
+    put32(&mut b, 36, n as u32);
+    put64(&mut b, 48, 0); // no refcounts: not what this is about
+    put32(&mut b, 56, 0);
+    let data = b[0xa00..0xc00].to_vec();
+    b.truncate(0x200);
+    b.resize((rt + 0x200) as usize, 0);
+    put64(&mut b, 0x200, 1 << 63 | l2);
+    put64(&mut b, l2 as usize, 1 << 63 | (l2 + 0x200));
+    b[(l2 + 0x200) as usize..(l2 + 0x400) as usize].copy_from_slice(&data);
+    let p = write(dir.path(), "sparse-2g.qcow2", &b);
+    let img = open(&p, Format::Qcow2).unwrap();
+    assert_eq!(img.unit_count(), 4 << 20);
+    let t = std::time::Instant::now();
+    assert_eq!(img.next_allocated(img.virtual_size() - 1, false).unwrap(), Some(0));
+    assert_eq!(img.next_allocated(0, false).unwrap(), None);
+    assert_eq!(img.next_allocated(0, true).unwrap(), None);
+    assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
+    // the fuzz case: a snapshot recording a 1 TiB disk, 2^31 units past its L1 table
+    let p = write(dir.path(), "tib-snapshot.qcow2", &qcow2_with_snapshot(1 << 40));
+    let img = image::open(&p, &OpenOptions { snapshot: Some("1".into()), ..Default::default() }).unwrap();
+    let t = std::time::Instant::now();
+    assert_eq!(img.next_allocated(img.virtual_size() - 1, false).unwrap(), Some(0));
+    assert_eq!(img.next_allocated(0, true).unwrap(), None);
+    assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
+}
+
+/// The windowed search back gives what classifying every unit back would, on a qemu-made
+/// image with data, zeros, compressed clusters and subclusters, over a backing file.
+#[test]
+fn previous_allocated_unit_agrees_with_the_grid() {
+    let dir = workspace();
+    let base = dir.path().join("base.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", s(&base), "1M"]);
+    qemu_io("qcow2", &base, &["write -P 1 0 64k", "write -P 2 700k 8k"]);
+    let top = dir.path().join("top.qcow2");
+    qemu_img(&[
+        "create", "-q", "-f", "qcow2", "-o", "cluster_size=32k,extended_l2=on", "-b", "base.qcow2", "-F", "qcow2", s(&top), "4M",
+    ]);
+    qemu_io("qcow2", &top, &["write -P 3 1k 1k", "write -z 64k 32k", "write -c -P 4 256k 32k", "write -P 5 1M 2k", "write -P 6 4032k 64k"]);
+    let img = image::open(&top, &OpenOptions::default()).unwrap();
+    use vdiskview::image::summary::UnitKind;
+    let brute = |u: u64| -> Option<u64> {
+        (0..u).rev().find(|&v| {
+            matches!(img.unit_kind(v).unwrap(), UnitKind::Data { depth: 0 } | UnitKind::Partial | UnitKind::Shared | UnitKind::Compressed { depth: 0 })
+        })
+        .map(|v| img.unit_start(v))
+    };
+    for u in 0..img.unit_count() {
+        for virt in [img.unit_start(u), img.unit_start(u) + 5000] {
+            assert_eq!(img.next_allocated(virt, false).unwrap(), brute(u), "back from 0x{virt:x}");
+        }
+    }
+}

@@ -145,12 +145,34 @@ impl Image {
             }
             Ok(None)
         } else {
-            let mut u = self.unit_of(virt);
-            while u > 0 {
-                u -= 1;
-                if matches!(self.unit_kind(u)?, UnitKind::Data { depth: 0 } | UnitKind::Partial | UnitKind::Shared | UnitKind::Compressed { depth: 0 }) {
+            // The last unit before virt's that holds top-layer data (what the grid shows as
+            // allocated, partial, shared or compressed). Windows of units, doubling, are walked
+            // backwards, each forwards by extents: an unallocated run is one extent, so the
+            // cost follows the metadata, not the count of units (2^31 on a sparse 1 TiB disk
+            // of 512-byte clusters).
+            let mut hi = self.unit_of(virt);
+            let mut span = 64u64;
+            while hi > 0 {
+                let lo = hi.saturating_sub(span);
+                let end = self.unit_start(hi).min(size);
+                let mut pos = self.unit_start(lo);
+                let mut last = None;
+                while pos < end {
+                    let e = self.resolve(pos, end - pos)?;
+                    let top_data = matches!(
+                        e.kind,
+                        LayerKind::Data { .. } | LayerKind::ZeroData { .. } | LayerKind::Opaque | LayerKind::Compressed { .. }
+                    );
+                    if e.depth == 0 && top_data {
+                        last = Some(self.unit_of(pos + e.len - 1));
+                    }
+                    pos += e.len;
+                }
+                if let Some(u) = last {
                     return Ok(Some(self.unit_start(u)));
                 }
+                hi = lo;
+                span = span.saturating_mul(2);
             }
             Ok(None)
         }
