@@ -84,6 +84,11 @@ impl Superblock {
         let incompat = le32(b, 0x60);
         let is64 = incompat & 0x80 != 0;
         let blocks_count = le32(b, 0x4) as u64 | if is64 { (le32(b, 0x150) as u64) << 32 } else { 0 };
+        // ext4-view reads the high word whatever the features say, and sizes its table of
+        // group descriptors by it: refuse what it would misread
+        if !is64 && le32(b, 0x150) != 0 {
+            return Err(format!("the block count's high word (0x{:x}) is set without the 64bit feature", le32(b, 0x150)));
+        }
         let first_data_block = le32(b, 0x14) as u64;
         let blocks_per_group = le32(b, 0x20) as u64;
         let inodes_per_group = le32(b, 0x28) as u64;
