@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 
-use super::{offset, open};
+use super::offset;
 use crate::image::OpenOptions;
 
 pub fn run(path: &Path, opts: &OpenOptions, off: &str, pattern: Option<&str>, length: Option<&str>, input: Option<&str>, file: bool) -> Result<ExitCode> {
@@ -36,7 +36,9 @@ pub fn run(path: &Path, opts: &OpenOptions, off: &str, pattern: Option<&str>, le
         _ => bail!("give either --pattern BYTE --length N or --input FILE|-"),
     };
     let opts = OpenOptions { write: true, ..opts.clone() };
-    let mut img = open(path, &opts)?;
+    // open warnings (a dirty image, a damaged footer) follow the outcome: after a refusal
+    // the one line of the error says what matters
+    let mut img = crate::image::open(path, &opts)?;
     // Test-only: VDISKVIEW_HOLD_LOCK_MS=N keeps the image open (and qemu's write lock held)
     // for N ms before writing, so tests can show qemu is locked out meanwhile. The line on
     // stderr tells them the lock is taken.
@@ -44,10 +46,14 @@ pub fn run(path: &Path, opts: &OpenOptions, off: &str, pattern: Option<&str>, le
         eprintln!("vdiskview: holding the write lock for {} ms", ms);
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
+    let warnings = img.warnings.clone();
     if file {
         img.write_host(start, &data)?;
     } else {
         img.write(start, &data)?;
+    }
+    for w in warnings {
+        eprintln!("vdiskview: warning: {}", w);
     }
     Ok(ExitCode::SUCCESS)
 }
