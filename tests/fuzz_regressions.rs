@@ -443,3 +443,35 @@ fn ext2_block_count_high_word_without_64bit() {
     assert_eq!(out.status.code(), Some(1), "ls: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("vdiskview: "));
 }
+
+/// fuzz qcow2_bitmaps (crash-02b7d421): a bitmap whose granularity is 2^60 bytes. Its regions
+/// placed the data of table entry 1 at guest offset 1 × (4096 × 2^60), which overflowed.
+#[test]
+fn bitmap_data_region_with_a_granularity_of_two_to_the_60() {
+    let dir = workspace();
+    let mut b = qcow2();
+    put64(&mut b, 88, 1); // autoclear: bitmaps consistent
+    put32(&mut b, 104, 0x2385_2875);
+    put32(&mut b, 108, 24);
+    put32(&mut b, 112, 1); // nb_bitmaps
+    put64(&mut b, 120, 32); // directory size
+    put64(&mut b, 128, 0xc00); // directory offset
+    b.resize(0x1000, 0);
+    put64(&mut b, 0xc00, 0xe00); // table offset
+    put32(&mut b, 0xc08, 2); // table size
+    b[0xc10] = 1; // type: dirty tracking
+    b[0xc11] = 60; // granularity bits
+    b[0xc13] = 1; // name size
+    b[0xc18] = b'b';
+    put64(&mut b, 0xe08, 0xa00); // entry 1: data at 0xa00
+    let p = write(dir.path(), "granularity-60.qcow2", &b);
+    let img = open(&p, Format::Qcow2).unwrap();
+    let regions = img.top().regions();
+    assert!(regions.iter().any(|r| r.structure == "bitmap-data"), "{regions:?}");
+    survives(&p);
+    for args in [vec!["bitmaps", s(&p)], vec!["where", s(&p), "0xa00", "--file"], vec!["dump", s(&p), "--offset", "0xc00", "--length", "1K", "--file"]] {
+        let out = vdiskview_timeout(&args, LIMIT);
+        assert_ne!(out.status.code(), Some(101), "vdiskview {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.code().is_some(), "vdiskview {}: killed", args.join(" "));
+    }
+}

@@ -474,8 +474,9 @@ impl Qcow2 {
                 for (i, &e) in table.iter().enumerate() {
                     let o = e & TABLE_OFFSET_MASK;
                     if o != 0 && o < len && table_entry_problem(e, cs).is_none() {
-                        let g0 = i as u64 * cover;
-                        let g1 = g0.saturating_add(cover).min(self.header.size.max(g0 + 1));
+                        // a damaged granularity makes `cover` anything up to 2^63
+                        let g0 = (i as u64).saturating_mul(cover);
+                        let g1 = g0.saturating_add(cover).min(self.header.size.max(g0.saturating_add(1)));
                         out.push(Region::new(
                             o,
                             cs.min(len - o),
