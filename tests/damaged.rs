@@ -268,7 +268,7 @@ fn put(b: &mut [u8], off: usize, width: usize, value: u64) {
     b[off..off + width].copy_from_slice(&bytes[8 - width..]);
 }
 
-fn fix_checksums(b: &mut Vec<u8>, fix: Fix, fld: &FieldAt) {
+fn fix_checksums(b: &mut [u8], fix: Fix, fld: &FieldAt) {
     match fix {
         Fix::None => {}
         Fix::VhdFooter => {
