@@ -49,11 +49,24 @@ pub fn run(path: &Path, opts: &OpenOptions, off: &str, length: Option<&str>, fil
         scope.spawn(move || {
             let mut pos = start;
             while pos < end {
-                let n = CHUNK.min(end - pos) as usize;
-                let zero = !file && can_skip && img.extents(pos, n as u64).is_ok_and(|ex| ex.iter().all(reads_zero));
+                // With a file to leave holes in, a zero run is skipped whole, and a data chunk
+                // stops where the next zero run begins (so scattered clusters do not drag
+                // 4 MiB of zeros each into the output).
+                let (zero, n) = if !file && can_skip {
+                    match run_at(img, pos, end) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = tx.send(Err(e.into()));
+                            return;
+                        }
+                    }
+                } else {
+                    (false, CHUNK.min(end - pos))
+                };
                 let chunk = if zero {
                     Ok(Chunk::Zero(n))
                 } else {
+                    let n = n as usize;
                     let mut buf = back_rx.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK as usize]);
                     let r = if file { img.read_host(0, pos, &mut buf[..n]) } else { img.read(pos, &mut buf[..n]) };
                     r.map(|_| Chunk::Data(buf, n)).map_err(anyhow::Error::from)
@@ -62,7 +75,7 @@ pub fn run(path: &Path, opts: &OpenOptions, off: &str, length: Option<&str>, fil
                 if tx.send(chunk).is_err() || failed {
                     return;
                 }
-                pos += n as u64;
+                pos += n;
             }
         });
         for chunk in rx {
@@ -72,7 +85,7 @@ pub fn run(path: &Path, opts: &OpenOptions, off: &str, length: Option<&str>, fil
                     let _ = back_tx.send(buf);
                     r
                 }
-                Chunk::Zero(n) => sparse.as_ref().expect("zero chunks only with a sparse sink").skip(n as u64),
+                Chunk::Zero(n) => sparse.as_ref().expect("zero chunks only with a sparse sink").skip(n),
             };
             if let Err(e) = r {
                 if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -93,7 +106,26 @@ pub fn run(path: &Path, opts: &OpenOptions, off: &str, length: Option<&str>, fil
 
 enum Chunk {
     Data(Vec<u8>, usize),
-    Zero(usize),
+    Zero(u64),
+}
+
+/// At `pos`: a zero run (whole, however long) or a data run of at most one chunk that ends
+/// where the next zero run starts.
+fn run_at(img: &crate::image::Image, pos: u64, end: u64) -> crate::image::Result<(bool, u64)> {
+    let first = img.resolve(pos, end - pos)?;
+    if reads_zero(&first) {
+        return Ok((true, first.len));
+    }
+    let limit = (pos + CHUNK).min(end);
+    let mut at = pos + first.len.min(limit - pos);
+    while at < limit {
+        let e = img.resolve(at, limit - at)?;
+        if reads_zero(&e) {
+            break;
+        }
+        at += e.len;
+    }
+    Ok((false, at - pos))
 }
 
 fn reads_zero(e: &crate::image::Extent) -> bool {
