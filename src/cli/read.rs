@@ -38,6 +38,14 @@ pub fn run(path: &Path, opts: &OpenOptions, off: &str, length: Option<&str>, fil
     let mut out = std::mem::ManuallyDrop::new(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(1) });
     let sparse = SparseSink::probe(&out);
     let can_skip = sparse.is_some();
+    if let Some(sink) = &sparse {
+        // into a regular file: data the image stores as plain bytes is copied by the kernel
+        // (copy_file_range), zero runs become holes, the rest goes through a buffer
+        if copy_direct(&img, sink, start, start + len, file)? {
+            sink.finish()?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     // One thread reads while this one writes: on two cores reading from the image and
     // copying into the output overlap.
     let end = start + len;
@@ -107,6 +115,78 @@ pub fn run(path: &Path, opts: &OpenOptions, off: &str, length: Option<&str>, fil
 enum Chunk {
     Data(Vec<u8>, usize),
     Zero(u64),
+}
+
+/// Copy `[start, end)` into the sink with copy_file_range where the bytes lie plainly in a
+/// host file. Returns false (nothing written) when the kernel cannot copy between these files,
+/// so the caller takes the buffered path.
+fn copy_direct(img: &crate::image::Image, sink: &SparseSink, start: u64, end: u64, file: bool) -> Result<bool> {
+    use crate::image::LayerKind;
+    let mut pos = start;
+    let mut buf = Vec::new();
+    let mut first = true;
+    while pos < end {
+        let (src, host, n) = if file {
+            (Some(img.top().file().raw_fd()), pos, end - pos)
+        } else {
+            let e = img.resolve(pos, end - pos)?;
+            if reads_zero(&e) {
+                sink.skip(e.len)?;
+                pos += e.len;
+                continue;
+            }
+            match e.kind {
+                LayerKind::Data { file: id, host, .. } => {
+                    let f = img.layers[e.depth].layer.host(id).expect("the extent's file");
+                    if host + e.len <= f.len() {
+                        (Some(f.raw_fd()), host, e.len)
+                    } else {
+                        (None, 0, e.len)
+                    }
+                }
+                _ => (None, 0, e.len.min(CHUNK)),
+            }
+        };
+        match src {
+            Some(fd) => {
+                let mut off = host as libc::off_t;
+                let mut left = n;
+                while left > 0 {
+                    // SAFETY: copy_file_range between two descriptors we own; the output
+                    // position is the file's own (stdout), the input offset ours.
+                    let r = unsafe { libc::copy_file_range(fd, &mut off, sink.fd, std::ptr::null_mut(), left.min(1 << 30) as usize, 0) };
+                    if r < 0 {
+                        let err = std::io::Error::last_os_error();
+                        if first && matches!(err.raw_os_error(), Some(libc::EXDEV) | Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP)) {
+                            return Ok(false);
+                        }
+                        return Err(err.into());
+                    }
+                    if r == 0 {
+                        anyhow::bail!("unexpected end of the image file at 0x{:x}", off);
+                    }
+                    first = false;
+                    left -= r as u64;
+                }
+            }
+            None => {
+                buf.resize(n as usize, 0);
+                img.read(pos, &mut buf)?;
+                // SAFETY: writing our own buffer to our own descriptor.
+                let mut done = 0;
+                while done < buf.len() {
+                    let r = unsafe { libc::write(sink.fd, buf[done..].as_ptr().cast(), buf.len() - done) };
+                    if r < 0 {
+                        return Err(std::io::Error::last_os_error().into());
+                    }
+                    done += r as usize;
+                }
+                first = false;
+            }
+        }
+        pos += n;
+    }
+    Ok(true)
 }
 
 /// At `pos`: a zero run (whole, however long) or a data run of at most one chunk that ends

@@ -51,6 +51,11 @@ impl HostFile {
         self.len() == 0
     }
 
+    /// The descriptor, for kernel-side copies (copy_file_range) by the read command.
+    pub fn raw_fd(&self) -> i32 {
+        self.file.as_raw_fd()
+    }
+
     /// A second handle on the same open file description (so the same locks), for parsing
     /// the file again after its metadata was patched.
     pub fn dup(&self) -> Result<HostFile> {
