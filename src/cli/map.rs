@@ -115,7 +115,7 @@ pub fn run(path: &Path, opts: &OpenOptions, output: Output) -> Result<ExitCode> 
     let mut out = std::io::BufWriter::new(stdout.lock());
     let human = output == Output::Human;
     if human {
-        writeln!(out, "{:<16}{:<16}{:<16}{}", "Offset", "Length", "Mapped to", "File")?;
+        writeln!(out, "{:<16}{:<16}{:<16}File", "Offset", "Length", "Mapped to")?;
     } else {
         write!(out, "[")?;
     }

@@ -274,6 +274,14 @@ pub fn offset(expr: &str) -> Result<u64> {
     image::expr::parse(expr).map_err(|e| anyhow::anyhow!("{}", e)).with_context(|| format!("bad offset '{}'", expr))
 }
 
+/// The image asked for, or the demo image when none was.
+fn image_or_demo(image: Option<PathBuf>) -> Result<PathBuf> {
+    match image {
+        Some(p) => Ok(p),
+        None => demo_image(),
+    }
+}
+
 /// The demo image shipped in assets/.
 pub fn demo_image() -> Result<PathBuf> {
     let mut candidates = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo.vhd")];
@@ -293,10 +301,7 @@ pub fn run() -> Result<ExitCode> {
     let opts = cli.open.options();
     match cli.command {
         None => {
-            let image = match cli.image {
-                Some(p) => p,
-                None => demo_image()?,
-            };
+            let image = image_or_demo(cli.image)?;
             use std::io::IsTerminal;
             if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
                 // no terminal to draw on (a pipe, CI): print the summary instead
@@ -309,10 +314,7 @@ pub fn run() -> Result<ExitCode> {
         }
         Some(Command::Render { image, size, keys, format, goto, write }) => {
             let opts = OpenOptions { write, ..opts };
-            let image = match image {
-                Some(p) => p,
-                None => demo_image()?,
-            };
+            let image = image_or_demo(image)?;
             render::run(&image, &opts, &size, &keys, format, goto.as_deref())
         }
         Some(Command::Write { image, open, offset, pattern, length, input, file }) => {

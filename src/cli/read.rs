@@ -248,10 +248,8 @@ impl SparseSink {
         unsafe {
             let pos = libc::lseek(self.fd, 0, libc::SEEK_CUR);
             let mut st: libc::stat = std::mem::zeroed();
-            if pos >= 0 && libc::fstat(self.fd, &mut st) == 0 && st.st_size < pos {
-                if libc::ftruncate(self.fd, pos) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+            if pos >= 0 && libc::fstat(self.fd, &mut st) == 0 && st.st_size < pos && libc::ftruncate(self.fd, pos) != 0 {
+                return Err(std::io::Error::last_os_error());
             }
         }
         Ok(())

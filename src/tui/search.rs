@@ -12,7 +12,7 @@ const LIMIT: u64 = 1 << 30;
 /// Hex when written `0xdeadbeef` or as separate byte pairs `de ad be ef`; text otherwise.
 pub fn pattern(text: &str) -> Result<Vec<u8>, String> {
     let hex = |t: &str| -> Option<Vec<u8>> {
-        (t.len() % 2 == 0 && !t.is_empty() && t.chars().all(|c| c.is_ascii_hexdigit()))
+        (t.len().is_multiple_of(2) && !t.is_empty() && t.chars().all(|c| c.is_ascii_hexdigit()))
             .then(|| (0..t.len()).step_by(2).map(|i| u8::from_str_radix(&t[i..i + 2], 16).unwrap()).collect())
     };
     if let Some(b) = text.trim().strip_prefix("0x").and_then(hex) {

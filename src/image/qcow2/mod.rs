@@ -163,7 +163,7 @@ impl Qcow2 {
             return Ok(t.clone());
         }
         let cs = self.cluster_size();
-        if off % cs != 0 {
+        if !off.is_multiple_of(cs) {
             return Err(Error::Corrupt(format!("{}: L2 table offset 0x{:x} is not cluster aligned", self.file.name, off)));
         }
         let mut buf = vec![0u8; cs as usize];
@@ -204,7 +204,7 @@ impl Qcow2 {
         let id = self.host_id();
         let crypt = self.encrypted();
         let aligned = |off: u64| -> Result<u64> {
-            if off % self.cluster_size() != 0 {
+            if !off.is_multiple_of(self.cluster_size()) {
                 Err(Error::Corrupt(format!(
                     "{}: cluster offset 0x{:x} for guest offset 0x{:x} is not cluster aligned",
                     self.file.name, off, virt

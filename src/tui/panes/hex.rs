@@ -92,9 +92,7 @@ fn row_colors(st: &AppState, img: &Image, row: u64, n: usize) -> Vec<Color> {
                 match img.locate_host(st.file_layer, off) {
                     Ok(r) => {
                         let end = (r.start + r.len).min(row + n as u64).max(off + 1);
-                        for k in j..(end - row) as usize {
-                            out[k] = theme::structure(r.structure);
-                        }
+                        out[j..(end - row) as usize].fill(theme::structure(r.structure));
                         j = (end - row) as usize;
                     }
                     Err(_) => j += 1,
@@ -104,9 +102,8 @@ fn row_colors(st: &AppState, img: &Image, row: u64, n: usize) -> Vec<Color> {
         Space::Virt => {
             if let Ok(exts) = img.extents(row, n as u64) {
                 for e in exts {
-                    for k in (e.virt - row) as usize..((e.virt + e.len - row) as usize).min(n) {
-                        out[k] = theme::extent(&e.kind, e.depth);
-                    }
+                    let (a, b) = ((e.virt - row) as usize, ((e.virt + e.len - row) as usize).min(n));
+                    out[a..b].fill(theme::extent(&e.kind, e.depth));
                 }
             }
             // partition tables and superblocks lie over the data: name them
