@@ -307,13 +307,14 @@ pub fn run() -> Result<ExitCode> {
                 // no terminal to draw on (a pipe, CI): print the summary instead
                 return info::run(&image, &opts, Output::Human);
             }
-            let opts = OpenOptions { write: cli.write, ..opts };
+            // a damaged chain still opens: what parsed is shown, the damage listed (c)
+            let opts = OpenOptions { write: cli.write, lenient: true, ..opts };
             let mut img = open(&image, &opts)?;
             crate::tui::run(&mut img, cli.goto.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Render { image, size, keys, format, goto, write }) => {
-            let opts = OpenOptions { write, ..opts };
+            let opts = OpenOptions { write, lenient: true, ..opts };
             let image = image_or_demo(image)?;
             render::run(&image, &opts, &size, &keys, format, goto.as_deref())
         }

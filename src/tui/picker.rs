@@ -73,6 +73,7 @@ pub fn open_findings(st: &mut AppState, img: &Image) {
         Ok(rep) => {
             let mut rows = Vec::new();
             let mut targets = Vec::new();
+
             for f in &rep.findings {
                 let place = match (f.host_offset, f.virt) {
                     (Some(h), _) => format!(" @file 0x{:x}", h),
@@ -81,6 +82,11 @@ pub fn open_findings(st: &mut AppState, img: &Image) {
                 };
                 rows.push(format!("[{}] {}: {}{}", f.severity.name(), f.structure, f.message, place));
                 targets.push(Target::Place { host: f.host_offset, virt: f.virt });
+            }
+            // then what opening the chain found: a broken backing chain, fallbacks, mismatches
+            for w in img.chain_error.iter().chain(img.warnings.iter()) {
+                rows.push(format!("[warning] open: {}", w));
+                targets.push(Target::Nothing);
             }
             if rows.is_empty() {
                 rows.push("no findings: the image is clean".into());

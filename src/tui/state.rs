@@ -206,6 +206,14 @@ impl AppState {
             guest_regions: crate::guest::regions::guest_regions(img),
         };
         st.density = density(img, 256);
+        let damage = img.warnings.len() + img.chain_error.iter().count();
+        if damage > 0 {
+            st.message = Some(format!(
+                "{} problem(s) found while opening: {} — c lists them",
+                damage,
+                img.chain_error.as_ref().or(img.warnings.first()).cloned().unwrap_or_default()
+            ));
+        }
         st
     }
 

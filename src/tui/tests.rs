@@ -452,3 +452,17 @@ fn dirty_bitmap_heatmap_shows_the_dirty_ranges() {
     let s = screen(&mut demo, 160, 48, "d");
     assert!(s.contains("dirty bitmaps are a qcow2 feature"), "{}", s);
 }
+
+#[test]
+fn a_broken_chain_opens_with_the_damage_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let top = dir.path().join("top.qcow2");
+    let p = top.to_str().unwrap();
+    qemu(&["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "missing.qcow2", "-F", "qcow2", p, "4M"]);
+    let mut img = image::open(&top, &OpenOptions { lenient: true, ..Default::default() }).unwrap();
+    let s = screen(&mut img, 160, 48, "");
+    assert!(s.contains("problem(s) found while opening") && s.contains("missing.qcow2"), "{}", s);
+    assert!(s.contains(" L1 ") && s.contains("magic"), "what parsed is shown:\n{}", s);
+    let s = screen(&mut img, 160, 48, "c");
+    assert!(s.contains("[warning] open:") && s.contains("not found"), "{}", s);
+}

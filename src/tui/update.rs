@@ -272,7 +272,10 @@ pub fn space_size(st: &AppState, img: &Image) -> u64 {
 }
 
 pub fn update(st: &mut AppState, img: &Image, action: Action) {
-    st.message = None;
+    // a message stays until the next intent (a resize is none)
+    if !matches!(action, Action::Resize(..)) {
+        st.message = None;
+    }
     if let Some(p) = &mut st.popup {
         let page = st.size.1.saturating_sub(6).max(1) as usize;
         match action {
