@@ -30,12 +30,13 @@ pub fn qemu_convert_raw(path: &Path, fmt: &str) -> Vec<u8> {
     b
 }
 
-/// The plugin built beside this test binary (target/<profile>/libvdiskview_nbdkit.so).
+/// The plugin cargo built for this test: `cargo test` leaves the cdylib beside the test
+/// binary in target/<profile>/deps (only `cargo build` copies it up to target/<profile>).
 pub fn plugin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().unwrap().parent().unwrap().join("libvdiskview_nbdkit.so");
-    assert!(p.exists(), "{} not built", p.display());
-    p
+    let deps = exe.parent().unwrap();
+    let candidates = [deps.join("libvdiskview_nbdkit.so"), deps.parent().unwrap().join("libvdiskview_nbdkit.so")];
+    candidates.iter().find(|p| p.exists()).cloned().unwrap_or_else(|| panic!("plugin not built: looked for {:?}", candidates))
 }
 
 /// Run `nbdkit -U - PLUGIN file=IMG ARGS --run CMD`: nbdkit owns the socket in its own temp
