@@ -161,6 +161,7 @@ cleanup() {
   local rc=$?
   if [[ -n "${TMUX_USED:-}" ]]; then
     env -u TMUX tmux -L "$TMUX_L" kill-server 2>/dev/null || true
+    rm -f -- "${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)/$TMUX_L" # kill-server leaves its socket
   fi
   if [[ -n "$BG_PID" ]]; then
     kill "$BG_PID" 2>/dev/null && wait "$BG_PID" 2>/dev/null
