@@ -139,7 +139,15 @@ fn copy_direct(img: &crate::image::Image, sink: &SparseSink, start: u64, end: u6
                 LayerKind::Data { file: id, host, .. } => {
                     let f = img.layers[e.depth].layer.host(id).expect("the extent's file");
                     if host + e.len <= f.len() {
-                        (Some(f.raw_fd()), host, e.len)
+                        // a hole in the image file (a VHD block qemu wrote only part of)
+                        // stays a hole in the output
+                        let (data, run) = f.data_run(host, e.len);
+                        if !data {
+                            sink.skip(run)?;
+                            pos += run;
+                            continue;
+                        }
+                        (Some(f.raw_fd()), host, run)
                     } else {
                         (None, 0, e.len)
                     }
