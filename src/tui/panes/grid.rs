@@ -56,13 +56,11 @@ fn role_cell(m: &HostMap, c: u64) -> (&'static str, Color) {
     }
 }
 
-fn draw_host(f: &mut Frame, st: &AppState, m: &HostMap, r: Rect) {
+fn draw_host(f: &mut Frame, st: &AppState, img: &Image, m: &HostMap, r: Rect) {
     let focused = st.focus == Pane::Grid;
     let (cols, rows) = grid_shape(st);
     let units = m.len() as u64;
-    let total_rows = units.div_ceil(cols);
-    let sel_row = st.grid_sel / cols;
-    let first = if total_rows <= rows || sel_row < rows / 2 { 0 } else { (sel_row - rows / 2).min(total_rows - rows) };
+    let first = first_row(st, img);
     let mut lines = Vec::new();
     for row in first..first + rows {
         let mut spans = Vec::new();
@@ -99,7 +97,7 @@ fn draw_host(f: &mut Frame, st: &AppState, m: &HostMap, r: Rect) {
 
 pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
     if let (true, Some(m)) = (st.grid_host, &st.host_map) {
-        return draw_host(f, st, m, r);
+        return draw_host(f, st, img, m, r);
     }
     let focused = st.focus == Pane::Grid;
     let (cols, rows) = grid_shape(st);
