@@ -10,6 +10,8 @@ use super::{offset, open};
 use crate::image::OpenOptions;
 
 const CHUNK: u64 = 4 << 20;
+/// Granularity at which holes inside an image's data are kept in the output.
+const HOLE_PIECE: u64 = 64 << 10;
 
 pub fn run(path: &Path, opts: &OpenOptions, off: &str, length: Option<&str>, file: bool) -> Result<ExitCode> {
     let img = open(path, opts)?;
@@ -140,12 +142,22 @@ fn copy_direct(img: &crate::image::Image, sink: &SparseSink, start: u64, end: u6
                     let f = img.layers[e.depth].layer.host(id).expect("the extent's file");
                     if host + e.len <= f.len() {
                         // a hole in the image file (a VHD block qemu wrote only part of)
-                        // stays a hole in the output
-                        let (data, run) = f.data_run(host, e.len);
-                        if !data {
-                            sink.skip(run)?;
-                            pos += run;
+                        // stays a hole in the output: looked at in 64 KiB pieces with
+                        // SEEK_DATA only (SEEK_HOLE would scan a dense file to its end)
+                        let piece = e.len.min(HOLE_PIECE - host % HOLE_PIECE);
+                        if f.next_data(host) >= host + piece {
+                            sink.skip(piece)?;
+                            pos += piece;
                             continue;
+                        }
+                        // grow the copy over the following pieces that start with data
+                        let mut run = piece;
+                        while run < e.len {
+                            let next = (e.len - run).min(HOLE_PIECE);
+                            if f.next_data(host + run) >= host + run + next {
+                                break;
+                            }
+                            run += next;
                         }
                         (Some(f.raw_fd()), host, run)
                     } else {

@@ -134,6 +134,21 @@ impl HostFile {
         Ok(())
     }
 
+    /// The first data byte at or after `off` (SEEK_DATA alone: cheap when `off` is data, where
+    /// SEEK_HOLE would scan to the next hole, possibly the end of a dense file). The file's
+    /// length when only a hole follows; `off` when the filesystem cannot tell.
+    pub fn next_data(&self, off: u64) -> u64 {
+        if off >= self.len() {
+            return self.len();
+        }
+        // SAFETY: lseek on a file descriptor we own.
+        let data = unsafe { libc::lseek(self.file.as_raw_fd(), off as libc::off_t, libc::SEEK_DATA) };
+        if data < 0 {
+            return if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) { self.len() } else { off };
+        }
+        data as u64
+    }
+
     /// Allocation status of host bytes at `off` as SEEK_DATA/SEEK_HOLE see them:
     /// (is_data, run length from `off`, at most `max`). Filesystems without the support
     /// report everything as data, as qemu assumes.
