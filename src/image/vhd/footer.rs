@@ -183,34 +183,7 @@ pub fn version(v: u32) -> String {
 /// VHD time stamps count seconds from 2000-01-01 00:00:00 UTC.
 pub fn timestamp(t: u32) -> String {
     const EPOCH_2000: i64 = 946_684_800;
-    let unix = EPOCH_2000 + t as i64;
-    let days = unix.div_euclid(86400);
-    let secs = unix.rem_euclid(86400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{} ({:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC)",
-        t,
-        y,
-        m,
-        d,
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
-/// Howard Hinnant's days-to-civil conversion.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    format!("{} ({} UTC)", t, crate::image::region::utc(EPOCH_2000 + t as i64))
 }
 
 pub fn uuid(b: &[u8; 16]) -> String {
