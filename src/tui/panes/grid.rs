@@ -56,25 +56,28 @@ fn role_cell(m: &HostMap, c: u64) -> (&'static str, Color) {
     }
 }
 
-fn draw_host(f: &mut Frame, st: &AppState, img: &Image, m: &HostMap, r: Rect) {
-    let focused = st.focus == Pane::Grid;
+/// The visible rows of cells, `cell(unit)` giving each glyph pair and colour; the selected
+/// cell drawn as selected. Guest and host views share it.
+fn cell_lines(st: &AppState, img: &Image, units: u64, cell: impl Fn(u64) -> (&'static str, Color)) -> Vec<Line<'static>> {
     let (cols, rows) = grid_shape(st);
-    let units = m.len() as u64;
     let first = first_row(st, img);
     let mut lines = Vec::new();
     for row in first..first + rows {
         let mut spans = Vec::new();
-        for c in 0..cols {
-            let u = row * cols + c;
-            if u >= units {
-                break;
-            }
-            let (g, color) = role_cell(m, u);
-            let style = if u == st.grid_sel { theme::selected(st) } else { theme::fg(st, color) };
+        for u in (row * cols..(row + 1) * cols).take_while(|&u| u < units) {
+            let (g, color) = cell(u);
+            let style = if u == st.grid_sel { theme::selected(st).add_modifier(Modifier::BOLD) } else { theme::fg(st, color) };
             spans.push(Span::styled(g, style));
         }
         lines.push(Line::from(spans));
     }
+    lines
+}
+
+fn draw_host(f: &mut Frame, st: &AppState, img: &Image, m: &HostMap, r: Rect) {
+    let focused = st.focus == Pane::Grid;
+    let units = m.len() as u64;
+    let mut lines = cell_lines(st, img, units, |u| role_cell(m, u));
     lines.push(Line::from(""));
     let legend = [("HH", "header", Color::LightYellow), ("L1", "L1", Color::Cyan), ("L2", "L2", Color::LightCyan), ("RC", "refcounts", Color::LightBlue), ("SN", "snapshots", Color::LightRed), ("BM", "bitmaps", Color::Magenta), ("██", "data", Color::Green), ("CC", "compressed", Color::Red), ("··", "free", Color::DarkGray), ("!!", "leaked", Color::LightRed), ("XX", "refcount wrong", Color::LightRed)];
     let mut spans = Vec::new();
@@ -100,36 +103,19 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
         return draw_host(f, st, img, m, r);
     }
     let focused = st.focus == Pane::Grid;
-    let (cols, rows) = grid_shape(st);
     let units = img.unit_count();
-    let first = first_row(st, img);
-    let mut lines = Vec::new();
-    for row in first..first + rows {
-        let mut spans = Vec::new();
-        for c in 0..cols {
-            let u = row * cols + c;
-            if u >= units {
-                break;
-            }
-            let (glyph, color) = match img.unit_kind(u) {
-                Ok(k) => theme::unit(&k),
-                Err(_) => ("!!", Color::LightRed),
-            };
-            let mut style = theme::fg(st, color);
-            let (ustart, usize_) = (img.unit_start(u), img.unit_size());
-            let glyph = if st.highlights.iter().any(|&(v, l)| v < ustart + usize_ && ustart < v + l) {
-                style = theme::fg(st, Color::LightYellow);
-                "◆◆"
-            } else {
-                glyph
-            };
-            if u == st.grid_sel {
-                style = theme::selected(st).add_modifier(Modifier::BOLD);
-            }
-            spans.push(Span::styled(glyph, style));
+    let (unit_size, highlights) = (img.unit_size(), &st.highlights);
+    let mut lines = cell_lines(st, img, units, |u| {
+        let start = img.unit_start(u);
+        if highlights.iter().any(|&(v, l)| v < start + unit_size && start < v + l) {
+            // a located file's blocks
+            return ("◆◆", Color::LightYellow);
         }
-        lines.push(Line::from(spans));
-    }
+        match img.unit_kind(u) {
+            Ok(k) => theme::unit(&k),
+            Err(_) => ("!!", Color::LightRed),
+        }
+    });
     lines.push(Line::from(""));
     let mut legend = Vec::new();
     for (k, name) in theme::legend() {
