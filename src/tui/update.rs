@@ -480,7 +480,7 @@ fn select(st: &mut AppState, img: &Image) {
         }
         Pane::L1 => {
             if let crate::image::chain::Layer::Qcow2(q) = img.top() {
-                let v = st.l1_sel as u64 * q.cluster_size() * q.geo.l2_entries();
+                let v = (st.l1_sel as u64).saturating_mul(q.l1_span());
                 if v < img.virtual_size() {
                     st.grid_sel = img.unit_of(v);
                     set_cursor_only(st, img, Space::Virt, 0, v);
@@ -493,7 +493,7 @@ fn select(st: &mut AppState, img: &Image) {
 
 fn l1_index_of(img: &Image, virt: u64) -> usize {
     match img.top() {
-        crate::image::chain::Layer::Qcow2(q) => (virt / (q.cluster_size() * q.geo.l2_entries())) as usize,
+        crate::image::chain::Layer::Qcow2(q) => (virt / q.l1_span()) as usize,
         _ => 0,
     }
 }

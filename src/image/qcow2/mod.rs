@@ -138,6 +138,11 @@ impl Qcow2 {
         self.geo.cluster_size()
     }
 
+    /// Guest bytes one L1 entry (one L2 table) maps.
+    pub fn l1_span(&self) -> u64 {
+        self.cluster_size() * self.geo.l2_entries()
+    }
+
     pub fn encrypted(&self) -> bool {
         self.header.crypt_method != 0
     }
