@@ -1,9 +1,10 @@
-//! vdiskview: see virtual disk images (VHD, QCOW2, raw) as they really are.
+//! vdiskview: see virtual disk images as they really are.
 //!
-//! The image model ([`image`]) knows nothing of the user interface; the command line
-//! ([`cli`]) and every later front end stand on it.
+//! The image model lives in the `vdiskview-core` crate (no UI dependency); this crate is the
+//! command line ([`cli`]) and the terminal UI ([`tui`]) on top of it. `image` and `guest` are
+//! re-exported so front-end code and tests name them as before.
+
+pub use vdiskview_core::{guest, image};
 
 pub mod cli;
-pub mod guest;
-pub mod image;
 pub mod tui;

@@ -5,8 +5,8 @@
 use std::rc::Rc;
 
 use libfuzzer_sys::fuzz_target;
-use vdiskview::guest;
-use vdiskview::image::Format;
+use vdiskview_core::guest;
+use vdiskview_core::image::Format;
 
 fuzz_target!(|data: &[u8]| {
     let path = vdiskview_fuzz::image_file(data);

@@ -4,7 +4,7 @@
 //! extension pointing at a directory at 0x400.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use vdiskview::image::{Format, Layer};
+use vdiskview_core::image::{Format, Layer};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 6 {

@@ -1,7 +1,7 @@
 //! Compressed clusters: deflate or zstd into exactly one cluster. Input: [type][cluster bits][data].
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use vdiskview::image::qcow2::compress::decompress;
+use vdiskview_core::image::qcow2::compress::decompress;
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 2 {

@@ -1,8 +1,8 @@
 //! The qcow2 header (v2/v3) and its extensions, decoded field by field.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use vdiskview::image::io::HostFile;
-use vdiskview::image::qcow2::header::Header;
+use vdiskview_core::image::io::HostFile;
+use vdiskview_core::image::qcow2::header::Header;
 
 fuzz_target!(|data: &[u8]| {
     let path = vdiskview_fuzz::image_file(data);

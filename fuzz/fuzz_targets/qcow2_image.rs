@@ -2,12 +2,12 @@
 //! snapshots, bitmaps; open, map, read, tables, check.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use vdiskview::image::Format;
+use vdiskview_core::image::Format;
 
 fuzz_target!(|data: &[u8]| {
     let path = vdiskview_fuzz::image_file(data);
     if let Ok(img) = vdiskview_fuzz::open(&path, Format::Qcow2) {
         vdiskview_fuzz::exercise(&img);
     }
-    let _ = vdiskview::image::check::check_path(&path, Some(Format::Qcow2));
+    let _ = vdiskview_core::image::check::check_path(&path, Some(Format::Qcow2));
 });

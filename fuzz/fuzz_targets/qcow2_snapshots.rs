@@ -3,9 +3,9 @@
 //! table at 0x200, the snapshot table at 0x400).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use vdiskview::image::io::HostFile;
-use vdiskview::image::qcow2::snapshot::read_table;
-use vdiskview::image::{Format, OpenOptions};
+use vdiskview_core::image::io::HostFile;
+use vdiskview_core::image::qcow2::snapshot::read_table;
+use vdiskview_core::image::{Format, OpenOptions};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 2 {
@@ -27,13 +27,13 @@ fuzz_target!(|data: &[u8]| {
     let Ok(img) = vdiskview_fuzz::open(&path, Format::Qcow2) else { return };
     vdiskview_fuzz::exercise(&img);
     let ids: Vec<String> = match img.top() {
-        vdiskview::image::Layer::Qcow2(q) => q.snapshots().map(|v| v.iter().take(4).map(|s| s.id.clone()).collect()).unwrap_or_default(),
+        vdiskview_core::image::Layer::Qcow2(q) => q.snapshots().map(|v| v.iter().take(4).map(|s| s.id.clone()).collect()).unwrap_or_default(),
         _ => vec![],
     };
     drop(img);
     for id in ids {
         let opts = OpenOptions { format: Some(Format::Qcow2), no_backing: true, snapshot: Some(id), ..Default::default() };
-        if let Ok(img) = vdiskview::image::open(&path, &opts) {
+        if let Ok(img) = vdiskview_core::image::open(&path, &opts) {
             vdiskview_fuzz::exercise(&img);
         }
     }

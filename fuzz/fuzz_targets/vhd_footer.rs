@@ -1,7 +1,7 @@
 //! The VHD footer: 512 bytes decoded field by field, checksum, size by CHS or current_size.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use vdiskview::image::vhd::footer::Footer;
+use vdiskview_core::image::vhd::footer::Footer;
 
 fuzz_target!(|data: &[u8]| {
     let mut b = [0u8; 512];

@@ -3,8 +3,8 @@
 //! laid out as footer copy | header | rest | footer.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use vdiskview::image::vhd::footer::checksum;
-use vdiskview::image::Format;
+use vdiskview_core::image::vhd::footer::checksum;
+use vdiskview_core::image::Format;
 
 fn footer(disk_type: u32, size: u64) -> [u8; 512] {
     let mut f = [0u8; 512];
@@ -43,5 +43,5 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(img) = vdiskview_fuzz::open(&path, Format::Vhd) {
         vdiskview_fuzz::exercise(&img);
     }
-    let _ = vdiskview::image::check::check_path(&path, Some(Format::Vhd));
+    let _ = vdiskview_core::image::check::check_path(&path, Some(Format::Vhd));
 });

@@ -6,7 +6,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use vdiskview::image::{self, Format, Image, Layer, OpenOptions};
+use vdiskview_core::image::{self, Format, Image, Layer, OpenOptions};
 
 /// No single allocation may be larger than this: the inputs are at most a few MiB, so anything
 /// bigger was sized from an untrusted field instead of the file.

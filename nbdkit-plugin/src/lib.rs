@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use nbdkit::*;
-use vdiskview::image::{self, Format, Image, LayerKind, OpenOptions};
+use vdiskview_core::image::{self, Format, Image, LayerKind, OpenOptions};
 
 struct Config {
     file: Option<String>,

@@ -39,13 +39,7 @@ pub fn run(path: &Path, opts: &OpenOptions, off: &str, pattern: Option<&str>, le
     // open warnings (a dirty image, a damaged footer) follow the outcome: after a refusal
     // the one line of the error says what matters
     let mut img = crate::image::open(path, &opts)?;
-    // Test-only: VDISKVIEW_HOLD_LOCK_MS=N keeps the image open (and qemu's write lock held)
-    // for N ms before writing, so tests can show qemu is locked out meanwhile. The line on
-    // stderr tells them the lock is taken.
-    if let Some(ms) = std::env::var("VDISKVIEW_HOLD_LOCK_MS").ok().and_then(|v| v.trim().parse::<u64>().ok()) {
-        eprintln!("vdiskview: holding the write lock for {} ms", ms);
-        std::thread::sleep(std::time::Duration::from_millis(ms));
-    }
+    crate::image::write::hold_lock_hook();
     let warnings = img.warnings.clone();
     if file {
         img.write_host(start, &data)?;

@@ -13,15 +13,29 @@ use super::{Error, Result};
 
 static STEPS: AtomicU64 = AtomicU64::new(0);
 
-/// Mark a durable step of a write. With `VDISKVIEW_FAILPOINT=k` the process aborts right
-/// after the k-th step, as a crash would (tests then run `qemu-img check`).
+/// Mark a durable step of a write. With the `test-hooks` feature and `VDISKVIEW_FAILPOINT=k`
+/// the process aborts right after the k-th step, as a crash would (tests then run
+/// `qemu-img check`). Without the feature (release builds) this only counts.
 pub fn step(what: &str) {
     let n = STEPS.fetch_add(1, Ordering::SeqCst) + 1;
+    #[cfg(feature = "test-hooks")]
     if let Ok(k) = std::env::var("VDISKVIEW_FAILPOINT") {
         if k.trim().parse::<u64>().ok() == Some(n) {
             eprintln!("vdiskview: failpoint: aborting after step {} ({})", n, what);
             std::process::abort();
         }
+    }
+    let _ = (n, what);
+}
+
+/// Test hook (`test-hooks` feature only): with `VDISKVIEW_HOLD_LOCK_MS=N`, keep an image
+/// open (and qemu's write lock held) for N ms, so tests can show qemu is locked out
+/// meanwhile. The line on stderr tells them the lock is taken.
+pub fn hold_lock_hook() {
+    #[cfg(feature = "test-hooks")]
+    if let Some(ms) = std::env::var("VDISKVIEW_HOLD_LOCK_MS").ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+        eprintln!("vdiskview: holding the write lock for {} ms", ms);
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }
 
