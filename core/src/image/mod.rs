@@ -14,6 +14,9 @@ pub mod summary;
 pub mod vhd;
 pub mod write;
 
+#[cfg(test)]
+mod unit_tests;
+
 use std::path::{Path, PathBuf};
 
 pub use chain::{Image, Layer, LayerInfo};
