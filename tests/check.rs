@@ -541,7 +541,7 @@ fn clean_luks_encrypted_counts_its_encryption_header() {
     assert_json_eq(&v, &q, "encrypted image");
     assert_eq!(code, out.status.code().unwrap());
     let img = vdiskview::image::open(&p, &Default::default()).unwrap();
-    let vdiskview::image::Layer::Qcow2(qc) = img.top() else { panic!() };
+    let Some(qc) = img.top().downcast_ref::<vdiskview::image::qcow2::Qcow2>() else { panic!() };
     let map = qc.host_map().unwrap();
     assert!(map.counts().get(&vdiskview::image::qcow2::check::ClusterRole::CryptoHeader).copied().unwrap_or(0) > 0);
 }

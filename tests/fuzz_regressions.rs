@@ -228,7 +228,7 @@ fn many_huge_blocks_sharing_one_bitmap() {
     let body = vec![0xaa; 512 << 10];
     let p = write(dir.path(), "aliased.vhd", &vhd(n << 31, 1 << 31, &bat, &body));
     let img = open(&p, Format::Vhd).unwrap();
-    let image::Layer::Vhd(v) = img.top() else { panic!("not a VHD") };
+    let Some(v) = img.top().downcast_ref::<image::vhd::Vhd>() else { panic!("not a VHD") };
     assert_eq!(v.present_sectors(5).unwrap(), Some(1 << 21));
     let t = std::time::Instant::now();
     let out = vdiskview_timeout(&["tables", s(&p)], LIMIT);

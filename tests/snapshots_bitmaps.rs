@@ -332,7 +332,7 @@ fn host_map_roles() {
     let dir = workspace();
     let p = snap_and_bitmaps(dir.path());
     let img = vdiskview::image::open(&p, &Default::default()).unwrap();
-    let Layer::Qcow2(q) = img.top() else { panic!("qcow2") };
+    let Some(q) = img.top().downcast_ref::<vdiskview::image::qcow2::Qcow2>() else { panic!("qcow2") };
     let map = q.host_map().unwrap();
     let cs = q.cluster_size();
     let h = &q.header;

@@ -4,7 +4,7 @@
 //! extension pointing at a directory at 0x400.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use vdiskview_core::image::{Format, Layer};
+use vdiskview_core::image::Format;
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 6 {
@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     file.extend_from_slice(&data[6..]);
     let path = vdiskview_fuzz::image_file(&file);
     let Ok(img) = vdiskview_fuzz::open(&path, Format::Qcow2) else { return };
-    if let Layer::Qcow2(q) = img.top() {
+    if let Some(q) = img.top().downcast_ref::<vdiskview_core::image::qcow2::Qcow2>() {
         let _ = q.bitmaps_ext_problem();
         let dir = q.bitmap_directory();
         for bm in &dir.bitmaps {

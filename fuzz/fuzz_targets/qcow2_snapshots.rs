@@ -26,8 +26,8 @@ fuzz_target!(|data: &[u8]| {
     }
     let Ok(img) = vdiskview_fuzz::open(&path, Format::Qcow2) else { return };
     vdiskview_fuzz::exercise(&img);
-    let ids: Vec<String> = match img.top() {
-        vdiskview_core::image::Layer::Qcow2(q) => q.snapshots().map(|v| v.iter().take(4).map(|s| s.id.clone()).collect()).unwrap_or_default(),
+    let ids: Vec<String> = match img.top().downcast_ref::<vdiskview_core::image::qcow2::Qcow2>() {
+        Some(q) => q.snapshots().map(|v| v.iter().take(4).map(|s| s.id.clone()).collect()).unwrap_or_default(),
         _ => vec![],
     };
     drop(img);

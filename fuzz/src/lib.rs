@@ -6,7 +6,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use vdiskview_core::image::{self, Format, Image, Layer, OpenOptions};
+use vdiskview_core::image::{self, Format, Image, OpenOptions};
 
 /// No single allocation may be larger than this: the inputs are at most a few MiB, so anything
 /// bigger was sized from an untrusted field instead of the file.
@@ -172,8 +172,10 @@ pub fn exercise(img: &Image) {
             let _ = img.read_host(0, off, &mut b);
         }
     }
-    match top {
-        Layer::Vhd(v) => {
+    let _ = top.tables(&mut std::io::sink());
+    let _ = top.info("fuzz");
+    if let Some(v) = top.downcast_ref::<vdiskview_core::image::vhd::Vhd>() {
+        {
             for b in 0..v.block_count().min(4096) {
                 let _ = v.bat_line(b);
             }
@@ -183,7 +185,9 @@ pub fn exercise(img: &Image) {
                 let _ = h.fields();
             }
         }
-        Layer::Qcow2(q) => {
+    }
+    if let Some(q) = top.downcast_ref::<vdiskview_core::image::qcow2::Qcow2>() {
+        {
             let _ = q.header.fields();
             let _ = q.l2_tables();
             if let Ok(t) = q.refcount_table() {
@@ -207,7 +211,6 @@ pub fn exercise(img: &Image) {
                 let _ = q.bitmap_extents(bm, 0, size.min(64 << 20));
             }
         }
-        Layer::Raw(_) => {}
     }
     let _ = image::check::check_image(img);
 }

@@ -20,19 +20,12 @@ struct Config {
 }
 
 static CONFIG: Mutex<Config> = Mutex::new(Config { file: None, readonly: false, format: None });
-static IMAGE: OnceLock<std::result::Result<Arc<RwLock<Image>>, String>> = OnceLock::new();
+static IMAGE: OnceLock<std::result::Result<Arc<RwLock<Image>>, (i32, String)>> = OnceLock::new();
 
-fn errno_of(e: &image::Error) -> i32 {
-    match e {
-        image::Error::Invalid(m) if m.contains("read-only") => libc::EROFS,
-        image::Error::Invalid(_) => libc::EINVAL,
-        image::Error::Unsupported(_) => libc::EOPNOTSUPP,
-        image::Error::Io(_) | image::Error::Corrupt(_) | image::Error::Chain(_) => libc::EIO,
-    }
-}
-
+/// The errno comes from the error's variant (an io error keeps its own: ENOSPC stays
+/// ENOSPC), never from its message.
 fn err(e: image::Error) -> Error {
-    Error::new(errno_of(&e), e.to_string())
+    Error::new(e.errno(), e.to_string())
 }
 
 /// The image, opened by the first connection: for writing unless the export is read-only
@@ -40,11 +33,11 @@ fn err(e: image::Error) -> Error {
 fn image(readonly: bool) -> Result<Arc<RwLock<Image>>> {
     let r = IMAGE.get_or_init(|| {
         let cfg = CONFIG.lock().unwrap();
-        let file = cfg.file.clone().ok_or("file= is required")?;
+        let file = cfg.file.clone().ok_or((libc::EINVAL, "file= is required".to_string()))?;
         let opts = OpenOptions { format: cfg.format, write: !(cfg.readonly || readonly), ..Default::default() };
-        image::open(std::path::Path::new(&file), &opts).map(|i| Arc::new(RwLock::new(i))).map_err(|e| e.to_string())
+        image::open(std::path::Path::new(&file), &opts).map(|i| Arc::new(RwLock::new(i))).map_err(|e| (e.errno(), e.to_string()))
     });
-    r.clone().map_err(|m| Error::new(libc::EIO, m))
+    r.clone().map_err(|(errno, m)| Error::new(errno, m))
 }
 
 struct Handle {

@@ -10,14 +10,13 @@ use anyhow::{bail, Result};
 use serde_json::{json, Value};
 
 use super::{open, Output};
-use crate::image::chain::Layer;
 use crate::image::qcow2::bitmap::Bitmap;
 use crate::image::qcow2::Qcow2;
 use crate::image::OpenOptions;
 
 pub fn run(path: &Path, opts: &OpenOptions, name: Option<&str>, output: Output) -> Result<ExitCode> {
     let img = open(path, &OpenOptions { no_backing: true, ..opts.clone() })?;
-    let Layer::Qcow2(q) = img.top() else {
+    let Some(q) = img.top().downcast_ref::<Qcow2>() else {
         bail!("{}: {} images have no persistent dirty bitmaps", path.display(), img.format().qemu_name());
     };
     if let Some(x) = q.bitmaps_ext() {

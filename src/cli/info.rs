@@ -8,8 +8,6 @@ use anyhow::Result;
 use serde_json::{json, Map, Value};
 
 use super::Output;
-use crate::image::chain::Layer;
-use crate::image::qcow2::header::{AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY};
 use crate::image::region::human_size;
 use crate::image::{self, combine_path, Image, OpenOptions};
 
@@ -49,13 +47,10 @@ pub fn layer_json(img: &Image, i: usize) -> Map<String, Value> {
             "dirty-flag": false,
         }}]),
     );
-    if let Layer::Qcow2(q) = l {
-        // qemu prints internal snapshots right after the children
-        if let Ok(sns) = q.snapshots() {
-            if !sns.is_empty() {
-                m.insert("snapshots".into(), Value::Array(sns.iter().map(snapshot_json).collect()));
-            }
-        }
+    let k = l.info(&li.name);
+    // qemu prints internal snapshots right after the children
+    if let Some(sns) = k.snapshots {
+        m.insert("snapshots".into(), sns);
     }
     m.insert("virtual-size".into(), json!(l.virtual_size()));
     m.insert("filename".into(), json!(li.name));
@@ -64,126 +59,35 @@ pub fn layer_json(img: &Image, i: usize) -> Map<String, Value> {
     }
     m.insert("format".into(), json!(l.format().qemu_name()));
     m.insert("actual-size".into(), json!(f.allocated_size()));
-    let mut dirty = false;
-    match l {
-        Layer::Qcow2(q) => {
-            let h = &q.header;
-            dirty = h.incompatible & INCOMPAT_DIRTY != 0;
-            if q.encrypted() {
-                m.insert("encrypted".into(), json!(true));
-            }
-            let mut d = Map::new();
-            if h.version == 2 {
-                d.insert("compat".into(), json!("0.10"));
-                d.insert("compression-type".into(), json!(h.compression_name()));
-                d.insert("refcount-bits".into(), json!(h.refcount_bits()));
-            } else {
-                d.insert("compat".into(), json!("1.1"));
-                d.insert("compression-type".into(), json!(h.compression_name()));
-                d.insert("lazy-refcounts".into(), json!(h.compatible & COMPAT_LAZY_REFCOUNTS != 0));
-                if let Ok(bms) = q.bitmaps() {
-                    if !bms.is_empty() {
-                        let list: Vec<Value> = bms
-                            .iter()
-                            .map(|b| json!({"flags": b.flag_names(), "name": b.name, "granularity": b.granularity()}))
-                            .collect();
-                        d.insert("bitmaps".into(), json!(list));
-                    }
-                }
-                d.insert("refcount-bits".into(), json!(h.refcount_bits()));
-                if let Some(df) = &h.data_file {
-                    d.insert("data-file".into(), json!(df));
-                    d.insert("data-file-raw".into(), json!(h.autoclear & AUTOCLEAR_DATA_FILE_RAW != 0));
-                }
-                d.insert("corrupt".into(), json!(h.incompatible & INCOMPAT_CORRUPT != 0));
-                d.insert("extended-l2".into(), json!(h.extended_l2()));
-            }
-            m.insert("format-specific".into(), json!({ "type": "qcow2", "data": d }));
-            if let Some(b) = &h.backing_file {
-                m.insert("backing-filename".into(), json!(b));
-                m.insert("full-backing-filename".into(), json!(combine_path(&li.name, b)));
-                if let Some(bf) = &h.backing_format {
-                    m.insert("backing-filename-format".into(), json!(bf));
-                }
-            }
-        }
-        Layer::Vhd(v) => {
-            // qemu does not follow a differencing disk's parent; we do, and say which it is
-            if let Some(p) = v.parent_ref() {
-                m.insert("backing-filename".into(), json!(p.name));
-                if let Some(next) = img.layers.get(i + 1) {
-                    m.insert("full-backing-filename".into(), json!(next.name));
-                }
-                m.insert("backing-filename-format".into(), json!("vpc"));
-            }
-        }
-        Layer::Raw(_) => {}
+    if k.encrypted {
+        m.insert("encrypted".into(), json!(true));
     }
+    if let Some(fs) = k.format_specific {
+        m.insert("format-specific".into(), fs);
+    }
+    if let Some(b) = &k.backing_filename {
+        m.insert("backing-filename".into(), json!(b));
+        // the file the chain opened (a VHD's parent is found through its locators)
+        let full = if k.backing_full_from_chain {
+            img.layers.get(i + 1).map(|next| next.name.clone())
+        } else {
+            Some(combine_path(&li.name, b))
+        };
+        if let Some(full) = full {
+            m.insert("full-backing-filename".into(), json!(full));
+        }
+        if let Some(bf) = &k.backing_format {
+            m.insert("backing-filename-format".into(), json!(bf));
+        }
+    }
+    let dirty = k.dirty;
     m.insert("dirty-flag".into(), json!(dirty));
     m
 }
 
-fn vhd_json(v: &crate::image::vhd::Vhd) -> Value {
-    let f = &v.footer;
-    let mut m = Map::new();
-    m.insert("disk-type".into(), json!(f.disk_type_name()));
-    m.insert("current-size".into(), json!(f.current_size));
-    m.insert("original-size".into(), json!(f.original_size));
-    m.insert("geometry".into(), json!({"cylinders": f.cylinders, "heads": f.heads, "sectors": f.sectors}));
-    m.insert("creator-application".into(), json!(crate::image::region::ascii(&f.creator_app)));
-    m.insert("unique-id".into(), json!(crate::image::vhd::footer::uuid(&f.unique_id)));
-    m.insert("footer-checksum-ok".into(), json!(f.checksum_ok()));
-    if let Some(h) = &v.header {
-        m.insert("block-size".into(), json!(h.block_size));
-        m.insert("max-table-entries".into(), json!(h.max_table_entries));
-        m.insert("table-offset".into(), json!(h.table_offset));
-        m.insert("header-checksum-ok".into(), json!(h.checksum_ok()));
-        let allocated = v.bat.iter().take(v.block_count() as usize).filter(|&&e| e != crate::image::vhd::BAT_UNUSED).count();
-        m.insert("allocated-blocks".into(), json!(allocated));
-        if v.is_differencing() {
-            m.insert("parent-name".into(), json!(h.parent_name));
-            m.insert("parent-unique-id".into(), json!(crate::image::vhd::footer::uuid(&h.parent_unique_id)));
-            let locs: Vec<Value> = h
-                .locators
-                .iter()
-                .map(|l| json!({"platform": crate::image::region::ascii(&l.code), "path": l.path, "offset": l.data_offset, "length": l.data_len}))
-                .collect();
-            m.insert("parent-locators".into(), json!(locs));
-        }
-    }
-    Value::Object(m)
-}
-
-/// One entry of qemu-img info's `snapshots`, with qemu's keys (`icount` only when recorded).
-pub fn snapshot_json(sn: &crate::image::qcow2::snapshot::Snapshot) -> Value {
-    let mut m = Map::new();
-    if let Some(ic) = sn.icount {
-        m.insert("icount".into(), json!(ic));
-    }
-    m.insert("vm-clock-nsec".into(), json!(sn.vm_clock_subsec()));
-    m.insert("name".into(), json!(sn.name));
-    m.insert("date-sec".into(), json!(sn.date_sec));
-    m.insert("date-nsec".into(), json!(sn.date_nsec));
-    m.insert("vm-clock-sec".into(), json!(sn.vm_clock_sec()));
-    m.insert("id".into(), json!(sn.id));
-    m.insert("vm-state-size".into(), json!(sn.vm_state_size));
-    Value::Object(m)
-}
-
-/// Snapshot and bitmap metadata qemu would refuse (it would not open the image).
+/// Metadata qemu would refuse (it would not open the image), of every layer.
 fn metadata_warnings(img: &Image) -> Vec<String> {
-    let mut w = Vec::new();
-    for li in &img.layers {
-        if let Layer::Qcow2(q) = &li.layer {
-            if let Err(e) = q.snapshot_table() {
-                w.push(format!("snapshot table: {}", e));
-            }
-            if let Err(e) = q.bitmaps() {
-                w.push(format!("bitmaps: {}", e));
-            }
-        }
-    }
-    w
+    img.layers.iter().flat_map(|li| li.layer.info(&li.name).problems).collect()
 }
 
 pub fn info_json(img: &Image) -> Value {
@@ -195,8 +99,8 @@ pub fn info_json(img: &Image) -> Value {
             m.insert("filename".into(), json!(li.name));
             m.insert("format".into(), json!(li.layer.format().qemu_name()));
             m.insert("virtual-size".into(), json!(li.layer.virtual_size()));
-            if let Layer::Vhd(v) = &li.layer {
-                m.insert("vhd".into(), vhd_json(v));
+            if let Some((key, v)) = li.layer.info(&li.name).extra {
+                m.insert(key.into(), v);
             }
             Value::Object(m)
         })
@@ -236,14 +140,8 @@ fn human(img: &Image, v: &Value) -> String {
     if g("encrypted").as_bool() == Some(true) {
         s += "encrypted: yes\n";
     }
-    if let Layer::Qcow2(q) = img.top() {
-        if let Ok(sns) = q.snapshots() {
-            if !sns.is_empty() {
-                s += "Snapshot list:\n";
-                s += &snapshot_table_text(&sns);
-            }
-        }
-    }
+    let top = img.top().info(&img.layers[0].name);
+    s += &top.human_after_header;
     if let Some(d) = v.pointer("/format-specific/data").and_then(|d| d.as_object()) {
         s += "Format specific information:\n";
         for (k, val) in d {
@@ -265,25 +163,10 @@ fn human(img: &Image, v: &Value) -> String {
             s += &format!("    {}: {}\n", k.replace('-', " "), val);
         }
     }
-    if let Layer::Vhd(vh) = img.top() {
-        s += "VHD:\n";
-        for f in vh.footer.fields() {
-            if !f.value.is_empty() {
-                s += &format!("    {}: {}\n", f.name, f.value);
-            }
-        }
-        if let Some(h) = &vh.header {
-            for f in h.fields() {
-                if f.value.is_empty() || f.value == "unused" {
-                    continue;
-                }
-                if !vh.is_differencing() && f.name.starts_with("Parent") {
-                    continue;
-                }
-                s += &format!("    {}: {}\n", f.name, f.value);
-            }
-            let allocated = vh.bat.iter().take(vh.block_count() as usize).filter(|&&e| e != crate::image::vhd::BAT_UNUSED).count();
-            s += &format!("    Allocated blocks: {} of {}\n", allocated, vh.block_count());
+    if let Some((key, _)) = &top.extra {
+        s += &format!("{}:\n", key.to_uppercase());
+        for line in &top.extra_human {
+            s += &format!("    {}\n", line);
         }
     }
     if img.layers.len() > 1 {
@@ -304,25 +187,6 @@ fn human(img: &Image, v: &Value) -> String {
         for w in warnings {
             s += &format!("    {}\n", w.as_str().unwrap_or(""));
         }
-    }
-    s
-}
-
-/// qemu-img's snapshot list (dates in UTC, where qemu uses local time).
-pub fn snapshot_table_text(sns: &[crate::image::qcow2::snapshot::Snapshot]) -> String {
-    let mut s = format!("{:<7} {:<16} {:>8} {:>19} {:>15} {:>10}\n", "ID", "TAG", "VM_SIZE", "DATE", "VM_CLOCK", "ICOUNT");
-    for sn in sns {
-        let secs = sn.vm_clock_sec();
-        let clock = format!("{:04}:{:02}:{:02}.{:03}", secs / 3600, (secs / 60) % 60, secs % 60, sn.vm_clock_subsec() / 1_000_000);
-        s += &format!(
-            "{:<7} {:<16} {:>8} {:>19} {:>15} {:>10}\n",
-            sn.id,
-            sn.name,
-            human_size(sn.vm_state_size),
-            crate::image::qcow2::snapshot::utc(sn.date_sec as i64),
-            clock,
-            sn.icount.map(|i| i.to_string()).unwrap_or_default()
-        );
     }
     s
 }

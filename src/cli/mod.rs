@@ -51,18 +51,27 @@ pub struct Cli {
 #[derive(Args, Clone, Default)]
 pub struct OpenArgs {
     /// Image format (probed when not given)
-    #[arg(long, short = 'f', value_enum)]
+    #[arg(long, short = 'f', value_parser = format_parser())]
     pub format: Option<FormatArg>,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-pub enum FormatArg {
-    Auto,
-    Vhd,
-    #[value(alias = "vpc")]
-    Vpc,
-    Qcow2,
-    Raw,
+/// `--format`: `auto` (probe) or any name of a registered format.
+#[derive(Clone, Copy)]
+pub struct FormatArg(Option<Format>);
+
+/// The names `--format` takes, from the format registry: a new format needs no change here.
+fn format_parser() -> impl clap::builder::TypedValueParser<Value = FormatArg> {
+    let mut names: Vec<&'static str> = vec!["auto"];
+    for f in Format::all() {
+        let d = f.driver();
+        for n in std::iter::once(d.name()).chain(std::iter::once(d.qemu_name())).chain(d.aliases().iter().copied()) {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(names).map(|s: String| FormatArg(Format::parse(&s)))
 }
 
 #[derive(Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
@@ -252,12 +261,7 @@ pub enum Command {
 
 impl OpenArgs {
     pub fn options(&self) -> OpenOptions {
-        let format = match self.format {
-            None | Some(FormatArg::Auto) => None,
-            Some(FormatArg::Vhd) | Some(FormatArg::Vpc) => Some(Format::Vhd),
-            Some(FormatArg::Qcow2) => Some(Format::Qcow2),
-            Some(FormatArg::Raw) => Some(Format::Raw),
-        };
+        let format = self.format.and_then(|f| f.0);
         OpenOptions { format, ..Default::default() }
     }
 }

@@ -8,7 +8,6 @@ use anyhow::Result;
 use serde_json::{json, Value};
 
 use super::{offset, open, Output};
-use crate::image::chain::Layer;
 use crate::image::{Image, OpenOptions};
 
 pub fn run(path: &Path, opts: &OpenOptions, off: &str, file: bool, output: Output) -> Result<ExitCode> {
@@ -26,11 +25,9 @@ pub fn guest_json(img: &Image, virt: u64) -> Result<Value> {
     let e = img.resolve(virt, 1)?;
     let li = &img.layers[e.depth];
     let host = e.host_at(0);
-    let (block, cluster, unit) = match &li.layer {
-        Layer::Vhd(v) => (v.block_size().map(|bs| virt / bs), None, v.block_size()),
-        Layer::Qcow2(q) => (None, Some(virt / q.cluster_size()), Some(q.cluster_size())),
-        Layer::Raw(_) => (None, None, None),
-    };
+    let unit = li.layer.cluster_size();
+    let index = unit.map(|u| virt / u);
+    let (block, cluster) = if li.layer.unit_is_block() { (index, None) } else { (None, index) };
     let host_file = host.and_then(|(id, _)| li.layer.host(id)).map(|f| f.name.clone());
     let mut v = json!({
         "virtual": virt,

@@ -2,7 +2,7 @@
 
 use ratatui_textarea::TextArea;
 
-use crate::image::chain::Layer;
+use crate::image::qcow2::Qcow2;
 use crate::image::region::Field;
 use crate::image::Image;
 
@@ -163,7 +163,7 @@ impl AppState {
         }
         // the footer first: it is what identifies a VHD
         header.sort_by_key(|h| if h.group == "footer" { 0 } else { 1 });
-        let is_qcow2 = matches!(top, Layer::Qcow2(_));
+        let is_qcow2 = top.downcast_ref::<Qcow2>().is_some();
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         let mut st = AppState {
             image_name: img.layers[0].name.clone(),

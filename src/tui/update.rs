@@ -6,6 +6,7 @@ use super::action::Action;
 use super::keymap::{self, Mode};
 use super::layout::{grid_shape, hex_rows, screen};
 use super::state::{AppState, Dialog, Pane, Popup, Space};
+use crate::image::qcow2::Qcow2;
 use crate::image::{expr, Image};
 
 /// Route a key: to the quit confirmation, the open dialog's text field, edit mode, else
@@ -316,8 +317,8 @@ pub fn update(st: &mut AppState, img: &Image, action: Action) {
         }
         Action::OpenFiles => super::picker::open_files(st, img),
         Action::NextDirtyBitmap => next_dirty_bitmap(st, img),
-        Action::ToggleHostGrid => match img.top() {
-            crate::image::chain::Layer::Qcow2(q) => {
+        Action::ToggleHostGrid => match img.top().downcast_ref::<Qcow2>() {
+            Some(q) => {
                 if st.host_map.is_none() {
                     match q.host_map() {
                         Ok(m) => st.host_map = Some(m),
@@ -454,10 +455,7 @@ fn move_in_pane(st: &mut AppState, img: &Image, mv: Action) {
 }
 
 pub fn l1_len(img: &Image) -> usize {
-    match img.top() {
-        crate::image::chain::Layer::Qcow2(q) => q.l1.len(),
-        _ => 0,
-    }
+    img.top().downcast_ref::<Qcow2>().map_or(0, |q| q.l1.len())
 }
 
 /// Enter (and every selection move): show what the focused pane selects in the hex view.
@@ -479,7 +477,7 @@ fn select(st: &mut AppState, img: &Image) {
             st.l1_sel = l1_index_of(img, v);
         }
         Pane::L1 => {
-            if let crate::image::chain::Layer::Qcow2(q) = img.top() {
+            if let Some(q) = img.top().downcast_ref::<Qcow2>() {
                 let v = (st.l1_sel as u64).saturating_mul(q.l1_span());
                 if v < img.virtual_size() {
                     st.grid_sel = img.unit_of(v);
@@ -492,10 +490,7 @@ fn select(st: &mut AppState, img: &Image) {
 }
 
 fn l1_index_of(img: &Image, virt: u64) -> usize {
-    match img.top() {
-        crate::image::chain::Layer::Qcow2(q) => (virt / q.l1_span()) as usize,
-        _ => 0,
-    }
+    img.top().downcast_ref::<Qcow2>().map_or(0, |q| (virt / q.l1_span()) as usize)
 }
 
 /// The guest offset under the cursor, when it has one.
@@ -723,7 +718,7 @@ fn click(st: &mut AppState, img: &Image, x: u16, y: u16) {
 
 /// Show the next persistent dirty bitmap in the Bitmap pane (after the last one: none).
 fn next_dirty_bitmap(st: &mut AppState, img: &Image) {
-    let crate::image::chain::Layer::Qcow2(q) = img.top() else {
+    let Some(q) = img.top().downcast_ref::<Qcow2>() else {
         st.message = Some("dirty bitmaps are a qcow2 feature".into());
         return;
     };

@@ -6,115 +6,16 @@ use std::path::Path;
 
 use super::io::HostFile;
 use super::region::Region;
-use super::mapping::{skip, Extent, HostFileId, LayerExtent, LayerKind};
-use super::{combine_path, probe, qcow2, raw, vhd, Error, Format, OpenOptions, Result};
+use super::mapping::{skip, Extent, LayerExtent, LayerKind};
+use super::driver::FormatLayer;
+pub use super::driver::BackingRef;
+use super::{combine_path, probe, Error, Format, OpenOptions, Result};
 
 /// Deepest chain we follow; deeper is reported as damage rather than walked forever.
 pub const MAX_CHAIN_DEPTH: usize = 256;
 
-/// One opened file of a chain, in its own format.
-pub enum Layer {
-    Raw(raw::Raw),
-    Vhd(vhd::Vhd),
-    Qcow2(qcow2::Qcow2),
-}
-
-/// What a layer says about the file beneath it.
-#[derive(Clone, Debug)]
-pub struct BackingRef {
-    /// The name as stored in the image (qemu's `backing-filename`).
-    pub name: String,
-    /// Paths to try, in order; the first that exists is the parent.
-    pub candidates: Vec<String>,
-    pub format: Option<Format>,
-}
-
-impl Layer {
-    pub fn format(&self) -> Format {
-        match self {
-            Layer::Raw(_) => Format::Raw,
-            Layer::Vhd(_) => Format::Vhd,
-            Layer::Qcow2(_) => Format::Qcow2,
-        }
-    }
-
-    pub fn virtual_size(&self) -> u64 {
-        match self {
-            Layer::Raw(r) => r.virtual_size(),
-            Layer::Vhd(v) => v.virtual_size(),
-            Layer::Qcow2(q) => q.virtual_size(),
-        }
-    }
-
-    /// What this layer alone holds at `virt`, for a run of at most `max` bytes (> 0).
-    pub fn status(&self, virt: u64, max: u64) -> Result<LayerExtent> {
-        match self {
-            Layer::Raw(r) => r.status(virt, max),
-            Layer::Vhd(v) => v.status(virt, max),
-            Layer::Qcow2(q) => q.status(virt, max),
-        }
-    }
-
-    pub fn host(&self, id: HostFileId) -> Option<&HostFile> {
-        match (self, id) {
-            (Layer::Raw(r), HostFileId::Image) => Some(&r.file),
-            (Layer::Vhd(v), HostFileId::Image) => Some(&v.file),
-            (Layer::Qcow2(q), HostFileId::Image) => Some(&q.file),
-            (Layer::Qcow2(q), HostFileId::DataFile) => q.data_file.as_ref(),
-            _ => None,
-        }
-    }
-
-    pub fn file(&self) -> &HostFile {
-        self.host(HostFileId::Image).expect("every layer has its image file")
-    }
-
-    /// qcow2 cluster size, or a dynamic VHD's block size.
-    pub fn cluster_size(&self) -> Option<u64> {
-        match self {
-            Layer::Raw(_) => None,
-            Layer::Vhd(v) => v.block_size(),
-            Layer::Qcow2(q) => Some(q.cluster_size()),
-        }
-    }
-
-    pub fn backing(&self) -> Option<BackingRef> {
-        match self {
-            Layer::Raw(_) => None,
-            Layer::Vhd(v) => v.parent_ref(),
-            Layer::Qcow2(q) => q.backing_ref(),
-        }
-    }
-
-    /// The structures of this layer's image file, in file order (qcow2 data clusters are
-    /// found on demand by [`Image::locate_host`]).
-    pub fn regions(&self) -> Vec<Region> {
-        match self {
-            Layer::Raw(r) => {
-                let mut d = Region::new(0, r.file.len(), "data", "disk data");
-                d.virt = Some(0);
-                vec![d]
-            }
-            Layer::Vhd(v) => v.regions(),
-            Layer::Qcow2(q) => q.regions(),
-        }
-    }
-
-    pub fn warnings(&self) -> Vec<String> {
-        match self {
-            Layer::Raw(_) => vec![],
-            Layer::Vhd(v) => v.warnings.clone(),
-            Layer::Qcow2(q) => q.warnings.clone(),
-        }
-    }
-
-    fn read_compressed(&self, host: u64, csize: u64, cluster_virt: u64, delta: u64, buf: &mut [u8]) -> Result<()> {
-        match self {
-            Layer::Qcow2(q) => q.read_compressed(host, csize, cluster_virt, delta, buf),
-            _ => Err(Error::Corrupt("compressed data in a format without compression".into())),
-        }
-    }
-}
+/// One opened file of a chain, in its own format, behind the driver boundary.
+pub type Layer = Box<dyn FormatLayer>;
 
 pub struct LayerInfo {
     /// The file name as qemu would print it: the top as given, a backing file combined with
@@ -148,22 +49,21 @@ fn open_layer_mode(path: &Path, name: String, format: Option<Format>, write: boo
         Some(f) => f,
         None => probe(&file)?,
     };
-    Ok(match format {
-        Format::Raw => Layer::Raw(raw::Raw::open(file)),
-        Format::Vhd => Layer::Vhd(vhd::Vhd::open(file)?),
-        Format::Qcow2 => Layer::Qcow2(qcow2::Qcow2::open(file)?),
-    })
+    let layer = format.driver().open(file)?;
+    if write {
+        // an external data file is written too: take its lock as well
+        for f in layer.host_files().into_iter().skip(1) {
+            f.lock_for_write()?;
+        }
+    }
+    Ok(layer)
 }
 
 /// Parse a layer's file again (after its bytes were patched by hand), on a duplicate of its
 /// descriptor so qemu's locks stay held.
 pub(crate) fn reparse(layer: &Layer) -> Result<Layer> {
     let file = layer.file().dup()?;
-    Ok(match layer.format() {
-        Format::Raw => Layer::Raw(raw::Raw::open(file)),
-        Format::Vhd => Layer::Vhd(vhd::Vhd::open(file)?),
-        Format::Qcow2 => Layer::Qcow2(qcow2::Qcow2::open(file)?),
-    })
+    layer.format().driver().open(file)
 }
 
 fn identity(path: &Path) -> Option<(u64, u64)> {
@@ -174,13 +74,6 @@ fn identity(path: &Path) -> Option<(u64, u64)> {
 pub fn open_chain(path: &Path, opts: &OpenOptions) -> Result<Image> {
     let top_name = path.to_string_lossy().into_owned();
     let top = open_layer_mode(path, top_name.clone(), opts.format, opts.write)?;
-    if opts.write {
-        if let Layer::Qcow2(q) = &top {
-            if let Some(df) = &q.data_file {
-                df.lock_for_write()?;
-            }
-        }
-    }
     let mut warnings: Vec<String> = top.warnings().iter().map(|w| format!("{}: {}", top_name, w)).collect();
     let mut seen = HashSet::new();
     if let Some(id) = identity(path) {
@@ -237,10 +130,8 @@ fn follow(layers: &mut Vec<LayerInfo>, seen: &mut HashSet<(u64, u64)>, warnings:
         let layer = open_layer(path, name.clone(), backing.format)
             .map_err(|e| Error::Chain(format!("{}: backing file: {}", child_name, e)))?;
         warnings.extend(layer.warnings().iter().map(|w| format!("{}: {}", name, w)));
-        if let (Layer::Vhd(child), Layer::Vhd(parent)) = (&last.layer, &layer) {
-            if let Some(w) = child.check_parent(parent) {
-                warnings.push(format!("{}: {}", child_name, w));
-            }
+        if let Some(w) = last.layer.check_parent(&*layer) {
+            warnings.push(format!("{}: {}", child_name, w));
         }
         layers.push(LayerInfo { name, layer, named_as: Some(backing.name) });
     }
@@ -325,10 +216,8 @@ impl Image {
         if let Some(r) = regions[..i].iter().rev().take(8).find(|r| r.contains(off)) {
             return Ok(r.clone());
         }
-        if let Layer::Qcow2(q) = l {
-            if let Some(r) = q.data_at(off, HostFileId::Image)? {
-                return Ok(r);
-            }
+        if let Some(r) = l.data_region_at(off)? {
+            return Ok(r);
         }
         let start = regions[..i].iter().map(|r| r.start + r.len).filter(|&e| e <= off).max().unwrap_or(0);
         let end = regions.get(i).map(|r| r.start).unwrap_or(len);
@@ -394,7 +283,7 @@ pub fn read_in(layers: &[LayerInfo], virt: u64, buf: &mut [u8]) -> Result<()> {
             size
         ))
     })?;
-    if let Some(l) = layers.iter().find(|l| matches!(&l.layer, Layer::Qcow2(q) if q.encrypted())) {
+    if let Some(l) = layers.iter().find(|l| l.layer.encrypted()) {
         return Err(Error::Unsupported(format!(
             "{} is encrypted; vdiskview does not decrypt guest data (map, info and tables still work)",
             l.name
@@ -415,10 +304,10 @@ pub fn read_extent_in(layers: &[LayerInfo], e: &Extent, buf: &mut [u8]) -> Resul
     let layer = &layers[e.depth].layer;
     match e.kind {
         LayerKind::Data { file, host, .. } => {
-            let f = layer.host(file).ok_or_else(|| Error::Corrupt("data in a missing file".into()))?;
+            let f = layer.host(file).ok_or_else(|| Error::corrupt("data in a missing file"))?;
             if host >= f.len() && !buf.is_empty() {
                 // qemu reads zeros here; a data cluster wholly past the end is damage
-                return Err(Error::Corrupt(format!(
+                return Err(Error::corrupt(format!(
                     "{}: guest offset 0x{:x} maps to 0x{:x}, past the end of {} (0x{:x} bytes)",
                     layers[e.depth].name,
                     e.virt,

@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
-use super::chain::{Image, Layer};
+use super::chain::Image;
 use super::io::HostFile;
-use super::{probe, qcow2, vhd, Error, Format, Result};
+use super::{probe, Format, Result};
 
 /// How bad a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -158,27 +158,13 @@ pub fn check_path(path: &Path, format: Option<Format>) -> Result<CheckReport> {
         Some(f) => f,
         None => probe(&file)?,
     };
-    match format {
-        Format::Qcow2 => {
-            let q = qcow2::Qcow2::open(file)?;
-            qcow2::check::check(&q)
-        }
-        Format::Vhd => Ok(vhd::check::check_file(file)),
-        Format::Raw => Err(Error::Unsupported(format!(
-            "{}: a raw image has no metadata to check",
-            path.display()
-        ))),
-    }
+    format.driver().check_file(file)
 }
 
 /// Check the top layer of an opened image (for front ends that already hold it).
 pub fn check_image(img: &Image) -> Result<CheckReport> {
     let li = &img.layers[0];
-    match &li.layer {
-        Layer::Qcow2(q) => qcow2::check::check(q),
-        Layer::Vhd(v) => Ok(vhd::check::check(&v.file, Some(v))),
-        Layer::Raw(_) => Err(Error::Unsupported(format!("{}: a raw image has no metadata to check", li.name))),
-    }
+    li.layer.check(&li.name)
 }
 
 #[cfg(test)]

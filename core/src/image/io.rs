@@ -32,12 +32,12 @@ impl HostFile {
             .read(true)
             .write(write)
             .open(path)
-            .map_err(|e| Error::Io(format!("{}: {}", path.display(), e)))?;
+            .map_err(|e| Error::io(path.display().to_string(), e))?;
         let meta = file
             .metadata()
-            .map_err(|e| Error::Io(format!("{}: {}", path.display(), e)))?;
+            .map_err(|e| Error::io(path.display().to_string(), e))?;
         if meta.is_dir() {
-            return Err(Error::Io(format!("{}: is a directory", path.display())));
+            return Err(Error::io_other(path.display().to_string(), "is a directory"));
         }
         let len = if meta.file_type().is_file() { meta.len() } else { block_device_len(&file) };
         Ok(HostFile { file, name, path: path.to_path_buf(), len: AtomicU64::new(len), writable: write })
@@ -59,7 +59,7 @@ impl HostFile {
     /// A second handle on the same open file description (so the same locks), for parsing
     /// the file again after its metadata was patched.
     pub fn dup(&self) -> Result<HostFile> {
-        let file = self.file.try_clone().map_err(|e| Error::Io(format!("{}: {}", self.name, e)))?;
+        let file = self.file.try_clone().map_err(|e| Error::io(format!("{}", self.name), e))?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(self.len());
         Ok(HostFile { file, name: self.name.clone(), path: self.path.clone(), len: AtomicU64::new(len), writable: self.writable })
     }
@@ -71,11 +71,11 @@ impl HostFile {
     /// Write `data` at `off`, growing the file if it ends before.
     pub fn write_at(&self, off: u64, data: &[u8]) -> Result<()> {
         if !self.writable {
-            return Err(Error::Invalid(format!("{} is open read-only", self.name)));
+            return Err(Error::ReadOnly(format!("{} is open read-only", self.name)));
         }
         self.file
             .write_all_at(data, off)
-            .map_err(|e| Error::Io(format!("{}: write at 0x{:x}: {}", self.name, off, e)))?;
+            .map_err(|e| Error::io(format!("{}: write at 0x{:x}", self.name, off), e))?;
         self.len.fetch_max(off + data.len() as u64, Ordering::AcqRel);
         Ok(())
     }
@@ -85,7 +85,7 @@ impl HostFile {
         if !self.writable {
             return Ok(());
         }
-        self.file.sync_data().map_err(|e| Error::Io(format!("{}: flush: {}", self.name, e)))
+        self.file.sync_data().map_err(|e| Error::io(format!("{}: flush", self.name), e))
     }
 
     /// Take qemu's image locks for a writer; see [`super::lock`].
@@ -106,7 +106,7 @@ impl HostFile {
         match end {
             Some(end) if end <= len => {}
             _ => {
-                return Err(Error::Corrupt(format!(
+                return Err(Error::corrupt(format!(
                     "{} at 0x{:x}+0x{:x} lies past the end of {} (0x{:x} bytes)",
                     what,
                     off,
@@ -118,7 +118,7 @@ impl HostFile {
         }
         self.file
             .read_exact_at(buf, off)
-            .map_err(|e| Error::Io(format!("{}: read at 0x{:x}: {}", self.name, off, e)))
+            .map_err(|e| Error::io(format!("{}: read at 0x{:x}", self.name, off), e))
     }
 
     /// Read at `off`, filling whatever lies past the end of the file with zeros, as qemu does
@@ -128,7 +128,7 @@ impl HostFile {
         if avail > 0 {
             self.file
                 .read_exact_at(&mut buf[..avail], off)
-                .map_err(|e| Error::Io(format!("{}: read at 0x{:x}: {}", self.name, off, e)))?;
+                .map_err(|e| Error::io(format!("{}: read at 0x{:x}", self.name, off), e))?;
         }
         buf[avail..].fill(0);
         Ok(())

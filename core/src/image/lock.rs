@@ -41,7 +41,7 @@ fn held_by_other(file: &File, byte: i64) -> Result<bool> {
     // SAFETY: a valid fd and a valid flock struct.
     let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
     if r < 0 {
-        return Err(Error::Io(format!("lock test: {}", std::io::Error::last_os_error())));
+        return Err(Error::io("lock test", std::io::Error::last_os_error()));
     }
     Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
 }
@@ -51,7 +51,7 @@ fn take(file: &File, byte: i64) -> Result<()> {
     // SAFETY: as above.
     let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
     if r < 0 {
-        return Err(Error::Io(format!("lock byte {}: {}", byte, std::io::Error::last_os_error())));
+        return Err(Error::io(format!("lock byte {}", byte), std::io::Error::last_os_error()));
     }
     Ok(())
 }
@@ -100,22 +100,28 @@ pub fn lock_for_write(file: &File, name: &str) -> Result<()> {
 fn check_free(file: &File, name: &str) -> Result<()> {
     for bit in [READ, WRITE, RESIZE] {
         if held_by_other(file, SHARED_BASE + bit)? {
-            return Err(Error::Invalid(format!(
-                "{} is in use by another process that does not share the \"{}\" permission (qemu lock byte {}); refusing to write",
-                name,
-                names(bit),
-                SHARED_BASE + bit
-            )));
+            return Err(Error::Locked {
+                by: format!("a process that does not share the \"{}\" permission", names(bit)),
+                detail: format!(
+                    "{} is in use by another process that does not share the \"{}\" permission (qemu lock byte {}); refusing to write",
+                    name,
+                    names(bit),
+                    SHARED_BASE + bit
+                ),
+            });
         }
     }
     for bit in [WRITE, RESIZE] {
         if held_by_other(file, PERM_BASE + bit)? {
-            return Err(Error::Invalid(format!(
-                "{} is in use: another process holds it for {} (qemu lock byte {}); refusing to write",
-                name,
-                names(bit),
-                PERM_BASE + bit
-            )));
+            return Err(Error::Locked {
+                by: format!("a process holding it for {}", names(bit)),
+                detail: format!(
+                    "{} is in use: another process holds it for {} (qemu lock byte {}); refusing to write",
+                    name,
+                    names(bit),
+                    PERM_BASE + bit
+                ),
+            });
         }
     }
     Ok(())

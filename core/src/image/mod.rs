@@ -3,6 +3,8 @@
 
 pub mod chain;
 pub mod check;
+pub mod driver;
+pub mod error;
 pub mod expr;
 pub mod io;
 pub mod lock;
@@ -22,48 +24,8 @@ use std::path::{Path, PathBuf};
 pub use chain::{Image, Layer, LayerInfo};
 pub use mapping::{Extent, HostFileId, LayerExtent, LayerKind};
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    Io(String),
-    #[error("{0}")]
-    Corrupt(String),
-    #[error("{0}")]
-    Unsupported(String),
-    #[error("{0}")]
-    Chain(String),
-    #[error("{0}")]
-    Invalid(String),
-}
-
-pub type Result<T> = std::result::Result<T, Error>;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    Raw,
-    Vhd,
-    Qcow2,
-}
-
-impl Format {
-    /// The name qemu gives the format (`qemu-img info`'s `format`).
-    pub fn qemu_name(self) -> &'static str {
-        match self {
-            Format::Raw => "raw",
-            Format::Vhd => "vpc",
-            Format::Qcow2 => "qcow2",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Format> {
-        match s.to_ascii_lowercase().as_str() {
-            "raw" => Some(Format::Raw),
-            "vhd" | "vpc" => Some(Format::Vhd),
-            "qcow2" => Some(Format::Qcow2),
-            _ => None,
-        }
-    }
-}
+pub use driver::{probe, BackingRef, Format, FormatDriver, FormatLayer};
+pub use error::{Error, Result};
 
 #[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
@@ -81,36 +43,17 @@ pub struct OpenOptions {
     pub snapshot: Option<String>,
 }
 
-/// Probe a file's format from its bytes: qcow2 magic, a VHD footer at the end (512 or the old
-/// 511 bytes) or its copy at offset 0; anything else is raw.
-pub fn probe(file: &io::HostFile) -> Result<Format> {
-    let mut magic = [0u8; 8];
-    if file.len() >= 4 {
-        file.read_exact_at(0, &mut magic[..4], "magic")?;
-        if &magic[..4] == b"QFI\xfb" {
-            return Ok(Format::Qcow2);
-        }
-    }
-    if vhd::footer::find_cookie(file)?.is_some() {
-        return Ok(Format::Vhd);
-    }
-    Ok(Format::Raw)
-}
-
 /// Open an image and its whole backing chain.
 pub fn open(path: &Path, opts: &OpenOptions) -> Result<Image> {
     let mut img = chain::open_chain(path, opts)?;
     if let Some(name) = &opts.snapshot {
-        match &mut img.layers[0].layer {
-            Layer::Qcow2(q) => q.select_snapshot(name)?,
-            l => {
-                return Err(Error::Unsupported(format!(
-                    "{}: {} images have no internal snapshots",
-                    path.display(),
-                    l.format().qemu_name()
-                )))
-            }
-        }
+        img.layers[0]
+            .layer
+            .select_snapshot(name)
+            .map_err(|e| match e {
+                Error::Unsupported(m) => Error::Unsupported(format!("{}: {}", path.display(), m)),
+                e => e,
+            })?;
     }
     Ok(img)
 }

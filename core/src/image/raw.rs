@@ -1,8 +1,67 @@
 //! Raw images: the guest disk is the file.
 
+use std::any::Any;
+use std::io::Write;
+
+use super::driver::{Format, FormatDriver, FormatLayer, LayerInfoKeys};
 use super::io::HostFile;
 use super::mapping::{HostFileId, LayerExtent, LayerKind};
+use super::region::Region;
 use super::Result;
+
+pub struct Driver;
+pub static DRIVER: Driver = Driver;
+
+impl FormatDriver for Driver {
+    fn name(&self) -> &'static str {
+        "raw"
+    }
+    fn qemu_name(&self) -> &'static str {
+        "raw"
+    }
+    /// Anything is a raw image; probing asks the other formats first.
+    fn probe(&self, _file: &HostFile) -> Result<bool> {
+        Ok(true)
+    }
+    fn open(&self, file: HostFile) -> Result<Box<dyn FormatLayer>> {
+        Ok(Box::new(Raw::open(file)))
+    }
+}
+
+impl FormatLayer for Raw {
+    fn format(&self) -> Format {
+        Format::Raw
+    }
+    fn virtual_size(&self) -> u64 {
+        Raw::virtual_size(self)
+    }
+    fn status(&self, virt: u64, max: u64) -> Result<LayerExtent> {
+        Raw::status(self, virt, max)
+    }
+    fn host(&self, id: HostFileId) -> Option<&HostFile> {
+        (id == HostFileId::Image).then_some(&self.file)
+    }
+    fn regions(&self) -> Vec<Region> {
+        let mut d = Region::new(0, self.file.len(), "data", "disk data");
+        d.virt = Some(0);
+        vec![d]
+    }
+    fn info(&self, _name: &str) -> LayerInfoKeys {
+        LayerInfoKeys::default()
+    }
+    fn tables(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(out, "raw image: {} bytes, no metadata", self.file.len())
+    }
+    fn write(&mut self, virt: u64, data: &[u8], _below: &dyn Fn(u64, &mut [u8]) -> Result<()>) -> Result<()> {
+        self.file.write_at(virt, data)?;
+        self.file.sync()?;
+        super::write::step("raw data");
+        Ok(())
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
 
 pub struct Raw {
     pub file: HostFile,

@@ -124,3 +124,12 @@ pub fn utc(t: i64) -> String {
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
     format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02}", y, m, d, secs / 3600, secs / 60 % 60, secs % 60)
 }
+
+/// Fields as `name : value` lines (`tables`), skipping those without a value.
+pub fn write_fields(out: &mut dyn std::io::Write, fs: &[Field]) -> std::io::Result<()> {
+    for f in fs.iter().filter(|f| !f.value.is_empty()) {
+        writeln!(out, "{} : {}", f.name, f.value)?;
+    }
+    Ok(())
+}
+

@@ -2,7 +2,7 @@
 //! computed from the chain's extents on demand, so their cost follows what is shown, not
 //! the size of the image.
 
-use super::chain::{Image, Layer};
+use super::chain::Image;
 use super::mapping::LayerKind;
 use super::vhd;
 use super::Result;
@@ -52,11 +52,7 @@ impl Image {
 
     /// Name of the unit for people: "block" (VHD), "cluster" (QCOW2), "MiB" (raw).
     pub fn unit_name(&self) -> &'static str {
-        match self.top() {
-            Layer::Vhd(v) if v.block_size().is_some() => "block",
-            Layer::Qcow2(_) => "cluster",
-            _ => "MiB",
-        }
+        self.top().unit_name()
     }
 
     pub fn unit_of(&self, virt: u64) -> u64 {
@@ -73,7 +69,7 @@ impl Image {
             LayerKind::Data { .. } | LayerKind::Opaque | LayerKind::ZeroData { .. } => 0,
             // a dynamic VHD's missing block reads zero (qemu calls it zero), but it is not
             // allocated: the grid shows the BAT as it is
-            LayerKind::Zero { host: None } if matches!(self.layers[e.depth].layer, Layer::Vhd(_)) => 2,
+            LayerKind::Zero { host: None } if self.layers[e.depth].layer.zero_means_unallocated() => 2,
             LayerKind::Zero { .. } => 1,
             LayerKind::Unallocated { .. } => 2,
             LayerKind::Compressed { .. } => 3,
@@ -117,16 +113,9 @@ impl Image {
         Ok(UnitKind::Mixed { depth: min_depth })
     }
 
-    /// A top-layer qcow2 data cluster whose L2 entry lacks OFLAG_COPIED: its refcount is
-    /// above one, shared with a snapshot.
+    /// Top-layer data shared with a snapshot (a write copies it first).
     fn shared_cluster(&self, virt: u64) -> Result<bool> {
-        let Layer::Qcow2(q) = self.top() else { return Ok(false) };
-        if q.data_file.is_some() {
-            return Ok(false);
-        }
-        Ok(q.l2_entry(virt)?.is_some_and(|e| {
-            e.entry & super::qcow2::cluster::OFLAG_COPIED == 0 && e.entry & super::qcow2::cluster::L2E_OFFSET_MASK != 0
-        }))
+        self.top().shared_with_snapshot(virt)
     }
 
     /// The next guest offset after `virt` (or before it, `forward == false`) where data of
@@ -198,9 +187,9 @@ impl Image {
 
     /// Sector bitmap of a VHD block of the top layer: (bits, sectors per block).
     pub fn vhd_bitmap(&self, block: u64) -> Result<Option<(std::sync::Arc<Vec<u8>>, u64)>> {
-        match self.top() {
-            Layer::Vhd(v) if v.block_size().is_some() => {
-                let sectors = v.block_size().unwrap() / 512;
+        match self.top().downcast_ref::<vhd::Vhd>() {
+            Some(v) if v.block_size().is_some() => {
+                let sectors = v.block_size().unwrap_or(0) / 512;
                 Ok(v.bitmap(block)?.map(|b| (b, sectors)))
             }
             _ => Ok(None),

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::chain::{read_below, Image, Layer};
+use super::chain::{read_below, Image};
 use super::{Error, Result};
 
 static STEPS: AtomicU64 = AtomicU64::new(0);
@@ -43,7 +43,7 @@ impl Image {
     fn check_writable(&self) -> Result<()> {
         let top = &self.layers[0];
         if !top.layer.file().writable() {
-            return Err(Error::Invalid(format!("{} is open read-only (use --write to patch it)", top.name)));
+            return Err(Error::ReadOnly(format!("{} is open read-only (use --write to patch it)", top.name)));
         }
         Ok(())
     }
@@ -67,16 +67,7 @@ impl Image {
         let (top, below) = self.layers.split_at_mut(1);
         let below = &*below;
         let reader = |v: u64, buf: &mut [u8]| read_below(below, v, buf);
-        let r = match &mut top[0].layer {
-            Layer::Raw(r) => {
-                r.file.write_at(virt, data)?;
-                r.file.sync()?;
-                step("raw data");
-                Ok(())
-            }
-            Layer::Vhd(v) => v.write(virt, data, &reader),
-            Layer::Qcow2(q) => q.write(virt, data, &reader),
-        };
+        let r = top[0].layer.write(virt, data, &reader);
         self.invalidate();
         r
     }
@@ -105,7 +96,7 @@ impl Image {
                 self.layers[0].layer = l;
                 Ok(())
             }
-            Err(e) => Err(Error::Corrupt(format!("the bytes were written, but the image no longer parses: {}", e))),
+            Err(e) => Err(Error::corrupt(format!("the bytes were written, but the image no longer parses: {}", e))),
         }
     }
 }

@@ -8,7 +8,6 @@ use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 use super::block;
-use crate::image::chain::Layer;
 use crate::image::qcow2::check::{ClusterRole, HostMap};
 use crate::image::Image;
 use crate::tui::layout::grid_shape;
@@ -16,11 +15,7 @@ use crate::tui::state::{AppState, Pane};
 use crate::tui::theme;
 
 pub fn title(img: &Image) -> &'static str {
-    match img.top() {
-        Layer::Qcow2(_) => "L2",
-        Layer::Vhd(v) if v.block_size().is_some() => "BAT",
-        _ => "Map",
-    }
+    img.top().table_name()
 }
 
 /// First grid row shown: keeps the selected cell in view.

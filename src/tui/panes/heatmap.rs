@@ -9,7 +9,8 @@ use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 use super::block;
-use crate::image::chain::Layer;
+use crate::image::qcow2::Qcow2;
+use crate::image::vhd::Vhd;
 use crate::image::qcow2::cluster::Sub;
 use crate::image::Image;
 use crate::tui::state::{AppState, Pane};
@@ -47,8 +48,13 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
     let width = r.width.saturating_sub(2).max(1) as usize;
     let height = r.height.saturating_sub(2) as usize;
     let mut lines = Vec::new();
-    let (title, cells) = match img.top() {
-        Layer::Vhd(v) if v.block_size().is_some() => {
+    // the sector bitmap of a VHD block and the subclusters of an extended-L2 qcow2 cluster
+    // are each their format's own picture: the pane asks for the format it can draw
+    let top = img.top();
+    let vhd = top.downcast_ref::<Vhd>().filter(|v| v.block_size().is_some());
+    let qcow2 = top.downcast_ref::<Qcow2>();
+    let (title, cells) = match (vhd, qcow2) {
+        (Some(_), _) => {
             let block = st.grid_sel;
             match img.vhd_bitmap(block) {
                 Ok(Some((bm, sectors))) => {
@@ -76,7 +82,7 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
                 }
             }
         }
-        Layer::Qcow2(q) => {
+        (None, Some(q)) => {
             let virt = img.unit_start(st.grid_sel);
             let mut cells = Vec::new();
             match q.l2_entry(virt) {

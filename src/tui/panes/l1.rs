@@ -7,7 +7,6 @@ use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 use super::{block, inner_rows, scroll_to};
-use crate::image::chain::Layer;
 use crate::image::qcow2::cluster::L1E_OFFSET_MASK;
 use crate::image::Image;
 use crate::tui::state::{AppState, Pane};
@@ -18,7 +17,7 @@ pub fn first_row(st: &AppState, r: Rect) -> usize {
 }
 
 pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
-    let Layer::Qcow2(q) = img.top() else { return };
+    let Some(q) = img.top().downcast_ref::<crate::image::qcow2::Qcow2>() else { return };
     let focused = st.focus == Pane::L1;
     let rows = inner_rows(r);
     let first = scroll_to(st.l1_sel, rows, q.l1.len());

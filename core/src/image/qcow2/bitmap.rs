@@ -319,7 +319,7 @@ impl Qcow2 {
     pub fn bitmaps(&self) -> Result<Vec<Bitmap>> {
         let dir = self.bitmap_directory();
         match dir.error {
-            Some(e) => Err(Error::Corrupt(format!("{}: {}", self.file.name, e))),
+            Some(e) => Err(Error::corrupt(format!("{}: {}", self.file.name, e))),
             None => Ok(dir.bitmaps),
         }
     }
@@ -341,7 +341,7 @@ impl Qcow2 {
     pub fn bitmap_table(&self, bm: &Bitmap) -> Result<Vec<u64>> {
         let bytes = bm.table_size as u64 * 8;
         if bm.table_size > MAX_TABLE_SIZE || bm.table_offset.checked_add(bytes).is_none_or(|e| e > self.file.len()) {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "{}: bitmap '{}': table at 0x{:x} ({} entries) lies past the end of the file",
                 self.file.name, bm.name, bm.table_offset, bm.table_size
             )));
@@ -367,7 +367,7 @@ impl Qcow2 {
             return Ok(out);
         }
         if !(MIN_GRANULARITY_BITS..=MAX_GRANULARITY_BITS).contains(&bm.granularity_bits) {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "{}: bitmap '{}': granularity bits {} out of range",
                 self.file.name, bm.name, bm.granularity_bits
             )));
@@ -393,7 +393,7 @@ impl Qcow2 {
             let c_end = c_start.saturating_add(cover);
             let entry = table.get(idx as usize).copied().unwrap_or(0);
             if let Some(p) = table_entry_problem(entry, cs) {
-                return Err(Error::Corrupt(format!(
+                return Err(Error::corrupt(format!(
                     "{}: bitmap '{}': table entry {} (0x{:016x}): {}",
                     self.file.name, bm.name, idx, entry, p
                 )));

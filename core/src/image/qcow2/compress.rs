@@ -17,10 +17,10 @@ fn inflate(input: &[u8], out: &mut [u8]) -> Result<()> {
     let mut d = flate2::Decompress::new(false);
     let status = d
         .decompress(input, out, flate2::FlushDecompress::Finish)
-        .map_err(|e| Error::Corrupt(format!("compressed cluster does not inflate: {}", e)))?;
+        .map_err(|e| Error::corrupt(format!("compressed cluster does not inflate: {}", e)))?;
     // qemu accepts a stream that fills the cluster, ended or not
     if (d.total_out() as usize) < out.len() {
-        return Err(Error::Corrupt(format!(
+        return Err(Error::corrupt(format!(
             "compressed cluster inflates to {} bytes, not a whole cluster of {} ({:?})",
             d.total_out(),
             out.len(),
@@ -32,8 +32,8 @@ fn inflate(input: &[u8], out: &mut [u8]) -> Result<()> {
 
 fn unzstd(input: &[u8], out: &mut [u8]) -> Result<()> {
     let mut dec = zstd::stream::read::Decoder::with_buffer(input)
-        .map_err(|e| Error::Corrupt(format!("zstd: {}", e)))?
+        .map_err(|e| Error::corrupt(format!("zstd: {}", e)))?
         .single_frame();
     dec.read_exact(out)
-        .map_err(|e| Error::Corrupt(format!("compressed cluster does not decompress as zstd: {}", e)))
+        .map_err(|e| Error::corrupt(format!("compressed cluster does not decompress as zstd: {}", e)))
 }

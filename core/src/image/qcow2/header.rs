@@ -81,7 +81,7 @@ impl Header {
     pub fn read(file: &HostFile) -> Result<Header> {
         let name = &file.name;
         if file.len() < V2_HEADER_LEN as u64 {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "{}: qcow2 header truncated: the file has {} bytes, the header needs {}",
                 name,
                 file.len(),
@@ -97,7 +97,7 @@ impl Header {
         }
         let cluster_bits = r.u32(20);
         if !(9..=21).contains(&cluster_bits) {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "{}: cluster size 2^{} is out of the range 512 B to 2 MiB",
                 name, cluster_bits
             )));
@@ -117,7 +117,7 @@ impl Header {
             refcount_order = r3.u32(24);
             header_length = r3.u32(28);
             if header_length < 104 || header_length as u64 > cluster_size {
-                return Err(Error::Corrupt(format!("{}: invalid header_length {}", name, header_length)));
+                return Err(Error::corrupt(format!("{}: invalid header_length {}", name, header_length)));
             }
             if header_length > 104 {
                 let extra = (header_length - 104) as usize;
@@ -128,7 +128,7 @@ impl Header {
             }
         }
         if refcount_order > 6 {
-            return Err(Error::Corrupt(format!("{}: refcount_order {} is larger than 6", name, refcount_order)));
+            return Err(Error::corrupt(format!("{}: refcount_order {} is larger than 6", name, refcount_order)));
         }
         let mut h = Header {
             bytes,
@@ -159,7 +159,7 @@ impl Header {
         h.read_extensions(file)?;
         if h.backing_file_offset != 0 {
             if h.backing_file_size > 1023 {
-                return Err(Error::Corrupt(format!(
+                return Err(Error::corrupt(format!(
                     "{}: backing file name is {} bytes long; at most 1023 are allowed",
                     name, h.backing_file_size
                 )));
@@ -184,7 +184,7 @@ impl Header {
                 break;
             }
             if off + 8 + len > end {
-                return Err(Error::Corrupt(format!(
+                return Err(Error::corrupt(format!(
                     "{}: header extension 0x{:08x} at 0x{:x} ({} bytes) runs past the first cluster",
                     file.name, kind, off, len
                 )));

@@ -9,6 +9,10 @@ pub mod header;
 pub mod refcount;
 pub mod snapshot;
 pub mod write;
+mod driver;
+mod tables;
+
+pub use driver::{snapshot_json, snapshot_table_text, DRIVER};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -73,7 +77,7 @@ impl Qcow2 {
         }
         let data_file = if header.incompatible & INCOMPAT_DATA_FILE != 0 {
             let df = header.data_file.clone().ok_or_else(|| {
-                Error::Corrupt(format!("{}: the image needs an external data file but names none", name))
+                Error::corrupt(format!("{}: the image needs an external data file but names none", name))
             })?;
             let path = combine_path(&name, &df);
             Some(HostFile::open_mode(std::path::Path::new(&path), path.clone(), file.writable()).map_err(|e| {
@@ -91,7 +95,7 @@ impl Qcow2 {
         let l2_cover = cs * geo.l2_entries();
         let needed = header.size.div_ceil(l2_cover);
         if (header.l1_size as u64) < needed {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "{}: L1 table has {} entries, too few for a disk of {} bytes (needs {})",
                 name, header.l1_size, header.size, needed
             )));
@@ -101,7 +105,7 @@ impl Qcow2 {
             && (header.l1_table_offset % cs != 0
                 || header.l1_table_offset.checked_add(l1_bytes).is_none_or(|e| e > file.len()))
         {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "{}: L1 table at 0x{:x} ({} entries) lies past the end of the file (0x{:x}) or is not cluster aligned",
                 name,
                 header.l1_table_offset,
@@ -169,7 +173,7 @@ impl Qcow2 {
         }
         let cs = self.cluster_size();
         if !off.is_multiple_of(cs) {
-            return Err(Error::Corrupt(format!("{}: L2 table offset 0x{:x} is not cluster aligned", self.file.name, off)));
+            return Err(Error::corrupt(format!("{}: L2 table offset 0x{:x} is not cluster aligned", self.file.name, off)));
         }
         let mut buf = vec![0u8; cs as usize];
         self.file.read_exact_at(off, &mut buf, "L2 table")?;
@@ -210,7 +214,7 @@ impl Qcow2 {
         let crypt = self.encrypted();
         let aligned = |off: u64| -> Result<u64> {
             if !off.is_multiple_of(self.cluster_size()) {
-                Err(Error::Corrupt(format!(
+                Err(Error::corrupt(format!(
                     "{}: cluster offset 0x{:x} for guest offset 0x{:x} is not cluster aligned",
                     self.file.name, off, virt
                 )))
@@ -229,7 +233,7 @@ impl Qcow2 {
             Sub::UnallocAlloc(off) => LayerKind::Unallocated { host: Some((id, aligned(off)? + in_cluster)) },
             Sub::Compressed { host, csize } => {
                 if self.data_file.is_some() {
-                    return Err(Error::Corrupt(format!(
+                    return Err(Error::corrupt(format!(
                         "{}: compressed cluster at guest offset 0x{:x} in an image with an external data file",
                         self.file.name, virt
                     )));
@@ -237,7 +241,7 @@ impl Qcow2 {
                 LayerKind::Compressed { host, csize, cluster_virt }
             }
             Sub::Invalid => {
-                return Err(Error::Corrupt(format!(
+                return Err(Error::corrupt(format!(
                     "{}: invalid subcluster bitmap for guest offset 0x{:x}",
                     self.file.name, virt
                 )))
@@ -348,7 +352,7 @@ impl Qcow2 {
             Some(d) => d,
             None => {
                 if host >= self.file.len() {
-                    return Err(Error::Corrupt(format!(
+                    return Err(Error::corrupt(format!(
                         "{}: compressed cluster at 0x{:x} lies past the end of the file",
                         self.file.name, host
                     )));
@@ -357,7 +361,7 @@ impl Qcow2 {
                 self.file.read_zero_fill(host, &mut input)?;
                 let mut out = vec![0u8; cs];
                 compress::decompress(self.header.compression_type, &input, &mut out).map_err(|e| {
-                    Error::Corrupt(format!("{}: compressed cluster at 0x{:x}: {}", self.file.name, host, e))
+                    Error::corrupt(format!("{}: compressed cluster at 0x{:x}: {}", self.file.name, host, e))
                 })?;
                 let d = Arc::new(out);
                 *self.last_cluster.lock().unwrap() = Some((host, d.clone()));

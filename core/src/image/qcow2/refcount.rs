@@ -10,7 +10,7 @@ impl Qcow2 {
         let h = &self.header;
         let bytes = h.refcount_table_clusters as u64 * self.cluster_size();
         if h.refcount_table_offset.checked_add(bytes).is_none_or(|e| e > self.file.len()) {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "{}: refcount table at 0x{:x} ({} clusters) lies past the end of the file",
                 self.file.name, h.refcount_table_offset, h.refcount_table_clusters
             )));

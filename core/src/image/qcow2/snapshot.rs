@@ -120,17 +120,17 @@ pub fn read_table(file: &HostFile, cluster_size: u64, offset: u64, nb: u32) -> R
     }
     let name = &file.name;
     if nb > MAX_SNAPSHOTS {
-        return Err(Error::Corrupt(format!("{}: snapshot table too large ({} snapshots, at most {})", name, nb, MAX_SNAPSHOTS)));
+        return Err(Error::corrupt(format!("{}: snapshot table too large ({} snapshots, at most {})", name, nb, MAX_SNAPSHOTS)));
     }
     if !offset.is_multiple_of(cluster_size) || offset.checked_add(nb as u64 * ENTRY_HEADER).is_none() {
-        return Err(Error::Corrupt(format!("{}: snapshot table offset 0x{:x} invalid (not cluster aligned)", name, offset)));
+        return Err(Error::corrupt(format!("{}: snapshot table offset 0x{:x} invalid (not cluster aligned)", name, offset)));
     }
     let mut pos = offset;
     let mut snapshots = Vec::new();
     for i in 0..nb as usize {
         pos = pos.next_multiple_of(8);
         if pos >= file.len() {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "{}: snapshot table entry {} at 0x{:x} lies past the end of the file (0x{:x})",
                 name,
                 i,
@@ -144,7 +144,7 @@ pub fn read_table(file: &HostFile, cluster_size: u64, offset: u64, nb: u32) -> R
         pos += ENTRY_HEADER;
         let extra_data_size = be32(&h, 36);
         if extra_data_size > MAX_EXTRA_DATA {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "{}: too much extra metadata in snapshot table entry {} ({} bytes, at most {})",
                 name, i, extra_data_size, MAX_EXTRA_DATA
             )));
@@ -179,7 +179,7 @@ pub fn read_table(file: &HostFile, cluster_size: u64, offset: u64, nb: u32) -> R
             extra,
         });
         if pos - offset > MAX_TABLE_SIZE {
-            return Err(Error::Corrupt(format!("{}: snapshot table is too big (more than {} bytes)", name, MAX_TABLE_SIZE)));
+            return Err(Error::corrupt(format!("{}: snapshot table is too big (more than {} bytes)", name, MAX_TABLE_SIZE)));
         }
     }
     Ok(SnapshotTable { offset, size: pos - offset, snapshots })
@@ -217,13 +217,13 @@ impl Qcow2 {
     pub fn snapshot_l1(&self, sn: &Snapshot) -> Result<Vec<u64>> {
         let cs = self.cluster_size();
         if !sn.l1_table_offset.is_multiple_of(cs) {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "{}: snapshot {} ({}) L1 table at 0x{:x} is not cluster aligned",
                 self.file.name, sn.id, sn.name, sn.l1_table_offset
             )));
         }
         if sn.l1_bytes() > MAX_L1_BYTES || sn.l1_table_offset.checked_add(sn.l1_bytes()).is_none_or(|e| e > self.file.len()) {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "{}: snapshot {} ({}) L1 table at 0x{:x} ({} entries) is too large or lies past the end of the file",
                 self.file.name, sn.id, sn.name, sn.l1_table_offset, sn.l1_size
             )));
@@ -238,7 +238,7 @@ impl Qcow2 {
     /// snapshot recorded.
     pub fn select_snapshot(&mut self, id_or_name: &str) -> Result<()> {
         if self.file.writable() {
-            return Err(Error::Invalid(format!("{}: a snapshot can only be opened read-only", self.file.name)));
+            return Err(Error::ReadOnly(format!("{}: a snapshot can only be opened read-only", self.file.name)));
         }
         let sn = self.find_snapshot(id_or_name)?;
         let l1 = self.snapshot_l1(&sn)?;

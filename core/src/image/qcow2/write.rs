@@ -183,7 +183,7 @@ impl Qcow2 {
         // a damaged entry pointing past the end of the file: reading it is an error, and
         // writing through it would grow the file to wherever it points
         if host >= self.data_host().len() {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "{}: guest offset 0x{:x} maps to 0x{:x}, past the end of {} (0x{:x} bytes); not writing through it",
                 self.file.name,
                 cluster_virt,
@@ -317,7 +317,7 @@ impl Qcow2 {
         const MAX_SKIP: u64 = 1 << 16;
         'search: loop {
             if at - end > MAX_SKIP * cs {
-                return Err(Error::Corrupt(format!(
+                return Err(Error::corrupt(format!(
                     "{}: more than {} clusters past the end of the file have refcounts; the refcounts look damaged (qemu-img check -r all)",
                     self.file.name, MAX_SKIP
                 )));
@@ -362,7 +362,7 @@ impl Qcow2 {
         let (old, new_bytes) = if bits >= 8 {
             let old = b[..nbytes].iter().fold(0u64, |a, &x| (a << 8) | x as u64);
             let new = old.checked_add_signed(delta).filter(|&v| v <= max).ok_or_else(|| {
-                Error::Corrupt(format!("refcount of cluster {} would leave its range ({} {:+})", cluster, old, delta))
+                Error::corrupt(format!("refcount of cluster {} would leave its range ({} {:+})", cluster, old, delta))
             })?;
             (old, new.to_be_bytes()[8 - nbytes..].to_vec())
         } else {
@@ -370,7 +370,7 @@ impl Qcow2 {
             let mask = (max as u8) << shift;
             let old = ((b[0] & mask) >> shift) as u64;
             let new = old.checked_add_signed(delta).filter(|&v| v <= max).ok_or_else(|| {
-                Error::Corrupt(format!("refcount of cluster {} would leave its range ({} {:+})", cluster, old, delta))
+                Error::corrupt(format!("refcount of cluster {} would leave its range ({} {:+})", cluster, old, delta))
             })?;
             (old, vec![(b[0] & !mask) | ((new as u8) << shift)])
         };

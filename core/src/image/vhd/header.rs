@@ -41,7 +41,7 @@ impl DynHeader {
         let mut bytes = vec![0u8; HEADER_SIZE as usize];
         file.read_exact_at(off, &mut bytes, "VHD dynamic disk header")?;
         if &bytes[..8] != COOKIE {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "no dynamic disk header at 0x{:x} (cookie '{}', expected 'cxsparse')",
                 off,
                 ascii(&bytes[..8])

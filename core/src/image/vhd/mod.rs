@@ -4,6 +4,10 @@ pub mod check;
 pub mod footer;
 pub mod header;
 pub mod write;
+mod driver;
+mod tables;
+
+pub use driver::DRIVER;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -43,7 +47,7 @@ impl Vhd {
         let mut warnings = Vec::new();
         let len = file.len();
         let found = footer::find_cookie(&file)?
-            .ok_or_else(|| Error::Corrupt(format!("{}: not a VHD: no 'conectix' footer", file.name)))?;
+            .ok_or_else(|| Error::corrupt(format!("{}: not a VHD: no 'conectix' footer", file.name)))?;
         let mut footer = Footer::read(&file, found)?;
         let mut footer_copy = None;
         let mut end_footer = None;
@@ -116,14 +120,14 @@ impl Vhd {
         let name = self.file.name.clone();
         let hoff = self.footer.data_offset;
         if hoff.checked_add(HEADER_SIZE).is_none_or(|e| e > self.file.len()) {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "{}: dynamic disk header offset 0x{:x} lies past the end of the file (0x{:x})",
                 name,
                 hoff,
                 self.file.len()
             )));
         }
-        let h = DynHeader::read(&self.file, hoff).map_err(|e| Error::Corrupt(format!("{}: {}", name, e)))?;
+        let h = DynHeader::read(&self.file, hoff).map_err(|e| Error::corrupt(format!("{}: {}", name, e)))?;
         if !h.checksum_ok() {
             self.warnings.push(format!(
                 "dynamic disk header checksum 0x{:08x} does not match the computed 0x{:08x}",
@@ -133,18 +137,18 @@ impl Vhd {
         }
         let bs = h.block_size as u64;
         if bs < SECTOR || !bs.is_power_of_two() {
-            return Err(Error::Corrupt(format!("{}: invalid block size {}", name, bs)));
+            return Err(Error::corrupt(format!("{}: invalid block size {}", name, bs)));
         }
         let needed = self.virtual_size.div_ceil(bs);
         if (h.max_table_entries as u64) < needed {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "{}: block allocation table has {} entries, too few for a disk of {} bytes in blocks of {}",
                 name, h.max_table_entries, self.virtual_size, bs
             )));
         }
         let bat_bytes = h.max_table_entries as u64 * 4;
         if h.table_offset.checked_add(bat_bytes).is_none_or(|e| e > self.file.len()) {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "{}: block allocation table at 0x{:x} ({} entries) lies past the end of the file (0x{:x})",
                 name,
                 h.table_offset,
@@ -196,7 +200,7 @@ impl Vhd {
         }
         let start = entry as u64 * SECTOR;
         if start + self.bitmap_size > self.file.len() {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "{}: BAT entry {} points to sector 0x{:x}, past the end of the file (0x{:x} bytes)",
                 self.file.name,
                 block,

@@ -15,7 +15,7 @@ impl Vhd {
             // fixed: the guest disk is the start of the file
             let end_data = self.end_footer.as_ref().map(|f| f.offset).unwrap_or(0);
             if virt + data.len() as u64 > end_data {
-                return Err(Error::Corrupt(format!(
+                return Err(Error::corrupt(format!(
                     "{}: the write reaches past the data area of this fixed disk (0x{:x})",
                     self.file.name, end_data
                 )));
@@ -26,7 +26,7 @@ impl Vhd {
             return Ok(());
         };
         if self.end_footer.is_none() {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "{}: the footer at the end of the file is damaged; repair it before writing",
                 self.file.name
             )));
@@ -95,7 +95,7 @@ impl Vhd {
         let bs = self.block_size().expect("dynamic");
         let h = self.header.as_ref().expect("dynamic");
         if block >= h.max_table_entries as u64 {
-            return Err(Error::Corrupt(format!("block {} has no BAT entry", block)));
+            return Err(Error::corrupt(format!("block {} has no BAT entry", block)));
         }
         let footer = self.end_footer.as_ref().expect("checked").clone();
         let start = footer.offset.next_multiple_of(SECTOR);
