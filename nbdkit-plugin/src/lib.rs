@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use nbdkit::*;
-use vdiskview_core::image::{self, Format, Image, LayerKind, OpenOptions};
+use vdiskview_core::image::{self, Format, Image, OpenOptions};
 
 struct Config {
     file: Option<String>,
@@ -163,7 +163,7 @@ impl Server for Handle {
         // nothing to do where the range already reads as zero
         let exts = img.extents(offset, count as u64).map_err(err)?;
         for e in exts {
-            if matches!(e.kind, LayerKind::Zero { .. } | LayerKind::Unallocated { .. } | LayerKind::ZeroData { .. }) {
+            if e.kind.reads_zero() {
                 continue;
             }
             let zeros = vec![0u8; e.len.min(1 << 20) as usize];
@@ -184,10 +184,13 @@ impl Server for Handle {
     fn extents(&self, count: u32, offset: u64, _flags: Flags, h: &mut ExtentHandle) -> Result<()> {
         let img = self.img.read().unwrap();
         for e in img.extents(offset, count as u64).map_err(err)? {
-            let t = match e.kind {
-                LayerKind::Data { .. } | LayerKind::Compressed { .. } | LayerKind::Opaque => ExtentType::Allocated,
-                LayerKind::ZeroData { .. } | LayerKind::Zero { host: Some(_) } => ExtentType::Zero,
-                LayerKind::Zero { host: None } | LayerKind::Unallocated { .. } => ExtentType::HoleZero,
+            let st = e.kind.status();
+            let t = if !st.zero {
+                ExtentType::Allocated
+            } else if st.present && st.host_allocated {
+                ExtentType::Zero
+            } else {
+                ExtentType::HoleZero
             };
             h.add(e.virt, e.len, t)?;
         }

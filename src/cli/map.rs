@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 
 use super::{open, Output};
-use crate::image::{Extent, Image, LayerKind, OpenOptions};
+use crate::image::{Extent, Image, OpenOptions};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MapEntry {
@@ -25,13 +25,7 @@ pub struct MapEntry {
 
 impl MapEntry {
     pub fn from_extent(img: &Image, e: &Extent) -> MapEntry {
-        let (present, zero, data, compressed) = match e.kind {
-            LayerKind::Data { .. } | LayerKind::Opaque => (true, false, true, false),
-            LayerKind::ZeroData { .. } => (true, true, true, false),
-            LayerKind::Zero { .. } => (true, true, false, false),
-            LayerKind::Unallocated { .. } => (false, true, false, false),
-            LayerKind::Compressed { .. } => (true, false, true, true),
-        };
+        let crate::image::mapping::Status { present, zero, data, compressed, .. } = e.kind.status();
         let offset = e.host_at(0).map(|(_, h)| h);
         MapEntry {
             start: e.virt,

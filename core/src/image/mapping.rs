@@ -72,6 +72,48 @@ impl Extent {
     }
 }
 
+/// What an extent is, as every consumer asks it: qemu's block-status flags, decided once
+/// here from the kind (map prints them, the NBD plugin turns them into extent types, the grid
+/// and `n`/`N` use them). `present` is qemu's "allocated in some layer" (BDRV_BLOCK_ALLOCATED
+/// over the chain), `data` its BDRV_BLOCK_DATA, `zero` BDRV_BLOCK_ZERO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub present: bool,
+    pub data: bool,
+    pub zero: bool,
+    pub compressed: bool,
+    /// Host space is allocated for the range (data, allocated zeros, a qcow2 subcluster).
+    pub host_allocated: bool,
+}
+
+impl LayerKind {
+    pub fn status(&self) -> Status {
+        let (present, data, zero, compressed) = match self {
+            LayerKind::Data { .. } | LayerKind::Opaque => (true, true, false, false),
+            LayerKind::ZeroData { .. } => (true, true, true, false),
+            LayerKind::Zero { .. } => (true, false, true, false),
+            LayerKind::Unallocated { .. } => (false, false, true, false),
+            LayerKind::Compressed { .. } => (true, true, false, true),
+        };
+        let host_allocated = match self {
+            LayerKind::Data { .. } | LayerKind::ZeroData { .. } | LayerKind::Opaque | LayerKind::Compressed { .. } => true,
+            LayerKind::Zero { host } | LayerKind::Unallocated { host } => host.is_some(),
+        };
+        Status { present, data, zero, compressed, host_allocated }
+    }
+
+    /// Guest bytes stored in this layer (what the grid shows as allocated, partial, shared or
+    /// compressed; what `n`/`N` step between).
+    pub fn holds_data(&self) -> bool {
+        self.status().data
+    }
+
+    /// Reads as zero without reading the host file.
+    pub fn reads_zero(&self) -> bool {
+        self.status().zero
+    }
+}
+
 /// Advance a layer extent by `delta` bytes (host offsets move with it).
 pub fn skip(ext: LayerExtent, delta: u64) -> LayerExtent {
     let kind = match ext.kind {

@@ -127,7 +127,7 @@ impl Image {
             let mut pos = (self.unit_of(virt) + 1).saturating_mul(unit);
             while pos < size {
                 let e = self.resolve(pos, size - pos)?;
-                if e.depth == 0 && matches!(e.kind, LayerKind::Data { .. } | LayerKind::Compressed { .. } | LayerKind::Opaque) {
+                if e.depth == 0 && e.kind.holds_data() {
                     return Ok(Some(pos / unit * unit));
                 }
                 pos += e.len;
@@ -148,11 +148,7 @@ impl Image {
                 let mut last = None;
                 while pos < end {
                     let e = self.resolve(pos, end - pos)?;
-                    let top_data = matches!(
-                        e.kind,
-                        LayerKind::Data { .. } | LayerKind::ZeroData { .. } | LayerKind::Opaque | LayerKind::Compressed { .. }
-                    );
-                    if e.depth == 0 && top_data {
+                    if e.depth == 0 && e.kind.holds_data() {
                         last = Some(self.unit_of(pos + e.len - 1));
                     }
                     pos += e.len;
