@@ -7,6 +7,7 @@
 //! `Rc<Image>`. The journal is not replayed by the locator (ext4-view only replays it for
 //! filesystems that need recovery).
 
+use crate::image::bytes::{le16, le32};
 use std::io::Write;
 use std::rc::Rc;
 
@@ -59,12 +60,6 @@ pub struct Superblock {
     pub label: Option<String>,
 }
 
-fn le16(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-fn le32(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
-}
 
 impl Superblock {
     /// Parse the 1024-byte superblock of a filesystem on a volume of `vol_len` bytes; the

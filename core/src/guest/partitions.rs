@@ -4,6 +4,7 @@
 //! Partitions are numbered as Linux numbers them: MBR primaries 1–4 by slot, logical
 //! partitions from 5 in chain order; GPT entries by slot + 1 (unused slots skipped).
 
+use crate::image::bytes::{le16, le32, le64};
 use std::collections::HashSet;
 
 use super::{probe_fs, read_in, FsInfo, FsKind, Result};
@@ -204,15 +205,6 @@ pub struct PartitionTable {
     pub warnings: Vec<String>,
 }
 
-fn le16(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-fn le32(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
-}
-fn le64(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
-}
 
 /// Read exactly `buf.len()` guest bytes at `off`; false when they are not all on the disk.
 fn read_full(img: &Image, off: u64, buf: &mut [u8]) -> Result<bool> {

@@ -6,11 +6,12 @@ use super::partitions::{read_table, Scheme};
 use crate::image::region::{hex_bytes, Field, Region};
 use crate::image::Image;
 
+// the overlays compute offsets in u64
 fn le16(b: &[u8], o: usize) -> u64 {
-    u16::from_le_bytes([b[o], b[o + 1]]) as u64
+    crate::image::bytes::le16(b, o) as u64
 }
 fn le32(b: &[u8], o: usize) -> u64 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) as u64
+    crate::image::bytes::le32(b, o) as u64
 }
 
 fn field(base: u64, off: usize, len: usize, name: &str, value: String) -> Field {

@@ -1,6 +1,7 @@
 //! The image model: open a file, probe its format, follow its backing chain, and answer
 //! "what is at this guest offset" for every view and command.
 
+pub mod bytes;
 pub mod chain;
 pub mod check;
 pub mod driver;

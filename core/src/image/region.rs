@@ -40,6 +40,27 @@ impl Region {
     }
 }
 
+/// One field of a fixed-layout structure: where it is and what it is called. A structure's
+/// table of these drives its parsing, its field list (Header pane, hex overlays, `tables`)
+/// and where `check` places a finding, so an offset is written once.
+#[derive(Clone, Copy, Debug)]
+pub struct FieldDef {
+    pub off: usize,
+    pub len: usize,
+    pub name: &'static str,
+}
+
+impl FieldDef {
+    pub const fn new(off: usize, len: usize, name: &'static str) -> FieldDef {
+        FieldDef { off, len, name }
+    }
+
+    /// The field's (offset, length) in a file where the structure starts at `base`.
+    pub fn at(&self, base: u64) -> (u64, u64) {
+        (base + self.off as u64, self.len as u64)
+    }
+}
+
 /// Builds the fields of a fixed-layout big-endian structure from its bytes.
 pub struct FieldReader<'a> {
     pub base: u64,
@@ -60,13 +81,18 @@ impl<'a> FieldReader<'a> {
         self.bytes[off]
     }
     pub fn u16(&self, off: usize) -> u16 {
-        u16::from_be_bytes(self.bytes[off..off + 2].try_into().unwrap())
+        super::bytes::be16(self.bytes, off)
     }
     pub fn u32(&self, off: usize) -> u32 {
-        u32::from_be_bytes(self.bytes[off..off + 4].try_into().unwrap())
+        super::bytes::be32(self.bytes, off)
     }
     pub fn u64(&self, off: usize) -> u64 {
-        u64::from_be_bytes(self.bytes[off..off + 8].try_into().unwrap())
+        super::bytes::be64(self.bytes, off)
+    }
+
+    /// The field `d` with its decoded value.
+    pub fn field(&mut self, d: FieldDef, value: String) {
+        self.push(d.off, d.len, d.name, value);
     }
 
     pub fn push(&mut self, off: usize, len: usize, name: &str, value: String) {

@@ -2,6 +2,7 @@
 //! granularity, flags, type), each bitmap's table (all-zeroes, all-ones or a serialized
 //! cluster per entry) and the dirty extents a bitmap describes, as `qemu-nbd -B` exports them.
 
+use crate::image::bytes::{be16, be32, be64};
 use super::header::{AUTOCLEAR_BITMAPS, EXT_BITMAPS};
 use super::Qcow2;
 use crate::image::region::{Field, Region};
@@ -130,15 +131,6 @@ pub struct BitmapDirectory {
     pub error: Option<String>,
 }
 
-fn be16(b: &[u8], o: usize) -> u16 {
-    u16::from_be_bytes([b[o], b[o + 1]])
-}
-fn be32(b: &[u8], o: usize) -> u32 {
-    u32::from_be_bytes(b[o..o + 4].try_into().unwrap())
-}
-fn be64(b: &[u8], o: usize) -> u64 {
-    u64::from_be_bytes(b[o..o + 8].try_into().unwrap())
-}
 
 /// qemu's check_table_entry: `None` when the entry is valid.
 pub fn table_entry_problem(entry: u64, cluster_size: u64) -> Option<&'static str> {

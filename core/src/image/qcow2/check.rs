@@ -7,6 +7,7 @@
 //! Reads past the end of the file read zeros, as qemu's do; every table read is bounded by
 //! the file's size.
 
+use crate::image::bytes::be64;
 use std::collections::HashMap;
 
 use super::bitmap::{table_entry_problem, TABLE_OFFSET_MASK};
@@ -151,9 +152,6 @@ struct Walk<'a> {
     stats: Qcow2Stats,
 }
 
-fn be64(b: &[u8], o: usize) -> u64 {
-    u64::from_be_bytes(b[o..o + 8].try_into().unwrap())
-}
 
 impl<'a> Walk<'a> {
     /// Read `len` bytes at `off`, zeros past the end of the file (qemu's reads), without

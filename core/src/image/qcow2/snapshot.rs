@@ -1,6 +1,7 @@
 //! Internal snapshots: the snapshot table (id, name, sizes, dates, VM clock, icount, extra
 //! data) and each snapshot's L1 table, read as qemu's qcow2_read_snapshots reads them.
 
+use crate::image::bytes::{be32, be64};
 use super::cluster::L1E_OFFSET_MASK;
 use super::Qcow2;
 use crate::image::io::HostFile;
@@ -105,12 +106,6 @@ pub struct SnapshotTable {
     pub snapshots: Vec<Snapshot>,
 }
 
-fn be32(b: &[u8], o: usize) -> u32 {
-    u32::from_be_bytes(b[o..o + 4].try_into().unwrap())
-}
-fn be64(b: &[u8], o: usize) -> u64 {
-    u64::from_be_bytes(b[o..o + 8].try_into().unwrap())
-}
 
 /// Read `nb` snapshot table entries at `offset`. Every entry must lie in the file; the
 /// limits are qemu's, so a table qemu refuses is refused here too.

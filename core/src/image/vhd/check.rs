@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use super::footer::{self, Footer, COOKIE, DISK_DIFFERENCING, DISK_DYNAMIC, DISK_FIXED, FOOTER_SIZE};
-use super::header::{DynHeader, HEADER_SIZE};
+use super::header::{self, DynHeader, HEADER_SIZE};
 use super::{Vhd, BAT_UNUSED};
 use crate::image::check::{CheckReport, Finding, Severity};
 use crate::image::io::HostFile;
@@ -44,6 +44,15 @@ fn corrupt(r: &mut CheckReport, structure: &'static str, off: u64, len: u64, msg
     r.push(Finding::new(Severity::Corruption, structure, msg).at(off, len));
 }
 
+/// A finding placed on a field of the structure's field table.
+fn corrupt_at(r: &mut CheckReport, structure: &'static str, (off, len): (u64, u64), msg: String) {
+    corrupt(r, structure, off, len, msg);
+}
+
+fn warn_at(r: &mut CheckReport, structure: &'static str, (off, len): (u64, u64), msg: String) {
+    warn(r, structure, off, len, msg);
+}
+
 fn warn(r: &mut CheckReport, structure: &'static str, off: u64, len: u64, msg: String) {
     r.push(Finding::new(Severity::Warning, structure, msg).at(off, len));
 }
@@ -53,19 +62,19 @@ fn warn(r: &mut CheckReport, structure: &'static str, off: u64, len: u64, msg: S
 fn footer_fields(r: &mut CheckReport, f: &Footer, structure: &'static str, label: &str) {
     let o = f.offset;
     if f.version != VERSION {
-        corrupt(r, structure, o + 12, 4, format!("{} at 0x{:x}: invalid file format version {}", label, o, footer::version(f.version)));
+        corrupt_at(r, structure, footer::field::VERSION.at(o), format!("{} at 0x{:x}: invalid file format version {}", label, o, footer::version(f.version)));
     }
     if !matches!(f.disk_type, DISK_FIXED | DISK_DYNAMIC | DISK_DIFFERENCING) {
-        corrupt(r, structure, o + 60, 4, format!("{} at 0x{:x}: invalid disk type {} ({})", label, o, f.disk_type, f.disk_type_name()));
+        corrupt_at(r, structure, footer::field::DISK_TYPE.at(o), format!("{} at 0x{:x}: invalid disk type {} ({})", label, o, f.disk_type, f.disk_type_name()));
     }
     if f.features & FEATURE_RESERVED == 0 {
-        warn(r, structure, o + 8, 4, format!("{} at 0x{:x}: the reserved feature bit (0x2) is clear (features 0x{:08x})", label, o, f.features));
+        warn_at(r, structure, footer::field::FEATURES.at(o), format!("{} at 0x{:x}: the reserved feature bit (0x2) is clear (features 0x{:08x})", label, o, f.features));
     }
     if f.features & !(FEATURE_RESERVED | 1) != 0 {
-        warn(r, structure, o + 8, 4, format!("{} at 0x{:x}: unknown feature bits set (features 0x{:08x})", label, o, f.features));
+        warn_at(r, structure, footer::field::FEATURES.at(o), format!("{} at 0x{:x}: unknown feature bits set (features 0x{:08x})", label, o, f.features));
     }
     if f.disk_type == DISK_FIXED && f.data_offset != NO_OFFSET {
-        warn(r, structure, o + 16, 8, format!("{} at 0x{:x}: a fixed disk's data offset should be 0xffffffffffffffff, not 0x{:x}", label, o, f.data_offset));
+        warn_at(r, structure, footer::field::DATA_OFFSET.at(o), format!("{} at 0x{:x}: a fixed disk's data offset should be 0xffffffffffffffff, not 0x{:x}", label, o, f.data_offset));
     }
     if f.chs_size() > f.current_size {
         warn(
@@ -77,7 +86,7 @@ fn footer_fields(r: &mut CheckReport, f: &Footer, structure: &'static str, label
         );
     }
     if f.saved_state > 1 {
-        warn(r, structure, o + 84, 1, format!("{} at 0x{:x}: saved state flag {} is neither 0 nor 1", label, o, f.saved_state));
+        warn_at(r, structure, footer::field::SAVED_STATE.at(o), format!("{} at 0x{:x}: saved state flag {} is neither 0 nor 1", label, o, f.saved_state));
     }
 }
 
@@ -212,7 +221,7 @@ fn structure_checks(file: &HostFile, r: &mut CheckReport) -> bool {
     // the dynamic disk header
     let hoff = f.data_offset;
     if hoff % SECTOR != 0 || hoff.checked_add(HEADER_SIZE).is_none_or(|e| e > data_end) {
-        corrupt(r, "footer", f.offset + 16, 8, format!("the dynamic disk header offset 0x{:x} is unaligned or past the end of the file (0x{:x})", hoff, len));
+        corrupt_at(r, "footer", footer::field::DATA_OFFSET.at(f.offset), format!("the dynamic disk header offset 0x{:x} is unaligned or past the end of the file (0x{:x})", hoff, len));
         return false;
     }
     let h = match DynHeader::read(file, hoff) {
@@ -232,16 +241,16 @@ fn structure_checks(file: &HostFile, r: &mut CheckReport) -> bool {
         );
     }
     if h.version != VERSION {
-        corrupt(r, "dynamic-header", hoff + 24, 4, format!("dynamic disk header: invalid version {}", footer::version(h.version)));
+        corrupt_at(r, "dynamic-header", header::field::VERSION.at(hoff), format!("dynamic disk header: invalid version {}", footer::version(h.version)));
     }
     let next = u64::from_be_bytes(h.bytes[8..16].try_into().unwrap());
     if next != NO_OFFSET {
-        warn(r, "dynamic-header", hoff + 8, 8, format!("dynamic disk header: data offset should be 0xffffffffffffffff, not 0x{:x}", next));
+        warn_at(r, "dynamic-header", header::field::DATA_OFFSET.at(hoff), format!("dynamic disk header: data offset should be 0xffffffffffffffff, not 0x{:x}", next));
     }
     let bs = h.block_size as u64;
     let size = f.virtual_size();
     if bs < SECTOR || !bs.is_power_of_two() {
-        corrupt(r, "dynamic-header", hoff + 32, 4, format!("dynamic disk header: invalid block size {} (a power of two of at least 512 bytes)", bs));
+        corrupt_at(r, "dynamic-header", header::field::BLOCK_SIZE.at(hoff), format!("dynamic disk header: invalid block size {} (a power of two of at least 512 bytes)", bs));
         return false;
     }
     let needed = size.div_ceil(bs);
@@ -375,7 +384,7 @@ fn parent_checks(v: &Vhd, r: &mut CheckReport) {
     let hoff = h.offset;
     let len = v.file.len();
     if h.parent_name.is_empty() && h.locators.is_empty() {
-        corrupt(r, "dynamic-header", hoff + 64, 512, "differencing disk without a parent name or parent locators".into());
+        corrupt_at(r, "dynamic-header", header::field::PARENT_NAME.at(hoff), "differencing disk without a parent name or parent locators".into());
     }
     for l in &h.locators {
         let at = hoff + 576 + l.index as u64 * 24;
@@ -422,23 +431,22 @@ fn parent_checks(v: &Vhd, r: &mut CheckReport) {
     let parent = match HostFile::open(Path::new(&path), path.clone()) {
         Ok(p) => p,
         Err(e) => {
-            corrupt(r, "parent-locator", hoff + 64, 512, format!("parent {}: {}", path, e));
+            corrupt_at(r, "parent-locator", header::field::PARENT_NAME.at(hoff), format!("parent {}: {}", path, e));
             return;
         }
     };
     let pf = match footer::find_cookie(&parent).ok().flatten().and_then(|o| Footer::read(&parent, o).ok()) {
         Some(f) => f,
         None => {
-            corrupt(r, "parent-locator", hoff + 64, 512, format!("parent {} is not a VHD (no footer)", path));
+            corrupt_at(r, "parent-locator", header::field::PARENT_NAME.at(hoff), format!("parent {} is not a VHD (no footer)", path));
             return;
         }
     };
     if pf.unique_id != h.parent_unique_id {
-        corrupt(
+        corrupt_at(
             r,
             "dynamic-header",
-            hoff + 40,
-            16,
+            header::field::PARENT_UNIQUE_ID.at(hoff),
             format!(
                 "parent unique id mismatch: the header expects {} but {} has {}",
                 footer::uuid(&h.parent_unique_id),
@@ -448,20 +456,18 @@ fn parent_checks(v: &Vhd, r: &mut CheckReport) {
         );
     }
     if pf.timestamp != h.parent_timestamp {
-        warn(
+        warn_at(
             r,
             "dynamic-header",
-            hoff + 56,
-            4,
+            header::field::PARENT_TIMESTAMP.at(hoff),
             format!("parent time stamp {} differs from the {} that {} records", h.parent_timestamp, pf.timestamp, path),
         );
     }
     if pf.virtual_size() != v.virtual_size() {
-        warn(
+        warn_at(
             r,
             "footer",
-            v.footer.offset + 48,
-            8,
+            footer::field::CURRENT_SIZE.at(v.footer.offset),
             format!("the parent {} is {} bytes, the child {}", path, pf.virtual_size(), v.virtual_size()),
         );
     }

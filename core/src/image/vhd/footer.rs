@@ -12,6 +12,27 @@ pub const DISK_DIFFERENCING: u32 = 4;
 /// The largest CHS geometry; qemu then trusts `current_size` instead of the geometry.
 const MAX_GEOMETRY: u64 = 65535 * 16 * 255;
 
+/// The footer's fields (spec: "Hard Disk Footer Format").
+pub mod field {
+    use crate::image::region::FieldDef;
+    pub const COOKIE: FieldDef = FieldDef::new(0, 8, "Cookie");
+    pub const FEATURES: FieldDef = FieldDef::new(8, 4, "Features");
+    pub const VERSION: FieldDef = FieldDef::new(12, 4, "File format version");
+    pub const DATA_OFFSET: FieldDef = FieldDef::new(16, 8, "Data offset");
+    pub const TIMESTAMP: FieldDef = FieldDef::new(24, 4, "Time stamp");
+    pub const CREATOR_APP: FieldDef = FieldDef::new(28, 4, "Creator application");
+    pub const CREATOR_VERSION: FieldDef = FieldDef::new(32, 4, "Creator version");
+    pub const CREATOR_OS: FieldDef = FieldDef::new(36, 4, "Creator host OS");
+    pub const ORIGINAL_SIZE: FieldDef = FieldDef::new(40, 8, "Original size");
+    pub const CURRENT_SIZE: FieldDef = FieldDef::new(48, 8, "Current size");
+    pub const GEOMETRY: FieldDef = FieldDef::new(56, 4, "Disk geometry");
+    pub const DISK_TYPE: FieldDef = FieldDef::new(60, 4, "Disk type");
+    pub const CHECKSUM: FieldDef = FieldDef::new(64, 4, "Checksum");
+    pub const UNIQUE_ID: FieldDef = FieldDef::new(68, 16, "Unique ID");
+    pub const SAVED_STATE: FieldDef = FieldDef::new(84, 1, "Saved state");
+    pub const RESERVED: FieldDef = FieldDef::new(85, 427, "Reserved");
+}
+
 #[derive(Clone, Debug)]
 pub struct Footer {
     /// Where it was read from.
@@ -80,27 +101,28 @@ impl Footer {
     pub fn parse(offset: u64, bytes: [u8; 512]) -> Footer {
         let r = FieldReader::new(offset, &bytes);
         let mut creator_app = [0u8; 4];
-        creator_app.copy_from_slice(r.raw(28, 4));
+        creator_app.copy_from_slice(r.raw(field::CREATOR_APP.off, 4));
         let mut unique_id = [0u8; 16];
-        unique_id.copy_from_slice(r.raw(68, 16));
+        unique_id.copy_from_slice(r.raw(field::UNIQUE_ID.off, 16));
+        let geo = field::GEOMETRY.off;
         Footer {
             offset,
-            features: r.u32(8),
-            version: r.u32(12),
-            data_offset: r.u64(16),
-            timestamp: r.u32(24),
+            features: r.u32(field::FEATURES.off),
+            version: r.u32(field::VERSION.off),
+            data_offset: r.u64(field::DATA_OFFSET.off),
+            timestamp: r.u32(field::TIMESTAMP.off),
             creator_app,
-            creator_version: r.u32(32),
-            creator_os: r.u32(36),
-            original_size: r.u64(40),
-            current_size: r.u64(48),
-            cylinders: r.u16(56),
-            heads: r.u8(58),
-            sectors: r.u8(59),
-            disk_type: r.u32(60),
-            checksum: r.u32(64),
+            creator_version: r.u32(field::CREATOR_VERSION.off),
+            creator_os: r.u32(field::CREATOR_OS.off),
+            original_size: r.u64(field::ORIGINAL_SIZE.off),
+            current_size: r.u64(field::CURRENT_SIZE.off),
+            cylinders: r.u16(geo),
+            heads: r.u8(geo + 2),
+            sectors: r.u8(geo + 3),
+            disk_type: r.u32(field::DISK_TYPE.off),
+            checksum: r.u32(field::CHECKSUM.off),
             unique_id,
-            saved_state: r.u8(84),
+            saved_state: r.u8(field::SAVED_STATE.off),
             bytes,
         }
     }
@@ -110,7 +132,7 @@ impl Footer {
     }
 
     pub fn computed_checksum(&self) -> u32 {
-        checksum(&self.bytes, 64)
+        checksum(&self.bytes, field::CHECKSUM.off)
     }
 
     pub fn checksum_ok(&self) -> bool {
@@ -146,32 +168,29 @@ impl Footer {
 
     pub fn fields(&self) -> Vec<Field> {
         let mut r = FieldReader::new(self.offset, &self.bytes);
-        r.push(0, 8, "Cookie", ascii(&self.bytes[..8]));
-        r.push(8, 4, "Features", format!("0x{:08x}", self.features));
-        r.push(12, 4, "File format version", version(self.version));
-        r.push(16, 8, "Data offset", format!("0x{:016x}", self.data_offset));
-        r.push(24, 4, "Time stamp", timestamp(self.timestamp));
-        r.push(28, 4, "Creator application", ascii(&self.creator_app));
-        r.push(32, 4, "Creator version", version(self.creator_version));
-        r.push(36, 4, "Creator host OS", ascii(&self.bytes[36..40]));
-        r.push(40, 8, "Original size", self.original_size.to_string());
-        r.push(48, 8, "Current size", self.current_size.to_string());
-        r.push(
-            56,
-            4,
-            "Disk geometry",
+        r.field(field::COOKIE, ascii(&self.bytes[..8]));
+        r.field(field::FEATURES, format!("0x{:08x}", self.features));
+        r.field(field::VERSION, version(self.version));
+        r.field(field::DATA_OFFSET, format!("0x{:016x}", self.data_offset));
+        r.field(field::TIMESTAMP, timestamp(self.timestamp));
+        r.field(field::CREATOR_APP, ascii(&self.creator_app));
+        r.field(field::CREATOR_VERSION, version(self.creator_version));
+        r.field(field::CREATOR_OS, ascii(r.raw(field::CREATOR_OS.off, 4)));
+        r.field(field::ORIGINAL_SIZE, self.original_size.to_string());
+        r.field(field::CURRENT_SIZE, self.current_size.to_string());
+        r.field(field::GEOMETRY,
             format!("{}/{}/{} (C/H/S, {} bytes)", self.cylinders, self.heads, self.sectors, self.chs_size()),
         );
-        r.push(60, 4, "Disk type", format!("{} ({})", self.disk_type, self.disk_type_name()));
+        r.field(field::DISK_TYPE, format!("{} ({})", self.disk_type, self.disk_type_name()));
         let verdict = if self.checksum_ok() {
             "ok".to_string()
         } else {
             format!("BAD, computed 0x{:08x}", self.computed_checksum())
         };
-        r.push(64, 4, "Checksum", format!("0x{:08x} ({})", self.checksum, verdict));
-        r.push(68, 16, "Unique ID", uuid(&self.unique_id));
-        r.push(84, 1, "Saved state", self.saved_state.to_string());
-        r.push(85, 427, "Reserved", String::new());
+        r.field(field::CHECKSUM, format!("0x{:08x} ({})", self.checksum, verdict));
+        r.field(field::UNIQUE_ID, uuid(&self.unique_id));
+        r.field(field::SAVED_STATE, self.saved_state.to_string());
+        r.field(field::RESERVED, String::new());
         r.fields
     }
 }

@@ -21,6 +21,26 @@ pub struct Locator {
     pub path: Option<String>,
 }
 
+/// The dynamic disk header's fields (spec: "Dynamic Disk Header Format"); the eight parent
+/// locator entries of 24 bytes each start at `LOCATORS`.
+pub mod field {
+    use crate::image::region::FieldDef;
+    pub const COOKIE: FieldDef = FieldDef::new(0, 8, "Cookie");
+    pub const DATA_OFFSET: FieldDef = FieldDef::new(8, 8, "Data offset");
+    pub const TABLE_OFFSET: FieldDef = FieldDef::new(16, 8, "Table offset");
+    pub const VERSION: FieldDef = FieldDef::new(24, 4, "Header version");
+    pub const MAX_TABLE_ENTRIES: FieldDef = FieldDef::new(28, 4, "Max table entries");
+    pub const BLOCK_SIZE: FieldDef = FieldDef::new(32, 4, "Block size");
+    pub const CHECKSUM: FieldDef = FieldDef::new(36, 4, "Checksum");
+    pub const PARENT_UNIQUE_ID: FieldDef = FieldDef::new(40, 16, "Parent unique ID");
+    pub const PARENT_TIMESTAMP: FieldDef = FieldDef::new(56, 4, "Parent time stamp");
+    pub const RESERVED1: FieldDef = FieldDef::new(60, 4, "Reserved");
+    pub const PARENT_NAME: FieldDef = FieldDef::new(64, 512, "Parent unicode name");
+    pub const LOCATORS: FieldDef = FieldDef::new(576, 192, "Parent locators");
+    pub const RESERVED2: FieldDef = FieldDef::new(768, 256, "Reserved");
+    pub const LOCATOR_SIZE: usize = 24;
+}
+
 #[derive(Clone, Debug)]
 pub struct DynHeader {
     pub offset: u64,
@@ -49,12 +69,12 @@ impl DynHeader {
         }
         let r = FieldReader::new(off, &bytes);
         let mut parent_unique_id = [0u8; 16];
-        parent_unique_id.copy_from_slice(r.raw(40, 16));
-        let name_units: Vec<u16> = r.raw(64, 512).chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+        parent_unique_id.copy_from_slice(r.raw(field::PARENT_UNIQUE_ID.off, 16));
+        let name_units: Vec<u16> = r.raw(field::PARENT_NAME.off, field::PARENT_NAME.len).chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
         let parent_name = utf16_string(&name_units);
         let mut locators = Vec::new();
         for i in 0..8 {
-            let b = 576 + i * 24;
+            let b = field::LOCATORS.off + i * field::LOCATOR_SIZE;
             let mut code = [0u8; 4];
             code.copy_from_slice(r.raw(b, 4));
             if code == [0; 4] {
@@ -73,13 +93,13 @@ impl DynHeader {
         }
         Ok(DynHeader {
             offset: off,
-            table_offset: r.u64(16),
-            version: r.u32(24),
-            max_table_entries: r.u32(28),
-            block_size: r.u32(32),
-            checksum: r.u32(36),
+            table_offset: r.u64(field::TABLE_OFFSET.off),
+            version: r.u32(field::VERSION.off),
+            max_table_entries: r.u32(field::MAX_TABLE_ENTRIES.off),
+            block_size: r.u32(field::BLOCK_SIZE.off),
+            checksum: r.u32(field::CHECKSUM.off),
             parent_unique_id,
-            parent_timestamp: r.u32(56),
+            parent_timestamp: r.u32(field::PARENT_TIMESTAMP.off),
             parent_name,
             locators,
             bytes,
@@ -87,7 +107,7 @@ impl DynHeader {
     }
 
     pub fn computed_checksum(&self) -> u32 {
-        checksum(&self.bytes, 36)
+        checksum(&self.bytes, field::CHECKSUM.off)
     }
 
     pub fn checksum_ok(&self) -> bool {
@@ -96,24 +116,24 @@ impl DynHeader {
 
     pub fn fields(&self) -> Vec<Field> {
         let mut r = FieldReader::new(self.offset, &self.bytes);
-        r.push(0, 8, "Cookie", ascii(&self.bytes[..8]));
-        r.push(8, 8, "Data offset", format!("0x{:016x}", r.u64(8)));
-        r.push(16, 8, "Table offset", format!("0x{:016x}", self.table_offset));
-        r.push(24, 4, "Header version", version(self.version));
-        r.push(28, 4, "Max table entries", self.max_table_entries.to_string());
-        r.push(32, 4, "Block size", self.block_size.to_string());
+        r.field(field::COOKIE, ascii(&self.bytes[..8]));
+        r.field(field::DATA_OFFSET, format!("0x{:016x}", r.u64(field::DATA_OFFSET.off)));
+        r.field(field::TABLE_OFFSET, format!("0x{:016x}", self.table_offset));
+        r.field(field::VERSION, version(self.version));
+        r.field(field::MAX_TABLE_ENTRIES, self.max_table_entries.to_string());
+        r.field(field::BLOCK_SIZE, self.block_size.to_string());
         let verdict = if self.checksum_ok() {
             "ok".to_string()
         } else {
             format!("BAD, computed 0x{:08x}", self.computed_checksum())
         };
-        r.push(36, 4, "Checksum", format!("0x{:08x} ({})", self.checksum, verdict));
-        r.push(40, 16, "Parent unique ID", uuid(&self.parent_unique_id));
-        r.push(56, 4, "Parent time stamp", timestamp(self.parent_timestamp));
-        r.push(60, 4, "Reserved", String::new());
-        r.push(64, 512, "Parent unicode name", self.parent_name.clone());
+        r.field(field::CHECKSUM, format!("0x{:08x} ({})", self.checksum, verdict));
+        r.field(field::PARENT_UNIQUE_ID, uuid(&self.parent_unique_id));
+        r.field(field::PARENT_TIMESTAMP, timestamp(self.parent_timestamp));
+        r.field(field::RESERVED1, String::new());
+        r.field(field::PARENT_NAME, self.parent_name.clone());
         for i in 0..8 {
-            let b = 576 + i * 24;
+            let b = field::LOCATORS.off + i * field::LOCATOR_SIZE;
             let code = r.raw(b, 4);
             let value = match self.locators.iter().find(|l| l.index == i) {
                 None => "unused".to_string(),
@@ -126,9 +146,9 @@ impl DynHeader {
                     l.path.as_ref().map(|p| format!(" -> {}", p)).unwrap_or_default()
                 ),
             };
-            r.push(b, 24, &format!("Parent locator {}", i), value);
+            r.push(b, field::LOCATOR_SIZE, &format!("Parent locator {}", i), value);
         }
-        r.push(768, 256, "Reserved", String::new());
+        r.field(field::RESERVED2, String::new());
         r.fields
     }
 }
