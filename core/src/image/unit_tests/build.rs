@@ -429,6 +429,11 @@ pub enum Cluster {
     Compressed(Vec<u8>),
     /// An L2 entry stored as given (damage); nothing is allocated for it.
     Raw(u64),
+    /// Extended L2: an allocated cluster with these bytes and subcluster bitmaps (bit i of
+    /// `alloc`: subcluster i holds data; of `zero`: it reads zero).
+    Sub { data: Vec<u8>, alloc: u32, zero: u32 },
+    /// Extended L2: an entry and its bitmap stored as given (damage).
+    RawExt(u64, u64),
 }
 
 /// Where a built qcow2 put its structures.
@@ -468,6 +473,8 @@ pub struct Qcow2 {
     pub incompatible: u64,
     /// Start the first compressed cluster this many bytes into its host cluster.
     pub compressed_skew: u64,
+    /// Extended L2 entries (incompatible feature bit 4): 32 subclusters per cluster.
+    pub extended_l2: bool,
 }
 
 impl Qcow2 {
@@ -485,6 +492,7 @@ impl Qcow2 {
             magic: *QCOW2_MAGIC,
             incompatible: 0,
             compressed_skew: 0,
+            extended_l2: false,
         }
     }
 
@@ -493,7 +501,7 @@ impl Qcow2 {
     }
 
     pub fn l2_entries(&self) -> u64 {
-        self.cluster_size() / 8
+        self.cluster_size() / if self.extended_l2 { 16 } else { 8 }
     }
 
     pub fn l1_size(&self) -> u64 {
@@ -502,7 +510,7 @@ impl Qcow2 {
 
     pub fn set(&mut self, guest_cluster: u64, c: Cluster) -> &mut Self {
         assert!(guest_cluster * self.cluster_size() < self.size);
-        if let Cluster::Data(d) | Cluster::ZeroAlloc(d) | Cluster::Compressed(d) = &c {
+        if let Cluster::Data(d) | Cluster::ZeroAlloc(d) | Cluster::Compressed(d) | Cluster::Sub { data: d, .. } = &c {
             assert_eq!(d.len() as u64, self.cluster_size(), "a whole cluster");
         }
         if self.clusters.insert(guest_cluster, c).is_none() {
@@ -526,7 +534,18 @@ impl Qcow2 {
             match c {
                 Cluster::Data(d) | Cluster::Compressed(d) => out[at..end].copy_from_slice(&d[..end - at]),
                 Cluster::Zero | Cluster::ZeroAlloc(_) => out[at..end].fill(0),
-                Cluster::Raw(_) => {}
+                Cluster::Raw(_) | Cluster::RawExt(..) => {}
+                Cluster::Sub { data, alloc, zero } => {
+                    let sc = cs / 32;
+                    for i in 0..32 {
+                        let (a, b) = (at + i * sc, at + (i + 1) * sc);
+                        if zero & (1 << i) != 0 {
+                            out[a..b].fill(0);
+                        } else if alloc & (1 << i) != 0 {
+                            out[a..b].copy_from_slice(&data[i * sc..(i + 1) * sc]);
+                        }
+                    }
+                }
             }
         }
         out
@@ -553,7 +572,7 @@ impl Qcow2 {
         }
         let mut data: Vec<(u64, Vec<u8>)> = Vec::new();
         for &g in &self.order {
-            if let Cluster::Data(d) | Cluster::ZeroAlloc(d) = &self.clusters[&g] {
+            if let Cluster::Data(d) | Cluster::ZeroAlloc(d) | Cluster::Sub { data: d, .. } = &self.clusters[&g] {
                 lay.host.insert(g, next);
                 refs.insert(next / cs, 1);
                 data.push((next, d.clone()));
@@ -594,7 +613,7 @@ impl Qcow2 {
         put64(&mut out, 48, lay.refcount_table);
         put32(&mut out, 56, 1);
         let header_len: u64 = if self.version >= 3 {
-            put64(&mut out, 72, self.incompatible);
+            put64(&mut out, 72, self.incompatible | if self.extended_l2 { 1 << 4 } else { 0 });
             put32(&mut out, 96, 4); // refcount_order: 16-bit refcounts
             put32(&mut out, 100, 104);
             104
@@ -631,10 +650,22 @@ impl Qcow2 {
         }
         // L2
         let csize_shift = 62 - (self.cluster_bits - 8);
+        let ext = self.extended_l2;
+        let all: u64 = 0xffff_ffff;
         for (&g, c) in &self.clusters {
             let Some(&l2) = lay.l2.get(&(g / per_l2)) else { continue };
+            // extended L2: the zero flag is a bitmap (high half), data an allocation bitmap
+            let (e, bitmap) = match c {
+                Cluster::Data(_) => (lay.host[&g] | OFLAG_COPIED, all),
+                Cluster::ZeroAlloc(_) if ext => (lay.host[&g] | OFLAG_COPIED, all << 32),
+                Cluster::Zero if ext => (0, all << 32),
+                Cluster::Sub { alloc, zero, .. } => (lay.host[&g] | OFLAG_COPIED, (*zero as u64) << 32 | *alloc as u64),
+                Cluster::RawExt(e, b) => (*e, *b),
+                _ => (0, 0),
+            };
             let e = match c {
-                Cluster::Data(_) => lay.host[&g] | OFLAG_COPIED,
+                Cluster::Data(_) | Cluster::Sub { .. } | Cluster::RawExt(..) => e,
+                Cluster::ZeroAlloc(_) | Cluster::Zero if ext => e,
                 Cluster::ZeroAlloc(_) => lay.host[&g] | OFLAG_COPIED | OFLAG_ZERO,
                 Cluster::Zero => OFLAG_ZERO,
                 Cluster::Compressed(_) => {
@@ -643,7 +674,12 @@ impl Qcow2 {
                 }
                 Cluster::Raw(e) => *e,
             };
-            put64(&mut out, (l2 + (g % per_l2) * 8) as usize, e);
+            let esize = if ext { 16 } else { 8 };
+            let at = (l2 + (g % per_l2) * esize) as usize;
+            put64(&mut out, at, e);
+            if ext {
+                put64(&mut out, at + 8, bitmap);
+            }
         }
         for (off, d) in data.iter().chain(cdata.iter()) {
             out[*off as usize..*off as usize + d.len()].copy_from_slice(d);

@@ -318,3 +318,47 @@ fn bad_magic_with_format_forced_is_an_error() {
     let e = open_err(&p, &OpenOptions { format: Some(Format::Qcow2), ..Default::default() });
     assert!(e.to_string().contains("magic") || e.to_string().contains("not"), "{e}");
 }
+
+#[test]
+fn extended_l2_subclusters_over_a_raw_backing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = pattern(80, (4 * CS) as usize);
+    write_file(dir.path(), "base.raw", &base);
+    let sc = CS / 32; // 2 KiB subclusters
+    let mut q = Qcow2::new(3, CB, 4 * CS);
+    q.extended_l2 = true;
+    q.backing = Some(("base.raw".into(), Some("raw".into())));
+    // cluster 0: subclusters 0 and 2 data, 3 zero, the rest from the backing file
+    q.set(0, Cluster::Sub { data: pattern(81, CS as usize), alloc: 0b0101, zero: 0b1000 })
+        .set(1, Cluster::Zero)
+        .set(2, Cluster::Data(pattern(82, CS as usize)));
+    let (bytes, lay) = q.build();
+    let img = open(&write_file(dir.path(), "el2.qcow2", &bytes));
+    assert!(img.warnings.is_empty(), "{:?}", img.warnings);
+    let h = lay.host[&0];
+    let raw_at = |virt: u64| LayerKind::Data { file: HostFileId::Image, host: virt, passthrough: true };
+    let e = img.resolve(0, CS).unwrap();
+    assert_eq!((e.len, e.depth, e.kind), (sc, 0, data(h)));
+    let e = img.resolve(sc, CS).unwrap();
+    assert_eq!((e.len, e.depth), (sc, 1), "an unallocated subcluster of an allocated cluster: the backing file");
+    assert!(matches!(e.kind, LayerKind::Data { host, .. } | LayerKind::ZeroData { host, .. } if host == sc), "{:?}", e.kind);
+    let e = img.resolve(2 * sc, CS).unwrap();
+    assert_eq!((e.len, e.depth, e.kind), (sc, 0, data(h + 2 * sc)));
+    let e = img.resolve(3 * sc, CS).unwrap();
+    assert_eq!((e.len, e.depth, e.kind), (sc, 0, LayerKind::Zero { host: Some((HostFileId::Image, h + 3 * sc)) }));
+    let e = img.resolve(4 * sc + 1, CS).unwrap();
+    assert_eq!(e.depth, 1);
+    if matches!(e.kind, LayerKind::Data { .. }) {
+        assert_eq!(e.kind, raw_at(4 * sc + 1));
+    }
+    let e = img.resolve(CS, CS).unwrap();
+    assert_eq!((e.len, e.depth, e.kind), (CS, 0, LayerKind::Zero { host: None }));
+    assert_eq!(img.resolve(2 * CS + 5, CS).unwrap().kind, data(lay.host[&2] + 5));
+    assert_bytes(&read_all(&img), &q.guest(Some(&base)), "extended L2 guest");
+
+    // a subcluster both allocated and zero is invalid
+    q.set(3, Cluster::RawExt(0, 1 | 1 << 32));
+    let img = open(&write_file(dir.path(), "bad.qcow2", &q.build().0));
+    let e = img.resolve(3 * CS, CS).unwrap_err();
+    assert!(e.to_string().contains("invalid subcluster bitmap"), "{e}");
+}

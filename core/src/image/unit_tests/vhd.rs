@@ -364,3 +364,23 @@ fn unknown_disk_type_is_unsupported() {
     let e = open_err(&write_file(dir.path(), "t7.vhd", &bytes), &OpenOptions::default());
     assert!(matches!(e, Error::Unsupported(_)), "{e:?}");
 }
+
+#[test]
+fn no_cookie_anywhere_is_not_a_vhd() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dynamic_disk();
+    let (mut bytes, lay) = d.build();
+    bytes[..8].copy_from_slice(b"conectiX");
+    bytes[lay.footer_offset as usize..lay.footer_offset as usize + 8].copy_from_slice(b"conectiX");
+    let p = write_file(dir.path(), "nocookie.vhd", &bytes);
+    // probed as raw: the whole file is the disk
+    let img = open(&p);
+    assert_eq!(img.format(), Format::Raw);
+    assert_eq!(img.virtual_size(), lay.file_size);
+    let e = open_err(&p, &OpenOptions { format: Some(Format::Vhd), ..Default::default() });
+    assert!(matches!(e, Error::Corrupt(_)) && e.to_string().contains("conectix"), "{e:?}");
+    // a file shorter than a footer
+    let p = write_file(dir.path(), "tiny.vhd", b"conectix");
+    let e = open_err(&p, &OpenOptions { format: Some(Format::Vhd), ..Default::default() });
+    assert!(e.to_string().contains("not a VHD"), "{e}");
+}
