@@ -6,6 +6,7 @@
 //! lock, qemu is locked out.
 mod support;
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -411,17 +412,34 @@ impl Drop for Guard {
     }
 }
 
-/// Whether some process holds an OFD lock on `img` (as /proc/locks lists them).
-fn locked(img: &Path) -> bool {
+/// The bytes of `img` some process holds an OFD lock on (as /proc/locks lists them: id, kind,
+/// mode, access, pid, dev:inode, start, end).
+fn locked_bytes(img: &Path) -> BTreeSet<u64> {
     use std::os::unix::fs::MetadataExt;
-    let ino = std::fs::metadata(img).unwrap().ino();
+    let ino = format!(":{}", std::fs::metadata(img).unwrap().ino());
     let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
-    locks.lines().any(|l| l.contains("OFDLCK") && l.split_whitespace().any(|f| f.ends_with(&format!(":{ino}"))))
+    let mut out = BTreeSet::new();
+    for l in locks.lines().filter(|l| l.contains("OFDLCK")) {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let Some(i) = f.iter().position(|x| x.ends_with(&ino)) else { continue };
+        let (Some(start), Some(end)) = (f.get(i + 1).and_then(|x| x.parse::<u64>().ok()), f.get(i + 2)) else {
+            continue;
+        };
+        let end = if *end == "EOF" { start } else { end.parse().unwrap_or(start) };
+        out.extend(start..=end.min(start + 1024));
+    }
+    out
 }
 
-/// `qemu-nbd -k SOCK -f FMT IMG` (plus `extra`), ready when the image is locked (qemu-nbd
-/// listens on its socket before it opens the image; a probing client would make it exit
-/// when it disconnects).
+/// The lock byte by which qemu says it does not share resize: every qemu-nbd holds it
+/// (raw, vpc, qcow2, read-only or not; raw shares write, so 201 is not always there) and a
+/// writer that finds it refuses. qemu takes its bytes one at a time in ascending order
+/// (100+i for its permissions, then 200+i for what it does not share), so 203 is the last.
+const QEMU_UNSHARED_RESIZE: u64 = 203;
+
+/// `qemu-nbd -k SOCK -f FMT IMG` (plus `extra`), ready when the image is locked against
+/// writers (qemu-nbd listens on its socket before it opens the image; a probing client would
+/// make it exit when it disconnects).
 fn serve(fmt: &str, img: &Path, sock: &Path, extra: &[&str]) -> Guard {
     let child = Command::new("qemu-nbd")
         .args(["-k", s(sock), "-f", fmt])
@@ -432,15 +450,60 @@ fn serve(fmt: &str, img: &Path, sock: &Path, extra: &[&str]) -> Guard {
         .stderr(Stdio::null())
         .spawn()
         .expect("start qemu-nbd");
-    let g = Guard(child);
+    let mut g = Guard(child);
     let t = Instant::now();
-    while !(sock.exists() && locked(img)) {
-        assert!(t.elapsed() < Duration::from_secs(10), "qemu-nbd did not lock {}", img.display());
-        std::thread::sleep(Duration::from_millis(10));
+    loop {
+        let held = locked_bytes(img);
+        if sock.exists() && held.contains(&QEMU_UNSHARED_RESIZE) {
+            break;
+        }
+        if let Ok(Some(st)) = g.0.try_wait() {
+            panic!("qemu-nbd {} exited ({st}) before locking it", img.display());
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "qemu-nbd did not lock {} against writers within 30 s (lock bytes held: {held:?})",
+            img.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
-    // qemu takes its lock bytes one by one: let it finish
-    std::thread::sleep(Duration::from_millis(100));
     g
+}
+
+/// Read `child`'s stderr until a line contains `needle`, for at most `timeout`: the lines
+/// read so far, or a panic naming what came instead. A thread keeps draining the pipe
+/// afterwards, so the child never blocks on a full pipe.
+fn wait_for_stderr_line(child: &mut Child, needle: &str, timeout: Duration, what: &str) -> String {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            // once nobody listens, keep draining
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + timeout;
+    let mut seen = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                seen.push_str(&line);
+                seen.push('\n');
+                if line.contains(needle) {
+                    return seen;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("{what}: no line with {needle:?} on stderr within {timeout:?}; got:\n{seen}")
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let st = child.wait().ok();
+                panic!("{what}: stderr closed ({st:?}) before a line with {needle:?}; got:\n{seen}")
+            }
+        }
+    }
 }
 
 fn lock_images(dir: &Path) -> Vec<(&'static str, PathBuf)> {
@@ -496,7 +559,7 @@ fn lock_vdiskview_locks_qemu_out() {
     let meta = qcow2_create(dir.path(), "meta.qcow2", &format!("data_file={}", s(&df)), "4M", None);
     images.push(("qcow2", meta));
     for (fmt, img) in images {
-        let mut child = Command::new(vdiskview_bin())
+        let child = Command::new(vdiskview_bin())
             .args(["write", s(&img), "--offset", "512", "--pattern", "0x5c", "--length", "1000"])
             .env("VDISKVIEW_HOLD_LOCK_MS", "20000")
             .stdin(Stdio::null())
@@ -504,11 +567,10 @@ fn lock_vdiskview_locks_qemu_out() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let guard = Guard(child);
-        let mut line = String::new();
-        stderr.read_line(&mut line).unwrap();
-        assert!(line.contains("holding the write lock"), "{fmt}: {line}");
+        // the line comes once the lock is taken; polling it (not sleeping) is the wait
+        let mut guard = Guard(child);
+        let lines = wait_for_stderr_line(&mut guard.0, "holding the write lock", Duration::from_secs(60), fmt);
+        assert!(lines.contains("holding the write lock"), "{fmt}: {lines}");
 
         let q = run_with_timeout(Command::new("qemu-io").args(["-f", fmt, "-c", "write 0 512", s(&img)]), Duration::from_secs(30));
         let text = format!("{}{}", String::from_utf8_lossy(&q.stdout), String::from_utf8_lossy(&q.stderr));
