@@ -91,6 +91,11 @@ impl Header {
         let mut fixed = vec![0u8; V2_HEADER_LEN as usize];
         file.read_exact_at(0, &mut fixed, "qcow2 header")?;
         let r = FieldReader::new(0, &fixed);
+        // a format forced with --format qcow2 must still be qcow2 (qemu: "Image is not in
+        // qcow2 format")
+        if &fixed[..4] != MAGIC {
+            return Err(Error::corrupt(format!("{}: image is not in qcow2 format (no QFI\\xfb magic)", name)));
+        }
         let version = r.u32(4);
         if version != 2 && version != 3 {
             return Err(Error::Unsupported(format!("{}: qcow2 version {} is not supported", name, version)));

@@ -250,7 +250,7 @@ fn bat_entry_past_eof_is_an_error_for_that_block_only() {
     let img = open(&path);
     let bs = d.block_size as u64;
     let err = img.resolve(bs + 512, 512).unwrap_err();
-    assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+    assert!(matches!(err, Error::Damaged { .. }), "{err:?}");
     assert!(err.to_string().contains("past the end"), "{err}");
     let mut b = [0u8; 512];
     assert!(img.read(bs, &mut b).is_err());
@@ -281,12 +281,12 @@ fn dynamic_header_past_eof_bad_cookie_and_bad_block_size_are_errors() {
     bytes[lay.footer_offset as usize..].copy_from_slice(&fb);
     let p = write_file(dir.path(), "far.vhd", &bytes);
     let e = open_err(&p, &OpenOptions::default());
-    assert!(matches!(e, Error::Corrupt(_)) && e.to_string().contains("past the end"), "{e:?}");
+    assert!(matches!(e, Error::Damaged { .. }) && e.to_string().contains("past the end"), "{e:?}");
 
     // a truncated file: the dynamic header is cut off
     let p = write_file(dir.path(), "cut.vhd", &good[..0x400]);
     let e = open_err(&p, &OpenOptions { format: Some(Format::Vhd), ..Default::default() });
-    assert!(matches!(e, Error::Corrupt(_)) && e.to_string().contains("past the end"), "{e:?}");
+    assert!(matches!(e, Error::Damaged { .. }) && e.to_string().contains("past the end"), "{e:?}");
     // cut after the BAT: it opens through the footer copy, and the lost blocks are errors
     let p = write_file(dir.path(), "cut2.vhd", &good[..0x800]);
     let img = open_with(&p, &OpenOptions { format: Some(Format::Vhd), ..Default::default() });
@@ -378,7 +378,7 @@ fn no_cookie_anywhere_is_not_a_vhd() {
     assert_eq!(img.format(), Format::Raw);
     assert_eq!(img.virtual_size(), lay.file_size);
     let e = open_err(&p, &OpenOptions { format: Some(Format::Vhd), ..Default::default() });
-    assert!(matches!(e, Error::Corrupt(_)) && e.to_string().contains("conectix"), "{e:?}");
+    assert!(matches!(e, Error::Damaged { .. }) && e.to_string().contains("conectix"), "{e:?}");
     // a file shorter than a footer
     let p = write_file(dir.path(), "tiny.vhd", b"conectix");
     let e = open_err(&p, &OpenOptions { format: Some(Format::Vhd), ..Default::default() });

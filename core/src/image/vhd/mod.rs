@@ -94,7 +94,8 @@ impl Vhd {
         };
         match vhd.footer.disk_type {
             DISK_FIXED => {
-                let data_len = len.saturating_sub(FOOTER_SIZE);
+                // the data ends where the footer starts (an old 511-byte footer too)
+                let data_len = vhd.end_footer.as_ref().map_or(len.saturating_sub(FOOTER_SIZE), |f| f.offset);
                 if virtual_size > data_len {
                     vhd.warnings.push(format!(
                         "fixed disk of 0x{:x} bytes but only 0x{:x} bytes of data in the file; the rest reads as zero",
