@@ -5,7 +5,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use super::Output;
 use crate::image::region::human_size;
@@ -20,69 +21,136 @@ pub fn run(path: &Path, opts: &OpenOptions, output: Output) -> Result<ExitCode> 
     if let Some(e) = &img.chain_error {
         eprintln!("vdiskview: warning: {}", e);
     }
-    let v = info_json(&img);
+    let r = info_report(&img);
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&v)?),
-        Output::Human => print!("{}", human(&img, &v)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+        Output::Human => print!("{}", human(&img, &r)),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// qemu-img info's JSON for layer `i` of the chain.
-pub fn layer_json(img: &Image, i: usize) -> Map<String, Value> {
+/// qemu-img info's JSON for one layer, key for key in qemu's order, plus vdiskview's own
+/// findings under `vdiskview` (top layer only).
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct InfoReport {
+    pub children: Vec<ChildInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<Value>,
+    pub virtual_size: u64,
+    pub filename: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_size: Option<u64>,
+    pub format: &'static str,
+    pub actual_size: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format_specific: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backing_filename: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub full_backing_filename: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backing_filename_format: Option<String>,
+    pub dirty_flag: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vdiskview: Option<Extras>,
+    /// Lines `info` prints after the header lines (qcow2's snapshot list), and the format's
+    /// own section: not part of the JSON.
+    #[serde(skip)]
+    human_after_header: String,
+    #[serde(skip)]
+    human_section: Option<(&'static str, Vec<String>)>,
+}
+
+/// qemu's protocol layer under each format layer: the host file.
+#[derive(Serialize)]
+pub struct ChildInfo {
+    pub name: &'static str,
+    pub info: FileInfo,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FileInfo {
+    pub children: [(); 0],
+    pub virtual_size: u64,
+    pub filename: String,
+    pub format: &'static str,
+    pub actual_size: u64,
+    pub format_specific: FileSpecific,
+    pub dirty_flag: bool,
+}
+
+#[derive(Serialize)]
+pub struct FileSpecific {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub data: Map<String, Value>,
+}
+
+#[derive(Serialize)]
+pub struct Extras {
+    pub layers: Vec<LayerSummary>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct LayerSummary {
+    pub filename: String,
+    pub format: &'static str,
+    pub virtual_size: u64,
+    /// The format's own decoding, under its key (`vhd`).
+    #[serde(flatten)]
+    pub decoded: Map<String, Value>,
+}
+
+/// The report for layer `i` of the chain.
+pub fn layer_report(img: &Image, i: usize) -> InfoReport {
     let li = &img.layers[i];
     let l = &li.layer;
     let f = l.file();
-    let mut m = Map::new();
-    m.insert(
-        "children".into(),
-        json!([{ "name": "file", "info": {
-            "children": [],
-            // qemu's protocol layer counts whole sectors
-            "virtual-size": f.len().next_multiple_of(512),
-            "filename": f.name,
-            "format": "file",
-            "actual-size": f.allocated_size(),
-            "format-specific": { "type": "file", "data": {} },
-            "dirty-flag": false,
-        }}]),
-    );
     let k = l.info(&li.name);
-    // qemu prints internal snapshots right after the children
-    if let Some(sns) = k.snapshots {
-        m.insert("snapshots".into(), sns);
-    }
-    m.insert("virtual-size".into(), json!(l.virtual_size()));
-    m.insert("filename".into(), json!(li.name));
-    if let Some(cs) = l.cluster_size() {
-        m.insert("cluster-size".into(), json!(cs));
-    }
-    m.insert("format".into(), json!(l.format().qemu_name()));
-    m.insert("actual-size".into(), json!(f.allocated_size()));
-    if k.encrypted {
-        m.insert("encrypted".into(), json!(true));
-    }
-    if let Some(fs) = k.format_specific {
-        m.insert("format-specific".into(), fs);
-    }
-    if let Some(b) = &k.backing_filename {
-        m.insert("backing-filename".into(), json!(b));
-        // the file the chain opened (a VHD's parent is found through its locators)
-        let full = if k.backing_full_from_chain {
+    let full_backing_filename = k.backing_filename.as_ref().and_then(|b| {
+        if k.backing_full_from_chain {
+            // the file the chain opened (a VHD's parent is found through its locators)
             img.layers.get(i + 1).map(|next| next.name.clone())
         } else {
             Some(combine_path(&li.name, b))
-        };
-        if let Some(full) = full {
-            m.insert("full-backing-filename".into(), json!(full));
         }
-        if let Some(bf) = &k.backing_format {
-            m.insert("backing-filename-format".into(), json!(bf));
-        }
+    });
+    InfoReport {
+        children: vec![ChildInfo {
+            name: "file",
+            info: FileInfo {
+                children: [],
+                // qemu's protocol layer counts whole sectors
+                virtual_size: f.len().next_multiple_of(512),
+                filename: f.name.clone(),
+                format: "file",
+                actual_size: f.allocated_size(),
+                format_specific: FileSpecific { kind: "file", data: Map::new() },
+                dirty_flag: false,
+            },
+        }],
+        snapshots: k.snapshots,
+        virtual_size: l.virtual_size(),
+        filename: li.name.clone(),
+        cluster_size: l.cluster_size(),
+        format: l.format().qemu_name(),
+        actual_size: f.allocated_size(),
+        encrypted: k.encrypted,
+        format_specific: k.format_specific,
+        full_backing_filename,
+        backing_filename: k.backing_filename,
+        backing_filename_format: k.backing_format,
+        dirty_flag: k.dirty,
+        vdiskview: None,
+        human_after_header: k.human_after_header,
+        human_section: k.extra.map(|(key, _)| (key, k.extra_human)),
     }
-    let dirty = k.dirty;
-    m.insert("dirty-flag".into(), json!(dirty));
-    m
 }
 
 /// Metadata qemu would refuse (it would not open the image), of every layer.
@@ -90,59 +158,58 @@ fn metadata_warnings(img: &Image) -> Vec<String> {
     img.layers.iter().flat_map(|li| li.layer.info(&li.name).problems).collect()
 }
 
-pub fn info_json(img: &Image) -> Value {
-    let mut top = layer_json(img, 0);
-    let layers: Vec<Value> = (0..img.layers.len())
-        .map(|i| {
-            let li = &img.layers[i];
-            let mut m = Map::new();
-            m.insert("filename".into(), json!(li.name));
-            m.insert("format".into(), json!(li.layer.format().qemu_name()));
-            m.insert("virtual-size".into(), json!(li.layer.virtual_size()));
+/// The whole report: the top layer's keys and the chain with its warnings.
+pub fn info_report(img: &Image) -> InfoReport {
+    let mut top = layer_report(img, 0);
+    let layers = img
+        .layers
+        .iter()
+        .map(|li| {
+            let mut decoded = Map::new();
             if let Some((key, v)) = li.layer.info(&li.name).extra {
-                m.insert(key.into(), v);
+                decoded.insert(key.into(), v);
             }
-            Value::Object(m)
+            LayerSummary {
+                filename: li.name.clone(),
+                format: li.layer.format().qemu_name(),
+                virtual_size: li.layer.virtual_size(),
+                decoded,
+            }
         })
         .collect();
-    let mut extra = Map::new();
-    extra.insert("layers".into(), json!(layers));
     let mut warnings = img.warnings.clone();
     if let Some(e) = &img.chain_error {
         warnings.push(e.clone());
     }
     warnings.extend(metadata_warnings(img));
-    extra.insert("warnings".into(), json!(warnings));
-    top.insert("vdiskview".into(), Value::Object(extra));
-    Value::Object(top)
+    top.vdiskview = Some(Extras { layers, warnings });
+    top
 }
 
-fn human(img: &Image, v: &Value) -> String {
+fn human(img: &Image, r: &InfoReport) -> String {
     let mut s = String::new();
-    let g = |k: &str| v.get(k).cloned().unwrap_or(Value::Null);
-    let vs = g("virtual-size").as_u64().unwrap_or(0);
-    s += &format!("image: {}\n", img.layers[0].name);
-    s += &format!("file format: {}\n", img.format().qemu_name());
-    s += &format!("virtual size: {} ({} bytes)\n", human_size(vs), vs);
-    s += &format!("disk size: {}\n", human_size(g("actual-size").as_u64().unwrap_or(0)));
-    if let Some(cs) = g("cluster-size").as_u64() {
+    s += &format!("image: {}\n", r.filename);
+    s += &format!("file format: {}\n", r.format);
+    s += &format!("virtual size: {} ({} bytes)\n", human_size(r.virtual_size), r.virtual_size);
+    s += &format!("disk size: {}\n", human_size(r.actual_size));
+    if let Some(cs) = r.cluster_size {
         s += &format!("cluster_size: {}\n", cs);
     }
-    if let Some(b) = g("backing-filename").as_str() {
-        match g("full-backing-filename").as_str() {
+    if let Some(b) = &r.backing_filename {
+        match &r.full_backing_filename {
             Some(f) if f != b => s += &format!("backing file: {} (actual path: {})\n", b, f),
             _ => s += &format!("backing file: {}\n", b),
         }
     }
-    if let Some(f) = g("backing-filename-format").as_str() {
+    if let Some(f) = &r.backing_filename_format {
         s += &format!("backing file format: {}\n", f);
     }
-    if g("encrypted").as_bool() == Some(true) {
+    if r.encrypted {
         s += "encrypted: yes\n";
     }
-    let top = img.top().info(&img.layers[0].name);
-    s += &top.human_after_header;
-    if let Some(d) = v.pointer("/format-specific/data").and_then(|d| d.as_object()) {
+    s += &r.human_after_header;
+    // the format's own keys, printed as qemu-img prints its ImageInfoSpecific
+    if let Some(d) = r.format_specific.as_ref().and_then(|v| v.get("data")).and_then(|d| d.as_object()) {
         s += "Format specific information:\n";
         for (k, val) in d {
             if k == "bitmaps" {
@@ -163,9 +230,9 @@ fn human(img: &Image, v: &Value) -> String {
             s += &format!("    {}: {}\n", k.replace('-', " "), val);
         }
     }
-    if let Some((key, _)) = &top.extra {
+    if let Some((key, lines)) = &r.human_section {
         s += &format!("{}:\n", key.to_uppercase());
-        for line in &top.extra_human {
+        for line in lines {
             s += &format!("    {}\n", line);
         }
     }
@@ -181,11 +248,11 @@ fn human(img: &Image, v: &Value) -> String {
             );
         }
     }
-    let warnings = v.pointer("/vdiskview/warnings").and_then(|w| w.as_array()).cloned().unwrap_or_default();
+    let warnings = r.vdiskview.as_ref().map(|x| x.warnings.as_slice()).unwrap_or_default();
     if !warnings.is_empty() {
         s += "Warnings:\n";
         for w in warnings {
-            s += &format!("    {}\n", w.as_str().unwrap_or(""));
+            s += &format!("    {}\n", w);
         }
     }
     s
