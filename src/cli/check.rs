@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
 
 use super::Output;
 use crate::image::check::{check_path, CheckReport, Finding};
@@ -40,45 +40,83 @@ pub(super) fn emit(s: &str) -> Result<()> {
     }
 }
 
-fn finding_json(f: &Finding) -> Value {
-    json!({
-        "severity": f.severity.name(),
-        "structure": f.structure,
-        "message": f.message,
-        "host-offset": f.host_offset,
-        "host-length": f.host_len,
-        "virtual": f.virt,
-    })
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// qemu-img check's JSON (a key is left out when qemu leaves it out: a zero count), with
 /// vdiskview's findings under a key of its own.
-pub fn report_json(r: &CheckReport) -> Value {
-    let mut m = Map::new();
-    let opt = |m: &mut Map<String, Value>, k: &str, v: u64| {
-        if v != 0 {
-            m.insert(k.into(), json!(v));
-        }
-    };
-    if let Some(s) = &r.qcow2 {
-        opt(&mut m, "image-end-offset", s.image_end_offset);
-        opt(&mut m, "total-clusters", s.total_clusters);
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CheckJson<'a> {
+    #[serde(skip_serializing_if = "is_zero")]
+    image_end_offset: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    total_clusters: u64,
+    check_errors: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    corruptions: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    leaks: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    allocated_clusters: u64,
+    filename: &'a str,
+    format: &'static str,
+    #[serde(skip_serializing_if = "is_zero")]
+    fragmented_clusters: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    compressed_clusters: u64,
+    vdiskview: CheckExtras<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct CheckExtras<'a> {
+    findings: Vec<FindingJson<'a>>,
+    exit_code: u8,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct FindingJson<'a> {
+    severity: &'static str,
+    structure: &'a str,
+    message: &'a str,
+    host_offset: Option<u64>,
+    host_length: Option<u64>,
+    #[serde(rename = "virtual")]
+    virt: Option<u64>,
+}
+
+pub fn report_json(r: &CheckReport) -> CheckJson<'_> {
+    let s = r.qcow2.clone().unwrap_or_default();
+    CheckJson {
+        image_end_offset: s.image_end_offset,
+        total_clusters: s.total_clusters,
+        check_errors: r.check_errors,
+        corruptions: r.corruptions,
+        leaks: r.leaks,
+        allocated_clusters: s.allocated_clusters,
+        filename: &r.filename,
+        format: r.format.qemu_name(),
+        fragmented_clusters: s.fragmented_clusters,
+        compressed_clusters: s.compressed_clusters,
+        vdiskview: CheckExtras {
+            findings: r
+                .findings
+                .iter()
+                .map(|f| FindingJson {
+                    severity: f.severity.name(),
+                    structure: &f.structure,
+                    message: &f.message,
+                    host_offset: f.host_offset,
+                    host_length: f.host_len,
+                    virt: f.virt,
+                })
+                .collect(),
+            exit_code: r.exit_code(),
+        },
     }
-    m.insert("check-errors".into(), json!(r.check_errors));
-    opt(&mut m, "corruptions", r.corruptions);
-    opt(&mut m, "leaks", r.leaks);
-    if let Some(s) = &r.qcow2 {
-        opt(&mut m, "allocated-clusters", s.allocated_clusters);
-    }
-    m.insert("filename".into(), json!(r.filename));
-    m.insert("format".into(), json!(r.format.qemu_name()));
-    if let Some(s) = &r.qcow2 {
-        opt(&mut m, "fragmented-clusters", s.fragmented_clusters);
-        opt(&mut m, "compressed-clusters", s.compressed_clusters);
-    }
-    let findings: Vec<Value> = r.findings.iter().map(finding_json).collect();
-    m.insert("vdiskview".into(), json!({ "findings": findings, "exit-code": r.exit_code() }));
-    Value::Object(m)
 }
 
 fn place(f: &Finding) -> String {

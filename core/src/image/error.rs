@@ -6,12 +6,10 @@ use std::io;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The operating system refused: the io error keeps its kind (ENOSPC stays ENOSPC).
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
+    /// Its message is part of this one (every front end prints one line), so it is not also
+    /// given as `source()`, which would print it twice in an error chain.
+    #[error("{context}: {io}")]
+    Io { context: String, io: io::Error },
     /// A write to something opened read-only.
     #[error("{0}")]
     ReadOnly(String),
@@ -35,12 +33,12 @@ pub enum Error {
 
 impl Error {
     pub fn io(context: impl Into<String>, source: io::Error) -> Error {
-        Error::Io { context: context.into(), source }
+        Error::Io { context: context.into(), io: source }
     }
 
     /// An io error that is not the operating system's (a directory where a file was wanted).
     pub fn io_other(context: impl Into<String>, what: &str) -> Error {
-        Error::Io { context: context.into(), source: io::Error::other(what.to_string()) }
+        Error::Io { context: context.into(), io: io::Error::other(what.to_string()) }
     }
 
     pub fn damaged(structure: &'static str, offset: Option<u64>, detail: impl Into<String>) -> Error {
@@ -59,7 +57,7 @@ impl Error {
     /// The errno an I/O front end (NBD) reports for this error.
     pub fn errno(&self) -> i32 {
         match self {
-            Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            Error::Io { io, .. } => io.raw_os_error().unwrap_or(libc::EIO),
             Error::ReadOnly(_) => libc::EROFS,
             Error::Locked { .. } => libc::EBUSY,
             Error::Unsupported(_) => libc::EOPNOTSUPP,
