@@ -300,3 +300,103 @@ fn pending_log_is_replayed_in_memory() {
     assert!(info.contains("log replayed in memory (the file is unchanged)"), "{info}");
     assert_eq!(std::fs::read(&p).unwrap(), f, "the file is unchanged");
 }
+
+// --- differencing ---------------------------------------------------------------------
+
+/// A number from `info --output json`'s vhdx block.
+fn info_u64(p: &Path, key: &str) -> u64 {
+    let v = vdiskview_json(&["info", "--output", "json", s(p)]);
+    fn find(v: &serde_json::Value, key: &str) -> Option<u64> {
+        match v {
+            serde_json::Value::Object(m) => m.get(key).and_then(|x| x.as_u64()).or_else(|| m.values().find_map(|x| find(x, key))),
+            serde_json::Value::Array(a) => a.iter().find_map(|x| find(x, key)),
+            _ => None,
+        }
+    }
+    find(&v, key).unwrap_or_else(|| panic!("{key} in info json"))
+}
+
+fn utf16le(t: &str) -> Vec<u8> {
+    t.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
+}
+
+/// qemu cannot make a differencing VHDX: turn a qemu-made dynamic one into one, by the
+/// specification (HasParent, a parent locator, the differencing BAT layout with a sector
+/// bitmap), with block 3 fully present and block 5 partially present.
+fn make_differencing(child: &Path, parent_name: &str) {
+    let meta = info_u64(child, "metadata-offset") as usize;
+    let bat = info_u64(child, "bat-offset") as usize;
+    let mut f = std::fs::read(child).unwrap();
+    const FILE_PARAMS: [u8; 16] = [0x37, 0x67, 0xA1, 0xCA, 0x36, 0xFA, 0x43, 0x4D, 0xB3, 0xB6, 0x33, 0xF0, 0xAA, 0x44, 0xE7, 0x6B];
+    const PARENT_LOCATOR: [u8; 16] = [0x2D, 0x5F, 0xD3, 0xA8, 0x0B, 0xB3, 0x4D, 0x45, 0xAB, 0xF7, 0xD3, 0xD8, 0x48, 0x34, 0xAB, 0x0C];
+    const VHDX_LOCATOR: [u8; 16] = [0xB7, 0xEF, 0x4A, 0xB0, 0x9E, 0xD1, 0x81, 0x4A, 0xB7, 0x89, 0x25, 0xB8, 0xE9, 0x44, 0x59, 0x13];
+    let count = u16::from_le_bytes([f[meta + 10], f[meta + 11]]) as usize;
+    for i in 0..count {
+        let e = meta + 32 + i * 32;
+        if f[e..e + 16] == FILE_PARAMS {
+            let item = meta + u32::from_le_bytes(f[e + 16..e + 20].try_into().unwrap()) as usize;
+            f[item + 4] |= 2; // HasParent
+        }
+    }
+    // the parent locator item at +0x20000 of the metadata region
+    let (key, value) = (utf16le("relative_path"), utf16le(&format!(".\\{parent_name}")));
+    let mut loc = VHDX_LOCATOR.to_vec();
+    loc.extend_from_slice(&0u16.to_le_bytes());
+    loc.extend_from_slice(&1u16.to_le_bytes());
+    let ko = 20 + 12;
+    let vo = ko + key.len();
+    loc.extend_from_slice(&(ko as u32).to_le_bytes());
+    loc.extend_from_slice(&(vo as u32).to_le_bytes());
+    loc.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    loc.extend_from_slice(&(value.len() as u16).to_le_bytes());
+    loc.extend_from_slice(&key);
+    loc.extend_from_slice(&value);
+    f[meta + 0x20000..meta + 0x20000 + loc.len()].copy_from_slice(&loc);
+    let e = meta + 32 + count * 32;
+    f[e..e + 16].copy_from_slice(&PARENT_LOCATOR);
+    f[e + 16..e + 20].copy_from_slice(&0x20000u32.to_le_bytes());
+    f[e + 20..e + 24].copy_from_slice(&(loc.len() as u32).to_le_bytes());
+    f[e + 24..e + 28].copy_from_slice(&4u32.to_le_bytes()); // required
+    f[meta + 10..meta + 12].copy_from_slice(&((count + 1) as u16).to_le_bytes());
+    // BAT: 1 MiB blocks, 512-byte sectors: chunk ratio 4096, the bitmap entry at 4096
+    let entry = |i: usize, f: &Vec<u8>| u64::from_le_bytes(f[bat + i * 8..bat + i * 8 + 8].try_into().unwrap());
+    let (b3, b5) = (entry(3, &f), entry(5, &f));
+    assert_eq!((b3 & 7, b5 & 7), (6, 6), "qemu allocated blocks 3 and 5");
+    f[bat..bat + 4097 * 8].fill(0);
+    f[bat + 3 * 8..bat + 4 * 8].copy_from_slice(&b3.to_le_bytes());
+    f[bat + 5 * 8..bat + 6 * 8].copy_from_slice(&((b5 & !7) | 7).to_le_bytes());
+    let bm_off = (f.len() as u64).next_multiple_of(MIB);
+    f.resize(bm_off as usize + MIB as usize, 0);
+    f[bat + 4096 * 8..bat + 4097 * 8].copy_from_slice(&((bm_off / MIB) << 20 | 6).to_le_bytes());
+    // block 5's part of the bitmap: 2048 sectors = 256 bytes; sectors 0-7 and 100
+    let part = bm_off as usize + 5 * 256;
+    f[part] = 0xff;
+    f[part + 12] |= 1 << 4;
+    std::fs::write(child, &f).unwrap();
+}
+
+#[test]
+fn differencing_reads_through_its_parent() {
+    let dir = workspace();
+    let parent = make(dir.path(), "parent.vhdx", "dynamic", "1M", "16M", &["write -P 0x11 0 16M"]);
+    let child = make(dir.path(), "child.vhdx", "dynamic", "1M", "16M", &["write -P 0x22 3M 1M", "write -P 0x33 5M 1M"]);
+    make_differencing(&child, "parent.vhdx");
+    let mut expected = qemu_convert_raw(&parent, "vhdx");
+    let m = MIB as usize;
+    expected[3 * m..4 * m].fill(0x22);
+    expected[5 * m..5 * m + 4096].fill(0x33);
+    expected[5 * m + 100 * 512..5 * m + 101 * 512].fill(0x33);
+    let out = vdiskview(&["read", s(&child)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_bytes_eq(&out.stdout, &expected, "differencing VHDX over its parent");
+    let info = vdiskview_json(&["info", "--output", "json", s(&child)]);
+    assert_eq!(info["backing-filename"], ".\\parent.vhdx", "{info}");
+    let map = vdiskview_json(&["map", "--output", "json", s(&child)]);
+    assert_eq!(map_at(&map, 3 * MIB)["depth"], 0);
+    assert_eq!(map_at(&map, 5 * MIB)["depth"], 0);
+    assert_eq!(map_at(&map, 5 * MIB + 4096)["depth"], 1);
+    assert_eq!(map_at(&map, 0)["depth"], 1);
+    let c = vdiskview(&["check", s(&child)]);
+    assert_eq!(c.status.code(), Some(0), "{}", String::from_utf8_lossy(&c.stdout));
+    assert_no_panic(&child, "differencing");
+}
