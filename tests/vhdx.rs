@@ -400,3 +400,35 @@ fn differencing_reads_through_its_parent() {
     assert_eq!(c.status.code(), Some(0), "{}", String::from_utf8_lossy(&c.stdout));
     assert_no_panic(&child, "differencing");
 }
+
+#[test]
+fn log_guid_without_a_log_opens_with_a_warning() {
+    let dir = workspace();
+    let p = make(dir.path(), "g.vhdx", "dynamic", "1M", "16M", &["write -P 0x44 3M 1M"]);
+    let expected = qemu_convert_raw(&p, "vhdx");
+    let mut f = std::fs::read(&p).unwrap();
+    let seq = |f: &Vec<u8>, o: usize| u64::from_le_bytes(f[o + 8..o + 16].try_into().unwrap());
+    let h = if seq(&f, 128 * 1024) > seq(&f, 64 * 1024) { 128 * 1024 } else { 64 * 1024 };
+    f[h + 48..h + 64].copy_from_slice(&[0xab; 16]);
+    f[h + 4..h + 8].fill(0);
+    let c = crc32c(&f[h..h + 4096]);
+    f[h + 4..h + 8].copy_from_slice(&c.to_le_bytes());
+    std::fs::write(&p, &f).unwrap();
+    assert_reads_like_qemu_data(&p, &expected);
+    let info = vdiskview_json(&["info", "--output", "json", s(&p)]).to_string();
+    assert!(info.contains("no valid active sequence"), "{info}");
+    // garbage in the log itself
+    let log_off = u64::from_le_bytes(f[h + 72..h + 80].try_into().unwrap()) as usize;
+    for (i, b) in f[log_off..log_off + 65536].iter_mut().enumerate() {
+        *b = (i * 7 % 251) as u8;
+    }
+    f[log_off..log_off + 4].copy_from_slice(b"loge");
+    std::fs::write(&p, &f).unwrap();
+    assert_no_panic(&p, "garbage log");
+}
+
+fn assert_reads_like_qemu_data(p: &Path, expected: &[u8]) {
+    let out = vdiskview(&["read", s(p)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_bytes_eq(&out.stdout, expected, "read");
+}

@@ -96,3 +96,31 @@ fn overlay_applies_the_newest_write() {
     assert!(buf[6144..6144 + 4096].iter().all(|&b| b == 9));
     assert!(buf[6144 + 4096..].iter().all(|&b| b == 1));
 }
+
+fn entry(offset: u64, sequence: u64, tail: u64) -> log::LogEntry {
+    log::LogEntry {
+        offset,
+        sequence,
+        length: 4096,
+        tail,
+        log_guid: [1; 16],
+        flushed_file_offset: 0,
+        last_file_offset: 0,
+        descriptors: Vec::new(),
+    }
+}
+
+#[test]
+fn active_sequence_is_the_newest_run_from_its_tail() {
+    let seqs = |v: Option<Vec<&log::LogEntry>>| v.map(|v| v.iter().map(|e| e.sequence).collect::<Vec<_>>());
+    // a stale entry (2) and a run 5, 6, 7 whose head names 6 as its tail
+    let es = vec![entry(0, 5, 0), entry(4096, 6, 0), entry(8192, 7, 4096), entry(12288, 2, 12288)];
+    assert_eq!(seqs(log::active_sequence(&es, 16384)), Some(vec![6, 7]));
+    // a run that wraps around the end of the circular log
+    let es = vec![entry(0, 11, 12288), entry(12288, 10, 12288), entry(4096, 3, 4096)];
+    assert_eq!(seqs(log::active_sequence(&es, 16384)), Some(vec![10, 11]));
+    // a head whose tail is not in its run: nothing to replay
+    let es = vec![entry(0, 5, 8192), entry(4096, 6, 8192)];
+    assert_eq!(seqs(log::active_sequence(&es, 16384)), None);
+    assert_eq!(seqs(log::active_sequence(&[], 16384)), None);
+}
