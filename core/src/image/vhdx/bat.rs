@@ -64,7 +64,7 @@ impl Geometry {
         if lss != 512 && lss != 4096 {
             return Err(format!("invalid logical sector size {} (512 or 4096)", lss));
         }
-        if vsize == 0 || vsize > 64 << 40 || vsize % lss != 0 {
+        if vsize == 0 || vsize > 64 << 40 || !vsize.is_multiple_of(lss) {
             return Err(format!("invalid virtual disk size {} (a multiple of the {}-byte sector, at most 64 TiB)", vsize, lss));
         }
         let chunk_ratio = (1u64 << 23) * lss / bs;

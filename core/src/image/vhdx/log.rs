@@ -118,7 +118,7 @@ pub fn parse_entry(file: &HostFile, log_off: u64, log_len: u64, pos: u64, want_g
         return None;
     }
     let length = le32(&h, 8) as u64;
-    if length < SECTOR || length % SECTOR != 0 || length > log_len {
+    if length < SECTOR || !length.is_multiple_of(SECTOR) || length > log_len {
         return None;
     }
     let count = le32(&h, 24) as u64;
@@ -143,13 +143,13 @@ pub fn parse_entry(file: &HostFile, log_off: u64, log_len: u64, pos: u64, want_g
             return None;
         }
         let file_offset = le64(d, 16);
-        if file_offset % SECTOR != 0 {
+        if !file_offset.is_multiple_of(SECTOR) {
             return None;
         }
         match &d[..4] {
             s if s == ZERO_SIGNATURE => {
                 let length = le64(d, 8);
-                if length % SECTOR != 0 {
+                if !length.is_multiple_of(SECTOR) {
                     return None;
                 }
                 descriptors.push(Descriptor::Zero { file_offset, length });
