@@ -112,7 +112,9 @@ fn read_log(file: &HostFile, log_off: u64, log_len: u64, pos: u64, len: u64) -> 
 }
 
 /// Parse the entry at `pos`, if it is a valid one.
-pub fn parse_entry(file: &HostFile, log_off: u64, log_len: u64, pos: u64, want_guid: Option<&Guid>) -> Option<LogEntry> {
+/// `budget`: bytes the scan may still read (a damaged log whose every sector claims to start a
+/// log-sized entry would otherwise cost the log's size squared).
+pub fn parse_entry(file: &HostFile, log_off: u64, log_len: u64, pos: u64, want_guid: Option<&Guid>, budget: &mut u64) -> Option<LogEntry> {
     let h = read_log(file, log_off, log_len, pos, SECTOR).ok()?;
     if &h[..4] != ENTRY_SIGNATURE {
         return None;
@@ -130,6 +132,11 @@ pub fn parse_entry(file: &HostFile, log_off: u64, log_len: u64, pos: u64, want_g
     if want_guid.is_some_and(|g| *g != log_guid) {
         return None;
     }
+    if length > *budget {
+        *budget = 0;
+        return None;
+    }
+    *budget -= length;
     let b = if length == SECTOR { h } else { read_log(file, log_off, log_len, pos, length).ok()? };
     if le32(&b, 4) != crc32c_without(&b, 4) {
         return None;
@@ -234,8 +241,15 @@ pub fn scan_and_replay(file: &HostFile, h: &Header, warnings: &mut Vec<String>) 
     }
     let want = h.log_active().then_some(&h.log_guid);
     let mut pos = 0;
+    let mut budget = len.saturating_mul(4).max(64 * MIB);
     while pos < len {
-        match parse_entry(file, off, len, pos, want) {
+        if budget == 0 {
+            let msg = "the log holds too many damaged entries to scan".to_string();
+            warnings.push(format!("{}; scanning stopped at log offset 0x{:x}", msg, pos));
+            scan.problem = Some(msg);
+            break;
+        }
+        match parse_entry(file, off, len, pos, want, &mut budget) {
             Some(e) => {
                 pos += e.length.max(SECTOR);
                 scan.entries.push(e);
@@ -243,7 +257,9 @@ pub fn scan_and_replay(file: &HostFile, h: &Header, warnings: &mut Vec<String>) 
             None => pos += SECTOR,
         }
     }
-    if !h.log_active() {
+    if !h.log_active() || scan.problem.is_some() {
+        // a partly scanned log may hide the newest sequence: replay nothing rather than
+        // something stale
         return Ok((scan, overlay));
     }
     let Some(active) = active_sequence(&scan.entries, len) else {
