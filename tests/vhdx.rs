@@ -48,6 +48,9 @@ read_tests! {
     read_dynamic_odd_size => ("dynamic", "8M", "33555456"),
     read_fixed_1m => ("fixed", "1M", "24M"),
     read_fixed_8m => ("fixed", "8M", "32M"),
+    read_dynamic_256m => ("dynamic", "256M", "40M"),
+    read_dynamic_not_present_blocks => ("dynamic", "1M,block_state_zero=off", "40M"),
+    read_dynamic_4m_log => ("dynamic", "2M,log_size=4M", "40M"),
 }
 
 #[test]
