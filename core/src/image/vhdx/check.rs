@@ -10,7 +10,6 @@ use super::region::{self as vregion, RegionTable};
 use super::{within, Vhdx, HEADER_OFFSETS, HEADER_SIZE, MIB, MIN_FILE_SIZE, REGION_TABLE_OFFSETS, REGION_TABLE_SIZE};
 use crate::image::check::{CheckReport, Finding, Severity};
 use crate::image::io::HostFile;
-use crate::image::FormatLayer;
 
 fn corrupt(r: &mut CheckReport, structure: &'static str, off: u64, len: u64, msg: String) {
     r.push(Finding::new(Severity::Corruption, structure, msg).at(off, len));
@@ -202,5 +201,4 @@ fn layer_checks(v: &Vhdx, r: &mut CheckReport) {
             reach = Some(a);
         }
     }
-    let _ = FormatLayer::warnings(v);
 }
