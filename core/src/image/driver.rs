@@ -18,12 +18,13 @@ use super::check::CheckReport;
 use super::io::HostFile;
 use super::mapping::{HostFileId, LayerExtent};
 use super::region::Region;
-use super::{qcow2, raw, vhd, Error, Result};
+use super::{qcow2, raw, vhd, vhdx, Error, Result};
 
 /// Every format vdiskview reads, in probing order: the first driver whose probe answers
 /// takes the file (raw last: it takes anything). Adding a format = one line here.
 pub static DRIVERS: &[&dyn FormatDriver] = &[
     &qcow2::DRIVER,
+    &vhdx::DRIVER,
     &vhd::DRIVER,
     &raw::DRIVER,
 ];

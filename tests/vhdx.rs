@@ -1,0 +1,437 @@
+//! VHDX, read side: images made by qemu-img/qemu-io, checked against qemu's own answers
+//! (`qemu-img convert -O raw`, `qemu-img info`), plus damaged copies that must never panic.
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::*;
+
+/// Make a VHDX with qemu-img and write patterns into it with qemu-io.
+fn make(dir: &Path, name: &str, subformat: &str, block_size: &str, size: &str, writes: &[&str]) -> PathBuf {
+    let p = dir.join(name);
+    let opts = format!("subformat={subformat},block_size={block_size}");
+    qemu_img(&["create", "-q", "-f", "vhdx", "-o", &opts, s(&p), size]);
+    qemu_io("vhdx", &p, writes);
+    p
+}
+
+const WRITES: &[&str] = &[
+    "write -P 0x5a 0 64k",
+    "write -P 0x11 1M 3M",
+    "write -P 0x22 9000k 2048k",
+    "write -P 0x33 20M 512",
+    "write -z 1536k 256k",
+];
+
+fn assert_reads_like_qemu(p: &Path, what: &str) {
+    let expected = qemu_convert_raw(p, "vhdx");
+    let actual = vdiskview_ok(&["read", s(p)]);
+    assert_bytes_eq(&actual, &expected, what);
+}
+
+macro_rules! read_tests {
+    ($($name:ident => ($sub:expr, $bs:expr, $size:expr),)*) => {
+        $( #[test] fn $name() {
+            let dir = workspace();
+            let p = make(dir.path(), "t.vhdx", $sub, $bs, $size, WRITES);
+            assert_reads_like_qemu(&p, concat!(stringify!($name), ": vdiskview read"));
+            let c = vdiskview(&["check", s(&p)]);
+            assert_eq!(c.status.code(), Some(0), "check of a clean image: {}", String::from_utf8_lossy(&c.stdout));
+        } )*
+    };
+}
+
+read_tests! {
+    read_dynamic_1m => ("dynamic", "1M", "64M"),
+    read_dynamic_8m => ("dynamic", "8M", "64M"),
+    read_dynamic_32m => ("dynamic", "32M", "100M"),
+    read_dynamic_odd_size => ("dynamic", "8M", "33555456"),
+    read_fixed_1m => ("fixed", "1M", "24M"),
+    read_fixed_8m => ("fixed", "8M", "32M"),
+    read_dynamic_256m => ("dynamic", "256M", "40M"),
+    read_dynamic_not_present_blocks => ("dynamic", "1M,block_state_zero=off", "40M"),
+    read_dynamic_4m_log => ("dynamic", "2M,log_size=4M", "40M"),
+}
+
+#[test]
+fn empty_dynamic_reads_zero_and_maps_zero() {
+    let dir = workspace();
+    let p = make(dir.path(), "e.vhdx", "dynamic", "1M", "16M", &[]);
+    assert_reads_like_qemu(&p, "empty dynamic");
+    let map = vdiskview_json(&["map", "--output", "json", s(&p)]);
+    for e in map.as_array().unwrap() {
+        assert_eq!(e["data"], false, "{e}");
+        assert_eq!(e["zero"], true, "{e}");
+    }
+}
+
+#[test]
+fn info_matches_qemu() {
+    let dir = workspace();
+    for (sub, bs) in [("dynamic", "1M"), ("dynamic", "32M"), ("fixed", "8M")] {
+        let p = make(dir.path(), &format!("{sub}{bs}.vhdx"), sub, bs, "32M", &["write -P 1 0 4k"]);
+        let ours = vdiskview_json(&["info", "--output", "json", s(&p)]);
+        let theirs = qemu_info_json(&p, "vhdx");
+        assert_eq!(ours["format"], "vhdx");
+        assert_eq!(ours["virtual-size"], theirs["virtual-size"], "{sub} {bs}");
+        assert_eq!(ours["cluster-size"], theirs["cluster-size"], "{sub} {bs}");
+        assert_eq!(ours.get("format-specific"), theirs.get("format-specific"), "{sub} {bs}");
+    }
+}
+
+/// The map entry covering guest offset `off`.
+fn map_at(map: &serde_json::Value, off: u64) -> serde_json::Value {
+    map.as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            let (st, len) = (e["start"].as_u64().unwrap(), e["length"].as_u64().unwrap());
+            off >= st && off < st + len
+        })
+        .unwrap_or_else(|| panic!("no map entry at {off}"))
+        .clone()
+}
+
+#[test]
+fn map_marks_written_blocks_data_and_the_rest_zero() {
+    let dir = workspace();
+    let p = make(dir.path(), "m.vhdx", "dynamic", "1M", "64M", &["write -P 0x5a 1M 64k", "write -P 0x11 10M 3M"]);
+    let map = vdiskview_json(&["map", "--output", "json", s(&p)]);
+    for off in [MIB, MIB + 100, 10 * MIB, 12 * MIB + 5] {
+        let e = map_at(&map, off);
+        assert_eq!(e["data"], true, "at {off}: {e}");
+        assert!(e["offset"].as_u64().is_some(), "at {off}: {e}");
+    }
+    for off in [0, 2 * MIB, 9 * MIB, 13 * MIB, 63 * MIB] {
+        let e = map_at(&map, off);
+        assert_eq!(e["data"], false, "at {off}: {e}");
+        assert_eq!(e["zero"], true, "at {off}: {e}");
+    }
+    // the guest bytes at a data entry's offset are the image file's bytes there
+    let e = map_at(&map, MIB);
+    let file = std::fs::read(&p).unwrap();
+    let host = e["offset"].as_u64().unwrap() + (MIB - e["start"].as_u64().unwrap());
+    assert!(file[host as usize..host as usize + 65536].iter().all(|&b| b == 0x5a));
+}
+
+#[test]
+fn tables_list_headers_regions_metadata_and_bat() {
+    let dir = workspace();
+    let p = make(dir.path(), "t.vhdx", "dynamic", "1M", "8M", &["write -P 1 2M 4k"]);
+    let t = vdiskview_text(&["tables", s(&p)]);
+    for want in ["Header 1", "Header 2", "Region table", "metadata", "Block size : 1048576", "Block#0000 -> ", "Block#0002 -> ", "FULLY_PRESENT"] {
+        assert!(t.contains(want), "tables lack {want:?}:\n{t}");
+    }
+    assert_eq!(t.lines().filter(|l| l.starts_with("Block#")).count(), 8);
+}
+
+#[test]
+fn write_is_refused_cleanly() {
+    let dir = workspace();
+    let p = make(dir.path(), "w.vhdx", "dynamic", "1M", "8M", &[]);
+    let src = pattern_file(dir.path(), 1, 4096);
+    let before = std::fs::read(&p).unwrap();
+    let out = vdiskview(&["write", s(&p), "--offset", "0", "--input", s(&src)]);
+    assert_clean_error(&out, "write to a VHDX");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("writing VHDX is not supported yet"));
+    assert_eq!(std::fs::read(&p).unwrap(), before, "the file must be unchanged");
+}
+
+// --- damaged images ---------------------------------------------------------------
+
+fn flip(p: &Path, off: u64) {
+    let b = std::fs::read(p).unwrap()[off as usize];
+    patch_file(p, off, &[b ^ 0xff]);
+}
+
+/// Every command exits 0, 1 or 2 (never a panic or a signal), with at most one stderr
+/// line that is an error.
+fn assert_no_panic(p: &Path, what: &str) {
+    for args in [&["read", s(p)][..], &["info", s(p)], &["map", "--output", "json", s(p)], &["check", s(p)], &["tables", s(p)]] {
+        let out = vdiskview(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let code = out.status.code();
+        assert!(matches!(code, Some(0..=3)), "{what}: {args:?} exit {:?}: {err}", out.status);
+        assert!(!err.contains("panicked"), "{what}: {args:?}: {err}");
+        let errors = err.lines().filter(|l| !l.starts_with("vdiskview: warning")).count();
+        assert!(errors <= 1, "{what}: {args:?}: stderr has {errors} error lines: {err}");
+    }
+}
+
+#[test]
+fn one_damaged_header_falls_back_with_a_warning() {
+    let dir = workspace();
+    let p = make(dir.path(), "h.vhdx", "dynamic", "1M", "16M", &["write -P 0x44 3M 1M"]);
+    let expected = qemu_convert_raw(&p, "vhdx");
+    for hoff in [64 * KIB, 128 * KIB] {
+        let q = dir.path().join(format!("h{hoff}.vhdx"));
+        std::fs::copy(&p, &q).unwrap();
+        flip(&q, hoff + 200);
+        let out = vdiskview(&["read", s(&q)]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_bytes_eq(&out.stdout, &expected, "read with one damaged header");
+        let info = vdiskview_json(&["info", "--output", "json", s(&q)]);
+        let text = info.to_string();
+        assert!(text.contains("damaged") && text.contains("using header"), "no fallback warning in {text}");
+        let c = vdiskview(&["check", s(&q)]);
+        assert_eq!(c.status.code(), Some(2), "check names the damaged header");
+        assert!(String::from_utf8_lossy(&c.stdout).contains("bad checksum"));
+    }
+}
+
+#[test]
+fn both_headers_damaged_is_a_clean_error() {
+    let dir = workspace();
+    let p = make(dir.path(), "b.vhdx", "dynamic", "1M", "16M", &["write -P 0x44 3M 1M"]);
+    flip(&p, 64 * KIB + 8);
+    flip(&p, 128 * KIB + 8);
+    let out = vdiskview(&["read", s(&p)]);
+    assert_clean_error(&out, "both headers damaged");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("neither VHDX header is valid"));
+    assert_no_panic(&p, "both headers damaged");
+}
+
+#[test]
+fn both_region_tables_damaged_is_a_clean_error() {
+    let dir = workspace();
+    let p = make(dir.path(), "r.vhdx", "dynamic", "1M", "16M", &[]);
+    flip(&p, 192 * KIB + 20);
+    flip(&p, 256 * KIB + 20);
+    assert_clean_error(&vdiskview(&["read", s(&p)]), "both region tables damaged");
+    assert_no_panic(&p, "both region tables damaged");
+}
+
+/// The BAT's file offset, from `info --output json`.
+fn bat_offset(p: &Path) -> u64 {
+    let info = vdiskview_json(&["info", "--output", "json", s(p)]);
+    let text = info.to_string();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    fn find(v: &serde_json::Value) -> Option<u64> {
+        match v {
+            serde_json::Value::Object(m) => m.get("bat-offset").and_then(|x| x.as_u64()).or_else(|| m.values().find_map(find)),
+            serde_json::Value::Array(a) => a.iter().find_map(find),
+            _ => None,
+        }
+    }
+    find(&v).expect("bat-offset in info json")
+}
+
+#[test]
+fn bat_entry_past_eof_is_an_error_not_a_panic() {
+    let dir = workspace();
+    let p = make(dir.path(), "e.vhdx", "dynamic", "1M", "16M", &["write -P 0x44 3M 1M"]);
+    let bat = bat_offset(&p);
+    // block 3: FULLY_PRESENT at 4 TiB
+    let entry: u64 = ((4u64 << 40) / MIB) << 20 | 6;
+    patch_file(&p, bat + 3 * 8, &entry.to_le_bytes());
+    assert_clean_error(&vdiskview(&["read", s(&p)]), "BAT entry past EOF");
+    let c = vdiskview(&["check", s(&p)]);
+    assert_eq!(c.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&c.stdout).contains("past the end of the file"));
+    // an invalid state
+    patch_file(&p, bat + 3 * 8, &5u64.to_le_bytes());
+    assert_no_panic(&p, "invalid BAT state");
+}
+
+#[test]
+fn truncated_files_never_panic() {
+    let dir = workspace();
+    let p = make(dir.path(), "t.vhdx", "dynamic", "1M", "16M", &["write -P 0x44 3M 2M"]);
+    let full = std::fs::read(&p).unwrap();
+    for len in [0usize, 8, 1000, 70_000, 200_000, 300_000, 400_000, 1 << 20, 2 << 20, (3 << 20) + 5, full.len() - 4096] {
+        let q = dir.path().join(format!("t{len}.vhdx"));
+        std::fs::write(&q, &full[..len.min(full.len())]).unwrap();
+        let out = vdiskview(&["read", "--format", "vhdx", s(&q)]);
+        assert_ne!(out.status.code(), Some(101), "len {len}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_no_panic(&q, &format!("truncated to {len}"));
+    }
+}
+
+// --- the log ------------------------------------------------------------------------
+
+/// CRC-32C, to re-seal a patched header.
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn pending_log_is_replayed_in_memory() {
+    let dir = workspace();
+    // qemu updates the BAT through the log: its last entry holds the final BAT sector
+    let p = make(dir.path(), "l.vhdx", "dynamic", "1M", "16M", &["write -P 0x44 3M 1M", "write -P 0x55 7M 4k"]);
+    let expected = qemu_convert_raw(&p, "vhdx");
+    let bat = bat_offset(&p);
+    let mut f = std::fs::read(&p).unwrap();
+    // the current header, and its log
+    let seq = |o: usize| u64::from_le_bytes(f[o + 8..o + 16].try_into().unwrap());
+    let h = if seq(128 * 1024) > seq(64 * 1024) { 128 * 1024 } else { 64 * 1024 };
+    let log_off = u64::from_le_bytes(f[h + 72..h + 80].try_into().unwrap()) as usize;
+    let log_len = u32::from_le_bytes(f[h + 68..h + 72].try_into().unwrap()) as usize;
+    // the valid entry with the highest sequence number
+    let mut best: Option<(u64, usize)> = None;
+    let mut o = 0;
+    while o < log_len {
+        let e = &f[log_off + o..];
+        if &e[..4] == b"loge" {
+            let s = u64::from_le_bytes(e[16..24].try_into().unwrap());
+            if best.is_none_or(|(bs, _)| s > bs) {
+                best = Some((s, o));
+            }
+        }
+        o += 4096;
+    }
+    let (_, eo) = best.expect("qemu left log entries");
+    let guid: [u8; 16] = f[log_off + eo + 32..log_off + eo + 48].try_into().unwrap();
+    // the BAT on disk loses its allocations; the log still has them
+    f[bat as usize..bat as usize + 4096].fill(0);
+    f[h + 48..h + 64].copy_from_slice(&guid);
+    f[h + 4..h + 8].fill(0);
+    let c = crc32c(&f[h..h + 4096]);
+    f[h + 4..h + 8].copy_from_slice(&c.to_le_bytes());
+    std::fs::write(&p, &f).unwrap();
+    let out = vdiskview(&["read", s(&p)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_bytes_eq(&out.stdout, &expected, "read after in-memory log replay");
+    let info = vdiskview_json(&["info", "--output", "json", s(&p)]).to_string();
+    assert!(info.contains("log replayed in memory (the file is unchanged)"), "{info}");
+    assert_eq!(std::fs::read(&p).unwrap(), f, "the file is unchanged");
+}
+
+// --- differencing ---------------------------------------------------------------------
+
+/// A number from `info --output json`'s vhdx block.
+fn info_u64(p: &Path, key: &str) -> u64 {
+    let v = vdiskview_json(&["info", "--output", "json", s(p)]);
+    fn find(v: &serde_json::Value, key: &str) -> Option<u64> {
+        match v {
+            serde_json::Value::Object(m) => m.get(key).and_then(|x| x.as_u64()).or_else(|| m.values().find_map(|x| find(x, key))),
+            serde_json::Value::Array(a) => a.iter().find_map(|x| find(x, key)),
+            _ => None,
+        }
+    }
+    find(&v, key).unwrap_or_else(|| panic!("{key} in info json"))
+}
+
+fn utf16le(t: &str) -> Vec<u8> {
+    t.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
+}
+
+/// qemu cannot make a differencing VHDX: turn a qemu-made dynamic one into one, by the
+/// specification (HasParent, a parent locator, the differencing BAT layout with a sector
+/// bitmap), with block 3 fully present and block 5 partially present.
+fn make_differencing(child: &Path, parent_name: &str) {
+    let meta = info_u64(child, "metadata-offset") as usize;
+    let bat = info_u64(child, "bat-offset") as usize;
+    let mut f = std::fs::read(child).unwrap();
+    const FILE_PARAMS: [u8; 16] = [0x37, 0x67, 0xA1, 0xCA, 0x36, 0xFA, 0x43, 0x4D, 0xB3, 0xB6, 0x33, 0xF0, 0xAA, 0x44, 0xE7, 0x6B];
+    const PARENT_LOCATOR: [u8; 16] = [0x2D, 0x5F, 0xD3, 0xA8, 0x0B, 0xB3, 0x4D, 0x45, 0xAB, 0xF7, 0xD3, 0xD8, 0x48, 0x34, 0xAB, 0x0C];
+    const VHDX_LOCATOR: [u8; 16] = [0xB7, 0xEF, 0x4A, 0xB0, 0x9E, 0xD1, 0x81, 0x4A, 0xB7, 0x89, 0x25, 0xB8, 0xE9, 0x44, 0x59, 0x13];
+    let count = u16::from_le_bytes([f[meta + 10], f[meta + 11]]) as usize;
+    for i in 0..count {
+        let e = meta + 32 + i * 32;
+        if f[e..e + 16] == FILE_PARAMS {
+            let item = meta + u32::from_le_bytes(f[e + 16..e + 20].try_into().unwrap()) as usize;
+            f[item + 4] |= 2; // HasParent
+        }
+    }
+    // the parent locator item at +0x20000 of the metadata region
+    let (key, value) = (utf16le("relative_path"), utf16le(&format!(".\\{parent_name}")));
+    let mut loc = VHDX_LOCATOR.to_vec();
+    loc.extend_from_slice(&0u16.to_le_bytes());
+    loc.extend_from_slice(&1u16.to_le_bytes());
+    let ko = 20 + 12;
+    let vo = ko + key.len();
+    loc.extend_from_slice(&(ko as u32).to_le_bytes());
+    loc.extend_from_slice(&(vo as u32).to_le_bytes());
+    loc.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    loc.extend_from_slice(&(value.len() as u16).to_le_bytes());
+    loc.extend_from_slice(&key);
+    loc.extend_from_slice(&value);
+    f[meta + 0x20000..meta + 0x20000 + loc.len()].copy_from_slice(&loc);
+    let e = meta + 32 + count * 32;
+    f[e..e + 16].copy_from_slice(&PARENT_LOCATOR);
+    f[e + 16..e + 20].copy_from_slice(&0x20000u32.to_le_bytes());
+    f[e + 20..e + 24].copy_from_slice(&(loc.len() as u32).to_le_bytes());
+    f[e + 24..e + 28].copy_from_slice(&4u32.to_le_bytes()); // required
+    f[meta + 10..meta + 12].copy_from_slice(&((count + 1) as u16).to_le_bytes());
+    // BAT: 1 MiB blocks, 512-byte sectors: chunk ratio 4096, the bitmap entry at 4096
+    let entry = |i: usize, f: &Vec<u8>| u64::from_le_bytes(f[bat + i * 8..bat + i * 8 + 8].try_into().unwrap());
+    let (b3, b5) = (entry(3, &f), entry(5, &f));
+    assert_eq!((b3 & 7, b5 & 7), (6, 6), "qemu allocated blocks 3 and 5");
+    f[bat..bat + 4097 * 8].fill(0);
+    f[bat + 3 * 8..bat + 4 * 8].copy_from_slice(&b3.to_le_bytes());
+    f[bat + 5 * 8..bat + 6 * 8].copy_from_slice(&((b5 & !7) | 7).to_le_bytes());
+    let bm_off = (f.len() as u64).next_multiple_of(MIB);
+    f.resize(bm_off as usize + MIB as usize, 0);
+    f[bat + 4096 * 8..bat + 4097 * 8].copy_from_slice(&((bm_off / MIB) << 20 | 6).to_le_bytes());
+    // block 5's part of the bitmap: 2048 sectors = 256 bytes; sectors 0-7 and 100
+    let part = bm_off as usize + 5 * 256;
+    f[part] = 0xff;
+    f[part + 12] |= 1 << 4;
+    std::fs::write(child, &f).unwrap();
+}
+
+#[test]
+fn differencing_reads_through_its_parent() {
+    let dir = workspace();
+    let parent = make(dir.path(), "parent.vhdx", "dynamic", "1M", "16M", &["write -P 0x11 0 16M"]);
+    let child = make(dir.path(), "child.vhdx", "dynamic", "1M", "16M", &["write -P 0x22 3M 1M", "write -P 0x33 5M 1M"]);
+    make_differencing(&child, "parent.vhdx");
+    let mut expected = qemu_convert_raw(&parent, "vhdx");
+    let m = MIB as usize;
+    expected[3 * m..4 * m].fill(0x22);
+    expected[5 * m..5 * m + 4096].fill(0x33);
+    expected[5 * m + 100 * 512..5 * m + 101 * 512].fill(0x33);
+    let out = vdiskview(&["read", s(&child)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_bytes_eq(&out.stdout, &expected, "differencing VHDX over its parent");
+    let info = vdiskview_json(&["info", "--output", "json", s(&child)]);
+    assert_eq!(info["backing-filename"], ".\\parent.vhdx", "{info}");
+    let map = vdiskview_json(&["map", "--output", "json", s(&child)]);
+    assert_eq!(map_at(&map, 3 * MIB)["depth"], 0);
+    assert_eq!(map_at(&map, 5 * MIB)["depth"], 0);
+    assert_eq!(map_at(&map, 5 * MIB + 4096)["depth"], 1);
+    assert_eq!(map_at(&map, 0)["depth"], 1);
+    let c = vdiskview(&["check", s(&child)]);
+    assert_eq!(c.status.code(), Some(0), "{}", String::from_utf8_lossy(&c.stdout));
+    assert_no_panic(&child, "differencing");
+}
+
+#[test]
+fn log_guid_without_a_log_opens_with_a_warning() {
+    let dir = workspace();
+    let p = make(dir.path(), "g.vhdx", "dynamic", "1M", "16M", &["write -P 0x44 3M 1M"]);
+    let expected = qemu_convert_raw(&p, "vhdx");
+    let mut f = std::fs::read(&p).unwrap();
+    let seq = |f: &Vec<u8>, o: usize| u64::from_le_bytes(f[o + 8..o + 16].try_into().unwrap());
+    let h = if seq(&f, 128 * 1024) > seq(&f, 64 * 1024) { 128 * 1024 } else { 64 * 1024 };
+    f[h + 48..h + 64].copy_from_slice(&[0xab; 16]);
+    f[h + 4..h + 8].fill(0);
+    let c = crc32c(&f[h..h + 4096]);
+    f[h + 4..h + 8].copy_from_slice(&c.to_le_bytes());
+    std::fs::write(&p, &f).unwrap();
+    assert_reads_like_qemu_data(&p, &expected);
+    let info = vdiskview_json(&["info", "--output", "json", s(&p)]).to_string();
+    assert!(info.contains("no valid active sequence"), "{info}");
+    // garbage in the log itself
+    let log_off = u64::from_le_bytes(f[h + 72..h + 80].try_into().unwrap()) as usize;
+    for (i, b) in f[log_off..log_off + 65536].iter_mut().enumerate() {
+        *b = (i * 7 % 251) as u8;
+    }
+    f[log_off..log_off + 4].copy_from_slice(b"loge");
+    std::fs::write(&p, &f).unwrap();
+    assert_no_panic(&p, "garbage log");
+}
+
+fn assert_reads_like_qemu_data(p: &Path, expected: &[u8]) {
+    let out = vdiskview(&["read", s(p)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_bytes_eq(&out.stdout, expected, "read");
+}
