@@ -2,6 +2,7 @@
 
 mod bitmaps;
 mod check;
+mod diff;
 mod dump;
 mod fs;
 mod info;
@@ -246,6 +247,27 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
+    /// What differs between two disks: every differing guest range with what each side holds
+    /// there (exit 0 equal, 1 different, 2 error, as qemu-img compare)
+    Diff {
+        /// The first image (with --backing or --snapshot, the only one)
+        a: PathBuf,
+        /// The second image
+        b: Option<PathBuf>,
+        /// Compare the chain with the chain without its top layer
+        #[arg(long)]
+        backing: bool,
+        /// Compare an internal snapshot with the active disk (twice: two snapshots)
+        #[arg(long, value_name = "NAME")]
+        snapshot: Vec<String>,
+        /// Fail when the sizes differ (as qemu-img compare -s)
+        #[arg(long)]
+        strict: bool,
+        #[command(flatten)]
+        open: OpenArgs,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
     /// The persistent dirty bitmaps of a qcow2 image; with NAME, the dirty and clean runs of the
     /// disk as qemu-nbd -B NAME exports them
     Bitmaps {
@@ -332,6 +354,10 @@ pub fn run() -> Result<ExitCode> {
             read::run(&image, &OpenOptions { snapshot, ..open.options() }, &offset, length.as_deref(), file)
         }
         Some(Command::Check { image, output, open }) => check::run(&image, &open.options(), output),
+        Some(Command::Diff { a, b, backing, snapshot, strict, open, output }) => diff::run(
+            &open.options(),
+            &diff::DiffArgs { a: &a, b: b.as_deref(), backing, snapshots: &snapshot, strict, output },
+        ),
         Some(Command::Bitmaps { image, name, output, open }) => bitmaps::run(&image, &open.options(), name.as_deref(), output),
         Some(Command::Dump { image, offset, length, file, open }) => dump::run(&image, &open.options(), &offset, &length, file),
         Some(Command::Where { image, offset, file, output, open }) => where_::run(&image, &open.options(), &offset, file, output),

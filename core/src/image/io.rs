@@ -64,6 +64,12 @@ impl HostFile {
         Ok(HostFile { file, name: self.name.clone(), path: self.path.clone(), len: AtomicU64::new(len), writable: self.writable })
     }
 
+    /// (device, inode) of the open file: two names of one file compare equal.
+    pub fn identity(&self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        self.file.metadata().ok().map(|m| (m.dev(), m.ino()))
+    }
+
     pub fn writable(&self) -> bool {
         self.writable
     }

@@ -4,6 +4,7 @@
 pub mod bytes;
 pub mod chain;
 pub mod check;
+pub mod diff;
 pub mod driver;
 pub mod error;
 pub mod expr;
