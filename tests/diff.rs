@@ -175,3 +175,39 @@ fn errors_exit_2() {
         assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1, "{:?}", args);
     }
 }
+
+/// A bitmap added when the copy was taken: writes while it is enabled are dirty; writes made
+/// while it is disabled are what `--verify-against` must report, exactly.
+#[test]
+fn bitmap_verified_against_a_copy_and_a_snapshot() {
+    let dir = workspace();
+    let a = dir.path().join("a.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", s(&a), "16M"]);
+    qemu_io("qcow2", &a, &["write -P 1 0 4M"]);
+    let old = dir.path().join("old.qcow2");
+    std::fs::copy(&a, &old).unwrap();
+    qemu_img(&["snapshot", "-c", "start", s(&a)]);
+    qemu_img(&["bitmap", "--add", "-g", "64k", s(&a), "b0"]);
+    qemu_io("qcow2", &a, &["write -P 2 1M 64k", "write -P 3 8M 4k"]);
+    // an honest bitmap: nothing missed, exit 0
+    for against in [s(&old), "start"] {
+        let out = vdiskview(&["bitmaps", s(&a), "b0", "--verify-against", against, "--output", "json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["missed"].as_array().map(|m| m.len()), Some(0));
+        assert_eq!(v["changed-bytes"].as_u64(), Some(64 * 1024 + 4096));
+        // the 4 KiB write dirtied a whole 64 KiB granule
+        assert_eq!(v["dirty-unchanged-bytes"].as_u64(), Some(65536 - 4096));
+    }
+    qemu_img(&["bitmap", "--disable", s(&a), "b0"]);
+    qemu_io("qcow2", &a, &["write -P 4 12M 8k", "write -P 5 1M 4k", "write -P 6 2M 100"]);
+    for against in [s(&old), "start"] {
+        let out = vdiskview(&["bitmaps", s(&a), "b0", "--verify-against", against, "--output", "json"]);
+        assert_eq!(out.status.code(), Some(1));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let missed: Vec<(u64, u64)> =
+            v["missed"].as_array().unwrap().iter().map(|r| (r["start"].as_u64().unwrap(), r["length"].as_u64().unwrap())).collect();
+        // 1M+4k fell in a granule already dirty; the other two are missed, byte for byte
+        assert_eq!(missed, vec![(2 << 20, 100), (12 << 20, 8192)]);
+    }
+}

@@ -276,6 +276,10 @@ pub enum Command {
         open: OpenArgs,
         /// A bitmap's name
         name: Option<String>,
+        /// Check bitmap NAME against the disk as it was when the bitmap was created or
+        /// cleared (a snapshot's name or an image file): exit 1 when a change is missed
+        #[arg(long, value_name = "OLD")]
+        verify_against: Option<String>,
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
@@ -358,7 +362,9 @@ pub fn run() -> Result<ExitCode> {
             &open.options(),
             &diff::DiffArgs { a: &a, b: b.as_deref(), backing, snapshots: &snapshot, strict, output },
         ),
-        Some(Command::Bitmaps { image, name, output, open }) => bitmaps::run(&image, &open.options(), name.as_deref(), output),
+        Some(Command::Bitmaps { image, name, verify_against, output, open }) => {
+            bitmaps::run(&image, &open.options(), name.as_deref(), verify_against.as_deref(), output)
+        }
         Some(Command::Dump { image, offset, length, file, open }) => dump::run(&image, &open.options(), &offset, &length, file),
         Some(Command::Where { image, offset, file, output, open }) => where_::run(&image, &open.options(), &offset, file, output),
         Some(Command::Partitions { image, output, open }) => partitions::run(&image, &open.options(), output),
