@@ -11,6 +11,7 @@ mod partitions;
 mod read;
 mod render;
 mod tables;
+mod watch;
 mod where_;
 mod write;
 
@@ -99,6 +100,13 @@ pub enum Command {
         open: OpenArgs,
         #[arg(long, value_enum, default_value_t)]
         output: Output,
+        /// Keep watching: print each range the top layer allocates as it appears (one line,
+        /// or one JSON object per line), while another process writes the image
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: stop after this many seconds
+        #[arg(long, value_name = "SECONDS", requires = "watch")]
+        watch_seconds: Option<u64>,
     },
     /// The on-disk structures as text: VHD footer, header and BAT; QCOW2 header, L1/L2, refcounts
     Tables {
@@ -352,7 +360,8 @@ pub fn run() -> Result<ExitCode> {
             write::run(&image, &open.options(), &offset, pattern.as_deref(), length.as_deref(), input.as_deref(), file)
         }
         Some(Command::Info { image, output, open }) => info::run(&image, &open.options(), output),
-        Some(Command::Map { image, output, open }) => map::run(&image, &open.options(), output),
+        Some(Command::Map { image, output, open, watch: true, watch_seconds }) => watch::run(&image, &open.options(), output, watch_seconds),
+        Some(Command::Map { image, output, open, .. }) => map::run(&image, &open.options(), output),
         Some(Command::Tables { image, open }) => tables::run(&image, &open.options()),
         Some(Command::Read { image, offset, length, file, open, snapshot }) => {
             read::run(&image, &OpenOptions { snapshot, ..open.options() }, &offset, length.as_deref(), file)

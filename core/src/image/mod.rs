@@ -15,6 +15,7 @@ pub mod qcow2;
 pub mod raw;
 pub mod region;
 pub mod summary;
+pub mod watch;
 pub mod vhd;
 pub mod vhdx;
 pub mod write;
