@@ -276,6 +276,12 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
+    /// A shell completion script on stdout (bash, zsh, fish, elvish, powershell)
+    Completions {
+        shell: clap_complete::Shell,
+    },
+    /// The man page (roff) on stdout: `vdiskview man | man -l -`
+    Man,
     /// The persistent dirty bitmaps of a qcow2 image; with NAME, the dirty and clean runs of the
     /// disk as qemu-nbd -B NAME exports them
     Bitmaps {
@@ -367,6 +373,18 @@ pub fn run() -> Result<ExitCode> {
             read::run(&image, &OpenOptions { snapshot, ..open.options() }, &offset, length.as_deref(), file)
         }
         Some(Command::Check { image, output, open }) => check::run(&image, &open.options(), output),
+        Some(Command::Completions { shell }) => {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "vdiskview", &mut buf);
+            check::emit(&String::from_utf8_lossy(&buf))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Man) => {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut buf)?;
+            check::emit(&String::from_utf8_lossy(&buf))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Diff { a, b, backing, snapshot, strict, open, output }) => diff::run(
             &open.options(),
             &diff::DiffArgs { a: &a, b: b.as_deref(), backing, snapshots: &snapshot, strict, output },
