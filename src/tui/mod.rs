@@ -3,6 +3,7 @@
 
 pub mod action;
 pub mod draw;
+pub mod inspector;
 pub mod keymap;
 pub mod layout;
 pub mod panes;
