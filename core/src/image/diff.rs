@@ -131,66 +131,47 @@ fn reads_zero(e: Option<&Extent>) -> bool {
     e.is_none_or(|e| e.kind.reads_zero())
 }
 
-/// The differing byte ranges of two equal-length buffers, relative to their start.
-fn differing(a: &[u8], b: &[u8], out: &mut Vec<(u64, u64)>) {
+/// The byte ranges of `0..n` where `hit(i)` holds, relative to 0. Blocks for which
+/// `block_clear(range)` says no byte hits are skipped whole (a memcmp or a zero check), so
+/// the byte-by-byte test runs only inside blocks that hold a hit.
+fn ranges_where(n: usize, block_clear: impl Fn(std::ops::Range<usize>) -> bool, hit: impl Fn(usize) -> bool, out: &mut Vec<(u64, u64)>) {
     const BLOCK: usize = 4096;
-    let mut i = 0;
     let mut open: Option<usize> = None;
-    while i < a.len() {
-        let end = (i + BLOCK).min(a.len());
-        if a[i..end] == b[i..end] {
+    let close = |s: usize, e: usize, out: &mut Vec<(u64, u64)>| out.push((s as u64, (e - s) as u64));
+    let mut i = 0;
+    while i < n {
+        let end = (i + BLOCK).min(n);
+        if block_clear(i..end) {
             if let Some(s) = open.take() {
-                out.push((s as u64, (i - s) as u64));
+                close(s, i, out);
             }
-            i = end;
-            continue;
-        }
-        for j in i..end {
-            match (a[j] != b[j], open) {
-                (true, None) => open = Some(j),
-                (false, Some(s)) => {
-                    out.push((s as u64, (j - s) as u64));
-                    open = None;
+        } else {
+            for j in i..end {
+                match (hit(j), open) {
+                    (true, None) => open = Some(j),
+                    (false, Some(s)) => {
+                        close(s, j, out);
+                        open = None;
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
         }
         i = end;
     }
     if let Some(s) = open {
-        out.push((s as u64, (a.len() - s) as u64));
+        close(s, n, out);
     }
+}
+
+/// The differing byte ranges of two equal-length buffers, relative to their start.
+fn differing(a: &[u8], b: &[u8], out: &mut Vec<(u64, u64)>) {
+    ranges_where(a.len(), |r| a[r.clone()] == b[r], |j| a[j] != b[j], out)
 }
 
 /// The non-zero byte ranges of a buffer, relative to its start.
 fn nonzero(a: &[u8], out: &mut Vec<(u64, u64)>) {
-    const BLOCK: usize = 4096;
-    let mut i = 0;
-    let mut open: Option<usize> = None;
-    while i < a.len() {
-        let end = (i + BLOCK).min(a.len());
-        if a[i..end].iter().all(|&x| x == 0) {
-            if let Some(s) = open.take() {
-                out.push((s as u64, (i - s) as u64));
-            }
-            i = end;
-            continue;
-        }
-        for (j, &x) in a.iter().enumerate().take(end).skip(i) {
-            match (x != 0, open) {
-                (true, None) => open = Some(j),
-                (false, Some(s)) => {
-                    out.push((s as u64, (j - s) as u64));
-                    open = None;
-                }
-                _ => {}
-            }
-        }
-        i = end;
-    }
-    if let Some(s) = open {
-        out.push((s as u64, (a.len() - s) as u64));
-    }
+    ranges_where(a.len(), |r| a[r].iter().all(|&x| x == 0), |j| a[j] != 0, out)
 }
 
 /// Compare two guest disks over the larger of their sizes (the shorter one reads zero past
