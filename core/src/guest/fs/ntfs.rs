@@ -261,16 +261,36 @@ impl NtfsFs {
         let mut notes = Vec::new();
         match a.value(r).map_err(damaged)? {
             ntfs::attribute_value::NtfsAttributeValue::Resident(v) => {
-                let pos = v.data_position().value().map(|p| p.get()).unwrap_or(0);
+                // the crate gives the attribute's position for a resident value; the value
+                // starts `value offset` (a u16 at 0x14 of the attribute header) further on
+                let attr_pos = a.position().value().map(|p| p.get()).unwrap_or(0);
+                let mut h = [0u8; 2];
+                self.vol.read_exact(attr_pos + 0x14, &mut h)?;
+                let pos = attr_pos + u16::from_le_bytes(h) as u64;
+                let rec_end = record_offset.unwrap_or(0) + self.ntfs.file_record_size() as u64;
+                if pos + size > rec_end {
+                    return Err(Error::Damaged(format!("{}: resident data past the end of MFT record {}", path, record)));
+                }
+                // the last two bytes of each sector of a record hold the update sequence number
+                // on disk; the real bytes are in the record's update sequence array
+                let on_disk = self.vol.read_vec(pos, size)?;
+                if on_disk != v.data() {
+                    notes.push(format!(
+                        "some bytes of the resident data sit at a sector end of the record, where the disk holds the update sequence number (fixup); they are read from the record's update sequence array"
+                    ));
+                }
                 if size > 0 {
                     push_run(&mut runs, FileRun { logical: 0, len: size, fs_offset: Some(pos), unwritten: false, resident: true });
                 }
-                notes.push(format!(
+                notes.insert(
+                    0,
+                    format!(
                     "resident in MFT record {} (the record at volume offset 0x{:x}, the bytes at 0x{:x})",
                     record,
                     record_offset.unwrap_or(0),
                     pos
-                ));
+                ),
+                );
             }
             ntfs::attribute_value::NtfsAttributeValue::NonResident(v) => {
                 let mut logical = 0u64;
