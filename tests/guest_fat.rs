@@ -131,3 +131,18 @@ fn fat_errors_are_clean() {
     }
     assert!(failures > 0, "damage to the FAT should break something");
 }
+
+/// A qcow2 over a raw base holding the FAT volume (nothing written in the top): every byte
+/// comes from the base layer, and locate says so.
+#[test]
+fn fat_behind_a_backing_file() {
+    let dir = workspace();
+    let d = dir.path();
+    let (fs, files) = fat_volume(d, 16, 16 * MIB, &[]);
+    let raw = mbr_disk_with(d, "base.raw", 18 * MIB, &fs, "6");
+    let top = d.join("top.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", "-b", s(&raw), "-F", "raw", s(&top)]);
+    check_volume(&top, &fs, &files);
+    let v = check_locate_reads_back(&top, "/BIG.TXT", &text_100k());
+    assert!(v["extents"].as_array().unwrap().iter().all(|e| e["layer"] == 1), "{}", pretty(&v));
+}

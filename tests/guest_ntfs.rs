@@ -170,3 +170,18 @@ fn ntfs_errors_are_clean() {
     }
     assert!(failures > 0, "damage to the MFT should break something");
 }
+
+/// A qcow2 over a dynamic VHD base holding the NTFS volume: every byte comes from the base.
+#[test]
+fn ntfs_behind_a_backing_file() {
+    let dir = workspace();
+    let d = dir.path();
+    let (fs, files) = ntfs_volume(d, "ntfs.fs", 24 * MIB, &[]);
+    let raw = mbr_disk_with(d, "disk.raw", 26 * MIB, &fs, "7");
+    let base = convert(&raw, "vpc-dynamic", &d.join("base.vhd"));
+    let top = d.join("top.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", "-b", s(&base), "-F", "vpc", s(&top)]);
+    check_volume(&top, &fs, &files);
+    let v = check_locate_reads_back(&top, "/pattern.bin", &files.iter().find(|f| f.0 == "pattern.bin").unwrap().1);
+    assert!(v["extents"].as_array().unwrap().iter().all(|e| e["layer"] == 1), "{}", pretty(&v));
+}
