@@ -1,5 +1,5 @@
-//! `vdiskview ls`, `cat` and `locate`: files of an ext2/3/4 filesystem inside the guest disk,
-//! read through the image model; `locate` says where each byte of a file is, on the guest
+//! `vdiskview ls`, `cat` and `locate`: files of a filesystem inside the guest disk (any the
+//! core's filesystem interface reads: ext2/3/4, FAT, NTFS), read through the image model; `locate` says where each byte of a file is, on the guest
 //! disk and in the host files of the chain.
 
 use std::io::Write;
@@ -11,19 +11,19 @@ use anyhow::Result;
 use serde_json::{json, Value};
 
 use super::{open, Output};
-use crate::guest::ext::{absolute, EntryInfo, ExtFs, Located};
+use crate::guest::fs::{absolute, EntryInfo, GuestFs, Located};
 use crate::guest::{self, Error as GuestError};
 use crate::image::OpenOptions;
 
-/// Open the image and the ext filesystem on the chosen partition (`--partition`; 0 = the whole
-/// disk) or on the first partition that holds one.
-pub fn open_fs(path: &Path, opts: &OpenOptions, partition: Option<u32>) -> Result<ExtFs> {
+/// Open the image and the filesystem on the chosen partition (`--partition`; 0 = the whole
+/// disk) or on the first partition that holds one vdiskview reads.
+pub fn open_fs(path: &Path, opts: &OpenOptions, partition: Option<u32>) -> Result<GuestFs> {
     let img = Rc::new(open(path, opts)?);
     Ok(guest::open_fs(img, partition)?)
 }
 
-fn warn(fs: &ExtFs) {
-    for w in &fs.warnings {
+fn warn(fs: &GuestFs) {
+    for w in &fs.warnings() {
         eprintln!("vdiskview: warning: {}", w);
     }
 }
@@ -59,6 +59,22 @@ pub fn ls(path: &Path, opts: &OpenOptions, fspath: &str, partition: Option<u32>,
                 out += &format!(" -> {}", t);
             }
             out.push('\n');
+            // named data streams (NTFS): one line each, as `cat` names them
+            for (sname, ssize) in &e.streams {
+                out += &format!(
+                    "{} {:>uw$} {:>gw$} {:>sw$} {} {}:{}\n",
+                    e.mode_string(),
+                    e.uid,
+                    e.gid,
+                    ssize,
+                    format_time(e.mtime),
+                    e.name,
+                    sname,
+                    uw = uid_w,
+                    gw = gid_w,
+                    sw = size_w
+                );
+            }
         }
     } else {
         for e in &entries {
@@ -102,7 +118,7 @@ pub fn locate(path: &Path, opts: &OpenOptions, fspath: &str, partition: Option<u
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn locate_json(fs: &ExtFs, loc: &Located) -> Value {
+pub fn locate_json(fs: &GuestFs, loc: &Located) -> Value {
     let img = &fs.image;
     let extents: Vec<Value> = loc
         .extents
@@ -129,8 +145,10 @@ pub fn locate_json(fs: &ExtFs, loc: &Located) -> Value {
         "partition": fs.volume.partition,
         "filesystem": fs.kind().name(),
         "volume-offset": fs.volume.start,
-        "block-size": fs.sb.block_size,
-        "inode-virtual": fs.volume.start + loc.inode_offset,
+        "inode-kind": loc.inode_kind,
+        "block-size": fs.block_size(),
+        "inode-virtual": loc.inode_offset.map(|o| fs.volume.start + o),
+        "notes": loc.notes,
         "extents": extents,
     })
 }
@@ -138,8 +156,9 @@ pub fn locate_json(fs: &ExtFs, loc: &Located) -> Value {
 fn locate_human(v: &Value) -> String {
     let hex = |x: &Value| x.as_u64().map(|n| format!("0x{:x}", n)).unwrap_or_else(|| "-".into());
     let mut s = format!(
-        "{}: inode {}, {} bytes, {} on {} (guest offset 0x{:x}), block size {}\n",
+        "{}: {} {}, {} bytes, {} on {} (guest offset 0x{:x}), block size {}\n",
         v["path"].as_str().unwrap_or(""),
+        v["inode-kind"].as_str().unwrap_or("inode"),
         v["inode"],
         v["size"],
         v["filesystem"].as_str().unwrap_or(""),
@@ -150,6 +169,9 @@ fn locate_human(v: &Value) -> String {
         v["volume-offset"].as_u64().unwrap_or(0),
         v["block-size"],
     );
+    for n in v["notes"].as_array().into_iter().flatten() {
+        s += &format!("{}\n", n.as_str().unwrap_or(""));
+    }
     let ext = v["extents"].as_array().cloned().unwrap_or_default();
     if ext.is_empty() {
         s += "no data blocks\n";

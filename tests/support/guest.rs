@@ -268,3 +268,212 @@ pub fn overlay(base: &Path, base_fmt: &str, old_raw: &Path, new_raw: &Path, top:
     qemu_io("qcow2", top, &refs);
     top.to_path_buf()
 }
+
+// ---- FAT and NTFS volumes (mkfs.fat + mtools, mkntfs + ntfscp), no mounting ----
+
+/// A raw disk of `size` bytes with one MBR partition of type `ptype` at 1 MiB holding the
+/// filesystem file `fs` (its whole length).
+pub fn mbr_disk_with(dir: &Path, name: &str, size: u64, fs: &Path, ptype: &str) -> PathBuf {
+    let sectors = std::fs::metadata(fs).unwrap().len() / 512;
+    let disk = sfdisk_disk(
+        dir,
+        name,
+        size,
+        &format!("label: dos\nlabel-id: 0x12345678\nunit: sectors\n\nstart=2048, size={sectors}, type={ptype}\n"),
+    );
+    dd_into(fs, &disk, MIB);
+    disk
+}
+
+/// A raw disk of `size` bytes with one GPT partition (Microsoft basic data) at 1 MiB holding
+/// the filesystem file `fs`.
+pub fn gpt_disk_with(dir: &Path, name: &str, size: u64, fs: &Path) -> PathBuf {
+    let disk = dir.join(name);
+    std::fs::File::create(&disk).unwrap().set_len(size).unwrap();
+    let len = std::fs::metadata(fs).unwrap().len();
+    tool("sgdisk", &["-n", &format!("1:2048:+{}K", len / 1024), "-t", "1:0700", "-c", "1:data", s(&disk)], None);
+    dd_into(fs, &disk, MIB);
+    disk
+}
+
+/// Files of the FAT test volumes: long names, nested directories, a multi-cluster file,
+/// an 8.3 upper-case name, an empty file (paths from the root, bytes).
+pub fn fat_files() -> Vec<(String, Vec<u8>)> {
+    vec![
+        ("hello.txt".into(), HELLO.to_vec()),
+        ("A Long File Name with spaces.txt".into(), b"long names work\n".to_vec()),
+        ("BIG.TXT".into(), text_100k()),
+        ("Long Directory Name/sub dir/nested file.bin".into(), pattern_bytes(31, 300 * 1024 + 7)),
+        ("Long Directory Name/short.txt".into(), b"short\n".to_vec()),
+        ("data/pattern.bin".into(), pattern_bytes(7, 1536 * 1024 + 123)),
+        ("empty.txt".into(), vec![]),
+    ]
+}
+
+/// `mkfs.fat -F BITS` on a new file of `size` bytes (`extra` options: `-s 1`, `-f 1`), the
+/// files of [`fat_files`] copied in with `mmd`/`mcopy`, and a fragmented file (`frag.bin`:
+/// written after deleting a file between two others). Returns the volume and its files.
+pub fn fat_volume(dir: &Path, bits: u32, size: u64, extra: &[&str]) -> (PathBuf, Vec<(String, Vec<u8>)>) {
+    let fs = dir.join(format!("fat{bits}.fs"));
+    std::fs::File::create(&fs).unwrap().set_len(size).unwrap();
+    let bits_s = bits.to_string();
+    let mut args = vec!["-F", bits_s.as_str(), "-n", "VDVWFAT", "-i", "12345678"];
+    args.extend_from_slice(extra);
+    args.push(s(&fs));
+    tool("mkfs.fat", &args, None);
+    let src = dir.join(format!("fat{bits}-src"));
+    let mut files = fat_files();
+    let mut made = std::collections::BTreeSet::new();
+    for (p, bytes) in &files {
+        let local = src.join(p);
+        std::fs::create_dir_all(local.parent().unwrap()).unwrap();
+        std::fs::write(&local, bytes).unwrap();
+        let mut d = String::new();
+        for comp in p.split('/').rev().skip(1).collect::<Vec<_>>().into_iter().rev() {
+            d.push('/');
+            d.push_str(comp);
+            if made.insert(d.clone()) {
+                tool("mmd", &["-i", s(&fs), &format!("::{d}")], None);
+            }
+        }
+        tool("mcopy", &["-i", s(&fs), s(&local), &format!("::/{p}")], None);
+    }
+    // fragmentation: a1 a2 a3, delete a2, then a file larger than the gap
+    for (i, n) in ["a1.bin", "a2.bin", "a3.bin"].iter().enumerate() {
+        let local = src.join(n);
+        std::fs::write(&local, pattern_bytes(50 + i as u64, 20 * 1024)).unwrap();
+        tool("mcopy", &["-i", s(&fs), s(&local), &format!("::/{n}")], None);
+    }
+    tool("mdel", &["-i", s(&fs), "::/a2.bin"], None);
+    let frag = pattern_bytes(60, 64 * 1024 + 5);
+    std::fs::write(src.join("frag.bin"), &frag).unwrap();
+    tool("mcopy", &["-i", s(&fs), s(&src.join("frag.bin")), "::/frag.bin"], None);
+    files.push(("frag.bin".into(), frag));
+    files.push(("a1.bin".into(), pattern_bytes(50, 20 * 1024)));
+    files.push(("a3.bin".into(), pattern_bytes(52, 20 * 1024)));
+    (fs, files)
+}
+
+/// `mdir -b` of a folder of a FAT volume: the names it holds (mtools as the oracle).
+pub fn mdir_names(fs: &Path, dir: &str) -> Vec<String> {
+    let out = tool("mdir", &["-b", "-i", s(fs), &format!("::{dir}")], None);
+    let prefix = if dir == "/" { "::/".to_string() } else { format!("::{dir}/") };
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .map(|l| l.trim_end_matches('/').to_string())
+        .filter(|l| !l.is_empty() && l != "." && l != "..")
+        .collect();
+    v.sort();
+    v
+}
+
+/// `mtype` of a file of a FAT volume: its bytes as mtools reads them.
+pub fn mtype(fs: &Path, path: &str) -> Vec<u8> {
+    tool("mtype", &["-i", s(fs), &format!("::{path}")], None).stdout
+}
+
+/// `mkntfs -F -Q` on a new file of `size` bytes (`extra`: `-c 512`, `-s 4096`), then with
+/// `ntfscp`: a small resident file, a text file, a large file, a file with an alternate data
+/// stream, a file inside the `$Extend` folder (ntfscp cannot make folders), and a sparse
+/// file (`ntfstruncate` past its data). Returns the volume and its files (paths from the root).
+pub fn ntfs_volume(dir: &Path, name: &str, size: u64, extra: &[&str]) -> (PathBuf, Vec<(String, Vec<u8>)>) {
+    let fs = dir.join(name);
+    std::fs::File::create(&fs).unwrap().set_len(size).unwrap();
+    let mut args = vec!["-F", "-Q", "-q", "-L", "VDVWNTFS"];
+    args.extend_from_slice(extra);
+    args.push(s(&fs));
+    tool("mkntfs", &args, None);
+    let src = dir.join(format!("{name}-src"));
+    std::fs::create_dir_all(&src).unwrap();
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        ("tiny.txt".into(), HELLO.to_vec()),
+        ("big.txt".into(), text_100k()),
+        ("pattern.bin".into(), pattern_bytes(7, 1536 * 1024 + 123)),
+        ("A long NTFS file name.dat".into(), pattern_bytes(9, 5000)),
+        ("$Extend/inside.txt".into(), b"inside a folder\n".to_vec()),
+        ("empty.txt".into(), vec![]),
+    ];
+    for (i, (p, bytes)) in files.iter().enumerate() {
+        let local = src.join(format!("f{i}"));
+        std::fs::write(&local, bytes).unwrap();
+        tool("ntfscp", &["-q", s(&fs), s(&local), p], None);
+    }
+    // an alternate data stream on tiny.txt
+    let ads = b"the stream's own bytes\n".to_vec();
+    std::fs::write(src.join("ads"), &ads).unwrap();
+    tool("ntfscp", &["-q", "-N", "alt", s(&fs), s(&src.join("ads")), "tiny.txt"], None);
+    files.push(("tiny.txt:alt".into(), ads));
+    // a sparse file: 64 KiB of data, then extended to 4 MiB without allocating
+    let head = pattern_bytes(11, 64 * 1024);
+    std::fs::write(src.join("sparse"), &head).unwrap();
+    tool("ntfscp", &["-q", s(&fs), s(&src.join("sparse")), "sparse.bin"], None);
+    let ls = tool("ntfsls", &["-i", s(&fs)], None);
+    let rec = String::from_utf8_lossy(&ls.stdout)
+        .lines()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            let n = w.next()?;
+            (w.next()? == "sparse.bin").then(|| n.to_string())
+        })
+        .expect("sparse.bin's record");
+    tool("ntfstruncate", &["-q", s(&fs), &rec, &(4 * MIB).to_string()], None);
+    let mut sparse = head;
+    sparse.resize(4 * MIB as usize, 0);
+    files.push(("sparse.bin".into(), sparse));
+    (fs, files)
+}
+
+/// `ntfsls` of a folder: the names it lists (ntfs-3g as the oracle).
+pub fn ntfsls_names(fs: &Path, dir: &str) -> Vec<String> {
+    let out = tool("ntfsls", &["-p", dir, s(fs)], None);
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+    v.sort();
+    v
+}
+
+/// `ntfscat` of a file (`path:stream` for a named stream).
+pub fn ntfscat(fs: &Path, path: &str) -> Vec<u8> {
+    let p = path.trim_start_matches('/');
+    match p.split_once(':') {
+        Some((f, stream)) => tool("ntfscat", &["-a", "0x80", "-n", stream, s(fs), f], None).stdout,
+        None => tool("ntfscat", &[s(fs), p], None).stdout,
+    }
+}
+
+/// `locate` must cover the file from 0 to its size in order; every extent's guest bytes and,
+/// where it has one, the host bytes at `host-offset` (`read --file`) must equal the file's
+/// bytes; holes must be zeros in the file. Returns the locate report.
+#[track_caller]
+pub fn check_locate_reads_back(img: &Path, path: &str, expected: &[u8]) -> serde_json::Value {
+    let v = super::vdiskview_json(&["locate", s(img), path, "--output=json"]);
+    assert_eq!(v["size"], expected.len() as u64, "{}", super::pretty(&v));
+    let mut pos = 0u64;
+    for e in v["extents"].as_array().unwrap() {
+        let logical = e["logical"].as_u64().unwrap();
+        let len = e["length"].as_u64().unwrap();
+        assert_eq!(logical, pos, "extents in order without gaps: {}", super::pretty(&v));
+        let want = &expected[logical as usize..(logical + len) as usize];
+        let what = format!("{} {} bytes 0x{:x}+0x{:x}", s(img), path, logical, len);
+        match e["virtual"].as_u64() {
+            None => {
+                assert_eq!(e["kind"], "hole", "{}", super::pretty(e));
+                assert!(want.iter().all(|&b| b == 0), "{what}: a hole where the file has data");
+            }
+            Some(virt) => {
+                let got = super::vdiskview_ok(&["read", s(img), "--offset", &virt.to_string(), "--length", &len.to_string()]);
+                super::assert_bytes_eq(&got, want, &format!("{what}: guest bytes at 0x{virt:x}"));
+            }
+        }
+        if let Some(host) = e["host-offset"].as_u64() {
+            let file = e["host-file"].as_str().unwrap();
+            let got = super::vdiskview_ok(&["read", file, "--file", "--offset", &host.to_string(), "--length", &len.to_string()]);
+            super::assert_bytes_eq(&got, want, &format!("{what}: host bytes at 0x{host:x} in {file}"));
+        } else {
+            assert!(e["kind"] != "data" && e["kind"] != "resident", "{what}: data without a host offset: {}", super::pretty(e));
+        }
+        pos += len;
+    }
+    assert_eq!(pos, expected.len() as u64, "extents cover the file: {}", super::pretty(&v));
+    v
+}

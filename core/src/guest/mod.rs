@@ -1,19 +1,28 @@
-//! Inside the guest disk: partition tables (MBR, GPT), filesystem probing, ext2/3/4 through
-//! the `ext4-view` crate, and files mapped back to guest and host offsets.
+//! Inside the guest disk: partition tables (MBR, GPT), filesystem probing, the filesystems
+//! behind one interface ([`fs::Filesystem`]: ext2/3/4, FAT12/16/32, NTFS), and files mapped
+//! back to guest and host offsets.
 //!
 //! Everything here reads guest bytes through [`Image::read`], so it works the same on every
 //! format and through backing chains. Every size and offset read from the guest disk is
 //! untrusted: reads are checked against the disk (or partition) size, loops are bounded.
 
-pub mod ext;
+pub mod fs;
 pub mod partitions;
 pub mod regions;
+
+/// The names callers used before the filesystem interface: `ext::ExtFs` is now
+/// [`fs::GuestFs`], any filesystem (what [`open_fs`] returns); the ext reader itself is
+/// [`fs::ext::ExtFs`].
+pub mod ext {
+    pub use super::fs::{absolute, EntryInfo, FileExtent, FileMap, FileRun, Located};
+    pub type ExtFs = super::fs::GuestFs;
+}
 
 use std::rc::Rc;
 
 use crate::image::Image;
 
-pub use ext::{EntryInfo, ExtFs, FileExtent, FileMap, FileRun, Located};
+pub use fs::{EntryInfo, FileExtent, FileMap, FileRun, Filesystem, GuestFs, Located};
 pub use partitions::{read_table, PartKind, PartType, Partition, PartitionTable, Scheme};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +46,7 @@ pub enum Error {
     /// A bad request (no such partition, path not absolute, ...).
     #[error("{0}")]
     Invalid(String),
-    /// Writing file bytes out failed (`ExtFs::copy_to`).
+    /// Writing file bytes out failed (`Filesystem::copy_to`).
     #[error("{0}")]
     Write(std::io::Error),
 }
@@ -202,9 +211,9 @@ impl Volume {
 }
 
 /// Choose the volume a filesystem command works on. `partition`: `Some(0)` is the whole disk,
-/// `Some(n)` partition n; `None` picks the first partition that holds an ext filesystem (or
-/// else any filesystem, which then is reported as unsupported), or the whole disk when there
-/// is no partition table.
+/// `Some(n)` partition n; `None` picks the first partition that holds a filesystem vdiskview
+/// reads (or else any filesystem, which then is reported as unsupported), or the whole disk
+/// when there is no partition table.
 pub fn select_volume(img: &Image, table: &PartitionTable, partition: Option<u32>) -> Result<Volume> {
     let size = img.virtual_size();
     let whole = |img: &Image| -> Result<Volume> {
@@ -251,7 +260,7 @@ pub fn select_volume(img: &Image, table: &PartitionTable, partition: Option<u32>
             let pick = table
                 .partitions
                 .iter()
-                .find(|p| p.fs.as_ref().is_some_and(|f| f.kind.is_ext()))
+                .find(|p| p.fs.as_ref().is_some_and(|f| fs::driver_for(f.kind).is_some()))
                 .or_else(|| table.partitions.iter().find(|p| p.fs.is_some()));
             match pick {
                 Some(p) => {
@@ -269,10 +278,10 @@ pub fn select_volume(img: &Image, table: &PartitionTable, partition: Option<u32>
     }
 }
 
-/// Open the ext filesystem a command works on: on partition `partition` (0 = the whole disk),
-/// or as [`select_volume`] chooses.
-pub fn open_fs(image: Rc<Image>, partition: Option<u32>) -> Result<ExtFs> {
+/// Open the filesystem a command works on, whatever its kind: on partition `partition`
+/// (0 = the whole disk), or as [`select_volume`] chooses.
+pub fn open_fs(image: Rc<Image>, partition: Option<u32>) -> Result<GuestFs> {
     let table = read_table(&image)?;
     let vol = select_volume(&image, &table, partition)?;
-    ExtFs::open(image, &vol)
+    GuestFs::open(image, &vol)
 }

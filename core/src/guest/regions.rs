@@ -1,5 +1,5 @@
 //! Guest-space overlays: the partition table (MBR, GPT headers and entry arrays) and each
-//! ext superblock as named regions with fields, so the hex view in guest space names them as
+//! filesystem's boot structures (from its driver's overlay) as named regions with fields, so the hex view in guest space names them as
 //! it names the image's own structures in file space.
 
 use super::partitions::{read_table, Scheme};
@@ -7,9 +7,6 @@ use crate::image::region::{hex_bytes, Field, Region};
 use crate::image::Image;
 
 // the overlays compute offsets in u64
-fn le16(b: &[u8], o: usize) -> u64 {
-    crate::image::bytes::le16(b, o) as u64
-}
 fn le32(b: &[u8], o: usize) -> u64 {
     crate::image::bytes::le32(b, o) as u64
 }
@@ -87,37 +84,12 @@ pub fn guest_regions(img: &Image) -> Vec<Region> {
             out.push(r);
         }
     }
+    // each filesystem's boot structures, from the driver that reads it
     for p in &table.partitions {
         let Some(fs) = &p.fs else { continue };
-        if !fs.kind.is_ext() {
-            continue;
-        }
-        let at = p.start + 1024;
-        let mut sb = [0u8; 1024];
-        if img.read(at, &mut sb).is_err() {
-            continue;
-        }
-        let mut r = Region::new(at, 1024, "ext-superblock", format!("ext superblock of partition {}", p.index));
-        r.virt = Some(at);
-        let label_end = sb[0x78..0x88].iter().position(|&c| c == 0).unwrap_or(16);
-        r.fields = vec![
-            field(at, 0x00, 4, "s_inodes_count", le32(&sb, 0).to_string()),
-            field(at, 0x04, 4, "s_blocks_count_lo", le32(&sb, 4).to_string()),
-            field(at, 0x14, 4, "s_first_data_block", le32(&sb, 0x14).to_string()),
-            field(at, 0x18, 4, "s_log_block_size", format!("{} ({} bytes)", le32(&sb, 0x18), 1024u64 << le32(&sb, 0x18).min(16))),
-            field(at, 0x20, 4, "s_blocks_per_group", le32(&sb, 0x20).to_string()),
-            field(at, 0x28, 4, "s_inodes_per_group", le32(&sb, 0x28).to_string()),
-            field(at, 0x38, 2, "s_magic", format!("0x{:04x}{}", le16(&sb, 0x38), if le16(&sb, 0x38) == 0xef53 { " (ext)" } else { " (BAD)" })),
-            field(at, 0x4c, 4, "s_rev_level", le32(&sb, 0x4c).to_string()),
-            field(at, 0x58, 2, "s_inode_size", le16(&sb, 0x58).to_string()),
-            field(at, 0x5c, 4, "s_feature_compat", format!("0x{:x}", le32(&sb, 0x5c))),
-            field(at, 0x60, 4, "s_feature_incompat", format!("0x{:x}", le32(&sb, 0x60))),
-            field(at, 0x64, 4, "s_feature_ro_compat", format!("0x{:x}", le32(&sb, 0x64))),
-            field(at, 0x68, 16, "s_uuid", hex_bytes(&sb[0x68..0x78])),
-            field(at, 0x78, 16, "s_volume_name", String::from_utf8_lossy(&sb[0x78..0x78 + label_end]).into_owned()),
-            field(at, 0x150, 4, "s_blocks_count_hi", le32(&sb, 0x150).to_string()),
-        ];
-        out.push(r);
+        let Some(driver) = super::fs::driver_for(fs.kind) else { continue };
+        let (start, len) = p.readable_range(table.disk_size);
+        out.extend((driver.overlay)(img, start, len, &format!("partition {}", p.index)));
     }
     out.sort_by_key(|r| r.start);
     out

@@ -13,8 +13,18 @@ use std::rc::Rc;
 
 use ext4_view::{Ext4, Ext4Error, Ext4Read, Metadata};
 
-use super::{read_in, Error, FsKind, Result, Volume};
-use crate::image::{Extent, HostFileId, Image, LayerKind};
+use super::{absolute, base_name, copy_runs, push_run, EntryInfo, FileMap, FileRun, Filesystem, FsDriver, VolumeReader};
+use crate::guest::{read_in, Error, FsKind, Result, Volume};
+use crate::image::region::{hex_bytes, Field, Region};
+use crate::image::Image;
+
+/// ext2/3/4 in the registry of filesystems.
+pub static DRIVER: FsDriver = FsDriver {
+    name: "ext2/3/4",
+    kinds: &[FsKind::Ext2, FsKind::Ext3, FsKind::Ext4],
+    open: |image, volume| Ok(Box::new(ExtFs::open(image, volume)?)),
+    overlay,
+};
 
 /// Deepest extent tree we follow (ext4 allows 5 levels).
 const MAX_EXTENT_DEPTH: u16 = 5;
@@ -146,117 +156,6 @@ impl Superblock {
     }
 }
 
-/// One entry of a directory listing (or the file `ls` was pointed at).
-#[derive(Clone, Debug)]
-pub struct EntryInfo {
-    pub name: String,
-    /// `ls -l`'s type letter: `-`, `d`, `l`, `c`, `b`, `p`, `s`.
-    pub type_char: char,
-    /// Permission bits (with setuid/setgid/sticky), as `st_mode & 0o7777`.
-    pub mode: u16,
-    pub size: u64,
-    /// Modification time, seconds since 1970 (UTC).
-    pub mtime: i64,
-    pub uid: u32,
-    pub gid: u32,
-    pub link_target: Option<String>,
-}
-
-impl EntryInfo {
-    pub fn is_dir(&self) -> bool {
-        self.type_char == 'd'
-    }
-
-    /// `drwxr-xr-x` as `ls -l` prints it.
-    pub fn mode_string(&self) -> String {
-        let m = self.mode;
-        let mut s = String::with_capacity(10);
-        s.push(self.type_char);
-        for (shift, special, lower, upper) in [(6, 0o4000, 's', 'S'), (3, 0o2000, 's', 'S'), (0, 0o1000, 't', 'T')] {
-            let bits = (m >> shift) & 7;
-            s.push(if bits & 4 != 0 { 'r' } else { '-' });
-            s.push(if bits & 2 != 0 { 'w' } else { '-' });
-            let x = bits & 1 != 0;
-            s.push(match (m & special != 0, x) {
-                (true, true) => lower,
-                (true, false) => upper,
-                (false, true) => 'x',
-                (false, false) => '-',
-            });
-        }
-        s
-    }
-}
-
-/// A run of a file: `len` bytes from file offset `logical`, at byte `fs_offset` of the
-/// volume, or a hole (`fs_offset: None`). `unwritten`: allocated but reads as zero.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FileRun {
-    pub logical: u64,
-    pub len: u64,
-    pub fs_offset: Option<u64>,
-    pub unwritten: bool,
-}
-
-/// Where a file's bytes are in its filesystem.
-#[derive(Clone, Debug)]
-pub struct FileMap {
-    pub inode: u32,
-    pub size: u64,
-    /// Byte offset of the inode itself in the volume.
-    pub inode_offset: u64,
-    /// Covers `[0, size)` in order, holes included.
-    pub runs: Vec<FileRun>,
-    /// A block-mapped (ext2/3) file with a hole where an indirect block would be:
-    /// ext4-view 1.0 cannot read those (it reads "block 0"), so `copy_to` reads such files
-    /// through this map instead.
-    pub indirect_hole: bool,
-}
-
-/// One piece of a located file: a file range that lies in one image extent.
-#[derive(Clone, Copy, Debug)]
-pub struct FileExtent {
-    pub logical: u64,
-    pub len: u64,
-    /// Guest offset; None for a hole in the file.
-    pub virt: Option<u64>,
-    /// How the image resolves these guest bytes (None for a hole).
-    pub image: Option<Extent>,
-    /// Allocated in the filesystem but not written (reads as zero).
-    pub unwritten: bool,
-}
-
-impl FileExtent {
-    /// `data`, `zero`, `unallocated`, `compressed` (the image's word), or `hole`/`unwritten`
-    /// for what the filesystem says.
-    pub fn kind_name(&self) -> &'static str {
-        match &self.image {
-            None => "hole",
-            Some(_) if self.unwritten => "unwritten",
-            Some(e) => e.kind_name(),
-        }
-    }
-
-    /// Layer and host offset holding these bytes, where a host file holds them as they are.
-    pub fn host(&self) -> Option<(usize, HostFileId, u64)> {
-        let e = self.image.as_ref()?;
-        match e.kind {
-            LayerKind::Data { .. } | LayerKind::ZeroData { .. } => e.host_at(0).map(|(f, h)| (e.depth, f, h)),
-            _ => None,
-        }
-    }
-}
-
-/// A file located on the guest disk and in the host files.
-#[derive(Clone, Debug)]
-pub struct Located {
-    pub path: String,
-    pub inode: u32,
-    pub size: u64,
-    pub inode_offset: u64,
-    pub extents: Vec<FileExtent>,
-}
-
 /// An ext2/3/4 filesystem on a volume of the guest disk.
 pub struct ExtFs {
     pub image: Rc<Image>,
@@ -264,15 +163,6 @@ pub struct ExtFs {
     pub sb: Superblock,
     pub fs: Ext4,
     pub warnings: Vec<String>,
-}
-
-/// The path as an absolute path (`test1.txt` -> `/test1.txt`).
-pub fn absolute(path: &str) -> String {
-    if path.starts_with('/') {
-        path.to_string()
-    } else {
-        format!("/{}", path)
-    }
 }
 
 fn fs_err(e: Ext4Error, path: &str) -> Error {
@@ -360,6 +250,8 @@ impl ExtFs {
             uid: m.uid(),
             gid: m.gid(),
             link_target,
+            streams: Vec::new(),
+            attributes: String::new(),
         }
     }
 
@@ -367,9 +259,7 @@ impl ExtFs {
     pub fn stat(&self, path: &str) -> Result<EntryInfo> {
         let path = absolute(path);
         let m = self.fs.symlink_metadata(path.as_str()).map_err(|e| fs_err(e, &path))?;
-        let name = path.trim_end_matches('/').rsplit('/').next().unwrap_or("").to_string();
-        let name = if name.is_empty() { "/".to_string() } else { name };
-        Ok(self.entry(name, &path, &m))
+        Ok(self.entry(base_name(&path), &path, &m))
     }
 
     /// The entries of directory `path` (without `.` and `..`), sorted by name.
@@ -399,9 +289,9 @@ impl ExtFs {
         let path = absolute(path);
         let mut f = self.fs.open(path.as_str()).map_err(|e| fs_err(e, &path))?;
         let size = f.metadata().len();
-        if let Ok(map) = self.file_map(&path) {
-            if map.indirect_hole && map.size == size {
-                return self.copy_runs(&map, out);
+        if let Ok((map, indirect_hole)) = self.file_map_full(&path) {
+            if indirect_hole && map.size == size {
+                return copy_runs(&VolumeReader::new(self.image.clone(), &self.volume), &map, out);
             }
         }
         let mut buf = vec![0u8; 64 * 1024];
@@ -423,25 +313,6 @@ impl ExtFs {
             total += filled as u64;
         }
         Ok(total)
-    }
-
-    /// Copy a file's bytes by its map: holes and unwritten extents as zeros.
-    fn copy_runs(&self, map: &FileMap, out: &mut dyn Write) -> Result<u64> {
-        const CHUNK: u64 = 64 * 1024;
-        let mut buf = vec![0u8; CHUNK as usize];
-        for run in &map.runs {
-            let mut pos = 0;
-            while pos < run.len {
-                let n = CHUNK.min(run.len - pos) as usize;
-                match run.fs_offset {
-                    Some(off) if !run.unwritten => self.read_vol(off + pos, &mut buf[..n])?,
-                    _ => buf[..n].fill(0),
-                }
-                out.write_all(&buf[..n]).map_err(Error::Write)?;
-                pos += n as u64;
-            }
-        }
-        Ok(map.size)
     }
 
     /// The file's bytes in memory (for small files; `copy_to` streams).
@@ -536,6 +407,13 @@ impl ExtFs {
 
     /// Where the bytes of inode `ino` are in the volume.
     pub fn map_inode(&self, ino: u32) -> Result<FileMap> {
+        Ok(self.map_inode_full(ino)?.0)
+    }
+
+    /// The map, and whether a block-mapped (ext2/3) file has a hole where an indirect block
+    /// would be: ext4-view 1.0 cannot read those (it reads "block 0"), so `copy_to` reads
+    /// such files through the map instead.
+    fn map_inode_full(&self, ino: u32) -> Result<(FileMap, bool)> {
         let (inode_offset, raw) = self.read_inode(ino)?;
         let mode = le16(&raw, 0);
         let size = le32(&raw, 4) as u64 | (le32(&raw, 0x6c) as u64) << 32;
@@ -570,17 +448,17 @@ impl ExtFs {
                 continue;
             }
             if start > pos {
-                push_run(&mut runs, FileRun { logical: pos * bs, len: (start - pos) * bs, fs_offset: None, unwritten: false });
+                push_run(&mut runs, FileRun::hole(pos * bs, (start - pos) * bs));
             }
             let phys = pb + (start - lb);
             push_run(
                 &mut runs,
-                FileRun { logical: start * bs, len: (end - start) * bs, fs_offset: Some(phys * bs), unwritten },
+                FileRun { logical: start * bs, len: (end - start) * bs, fs_offset: Some(phys * bs), unwritten, resident: false },
             );
             pos = end;
         }
         if pos < nblocks {
-            push_run(&mut runs, FileRun { logical: pos * bs, len: (nblocks - pos) * bs, fs_offset: None, unwritten: false });
+            push_run(&mut runs, FileRun::hole(pos * bs, (nblocks - pos) * bs));
         }
         // the last block holds only the file's tail
         if let Some(last) = runs.last_mut() {
@@ -590,7 +468,15 @@ impl ExtFs {
             }
         }
         runs.retain(|r| r.len > 0);
-        Ok(FileMap { inode: ino, size, inode_offset, runs, indirect_hole })
+        let map = FileMap {
+            inode: ino as u64,
+            inode_kind: "inode",
+            size,
+            inode_offset: Some(inode_offset),
+            runs,
+            notes: Vec::new(),
+        };
+        Ok((map, indirect_hole))
     }
 
     fn walk_extents(
@@ -724,6 +610,10 @@ impl ExtFs {
 
     /// Where the file at `path` (symlinks followed) is in the volume.
     pub fn file_map(&self, path: &str) -> Result<FileMap> {
+        Ok(self.file_map_full(path)?.0)
+    }
+
+    fn file_map_full(&self, path: &str) -> Result<(FileMap, bool)> {
         let path = absolute(path);
         let canon = self.fs.canonicalize(path.as_str()).map_err(|e| fs_err(e, &path))?;
         let canon = String::from_utf8_lossy(canon.as_ref()).into_owned();
@@ -732,59 +622,92 @@ impl ExtFs {
             Error::NotFound(p) => Error::Damaged(format!("{}: the directory entry could not be found by the locator", p)),
             e => e,
         })?;
-        self.map_inode(ino)
-    }
-
-    /// The file's extents: each file range that lies in one image extent, with its guest
-    /// offset and, through the image model, the layer and host offset that hold it.
-    pub fn locate(&self, path: &str) -> Result<Located> {
-        let path = absolute(path);
-        let map = self.file_map(&path)?;
-        let mut extents = Vec::new();
-        for run in &map.runs {
-            let Some(off) = run.fs_offset else {
-                extents.push(FileExtent { logical: run.logical, len: run.len, virt: None, image: None, unwritten: false });
-                continue;
-            };
-            if off.checked_add(run.len).is_none_or(|e| e > self.volume.len) {
-                return Err(Error::Damaged(format!(
-                    "{}: bytes 0x{:x}-0x{:x} of the file lie past the end of {}",
-                    path,
-                    run.logical,
-                    run.logical + run.len,
-                    self.volume.describe()
-                )));
-            }
-            let virt = self.volume.start + off;
-            for e in self.image.extents(virt, run.len)? {
-                extents.push(FileExtent {
-                    logical: run.logical + (e.virt - virt),
-                    len: e.len,
-                    virt: Some(e.virt),
-                    image: Some(e),
-                    unwritten: run.unwritten,
-                });
-            }
-        }
-        Ok(Located { path, inode: map.inode, size: map.size, inode_offset: map.inode_offset, extents })
+        self.map_inode_full(ino)
     }
 }
 
-fn push_run(runs: &mut Vec<FileRun>, r: FileRun) {
-    if let Some(last) = runs.last_mut() {
-        let joins = last.logical + last.len == r.logical
-            && last.unwritten == r.unwritten
-            && match (last.fs_offset, r.fs_offset) {
-                (None, None) => true,
-                (Some(a), Some(b)) => a + last.len == b,
-                _ => false,
-            };
-        if joins {
-            last.len += r.len;
-            return;
-        }
+impl Filesystem for ExtFs {
+    fn kind(&self) -> FsKind {
+        ExtFs::kind(self)
     }
-    runs.push(r);
+    fn block_size(&self) -> u64 {
+        self.sb.block_size
+    }
+    fn label(&self) -> Option<String> {
+        self.sb.label.clone()
+    }
+    fn stat(&self, path: &str) -> Result<EntryInfo> {
+        ExtFs::stat(self, path)
+    }
+    fn read_dir(&self, path: &str) -> Result<Vec<EntryInfo>> {
+        ExtFs::read_dir(self, path)
+    }
+    fn copy_to(&self, path: &str, out: &mut dyn Write) -> Result<u64> {
+        ExtFs::copy_to(self, path, out)
+    }
+    fn file_map(&self, path: &str) -> Result<FileMap> {
+        ExtFs::file_map(self, path)
+    }
+    fn regions(&self) -> Vec<Region> {
+        overlay(&self.image, self.volume.start, self.volume.len, &self.volume.describe())
+            .into_iter()
+            .map(|mut r| {
+                // volume offsets: GuestFs adds the volume's start back
+                r.start -= self.volume.start;
+                for f in &mut r.fields {
+                    f.off -= self.volume.start;
+                }
+                r
+            })
+            .collect()
+    }
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
+    }
+}
+
+// the overlays compute offsets in u64
+fn le16o(b: &[u8], o: usize) -> u64 {
+    le16(b, o) as u64
+}
+fn le32o(b: &[u8], o: usize) -> u64 {
+    le32(b, o) as u64
+}
+
+fn field(base: u64, off: usize, len: usize, name: &str, value: String) -> Field {
+    Field { off: base + off as u64, len: len as u64, name: name.into(), value }
+}
+
+/// The ext superblock of the filesystem at `[start, start+len)` of the guest disk, with its
+/// fields, at guest offsets.
+pub fn overlay(img: &Image, start: u64, len: u64, what: &str) -> Vec<Region> {
+    let at = start + 1024;
+    let mut sb = [0u8; 1024];
+    if len < 2048 || img.read(at, &mut sb).is_err() {
+        return Vec::new();
+    }
+    let (le16, le32) = (le16o, le32o);
+    let mut r = Region::new(at, 1024, "ext-superblock", format!("ext superblock of {}", what));
+    r.virt = Some(at);
+    let label_end = sb[0x78..0x88].iter().position(|&c| c == 0).unwrap_or(16);
+    r.fields = vec![
+        field(at, 0x00, 4, "s_inodes_count", le32(&sb, 0).to_string()),
+        field(at, 0x04, 4, "s_blocks_count_lo", le32(&sb, 4).to_string()),
+        field(at, 0x14, 4, "s_first_data_block", le32(&sb, 0x14).to_string()),
+        field(at, 0x18, 4, "s_log_block_size", format!("{} ({} bytes)", le32(&sb, 0x18), 1024u64 << le32(&sb, 0x18).min(16))),
+        field(at, 0x20, 4, "s_blocks_per_group", le32(&sb, 0x20).to_string()),
+        field(at, 0x28, 4, "s_inodes_per_group", le32(&sb, 0x28).to_string()),
+        field(at, 0x38, 2, "s_magic", format!("0x{:04x}{}", le16(&sb, 0x38), if le16(&sb, 0x38) == 0xef53 { " (ext)" } else { " (BAD)" })),
+        field(at, 0x4c, 4, "s_rev_level", le32(&sb, 0x4c).to_string()),
+        field(at, 0x58, 2, "s_inode_size", le16(&sb, 0x58).to_string()),
+        field(at, 0x5c, 4, "s_feature_compat", format!("0x{:x}", le32(&sb, 0x5c))),
+        field(at, 0x60, 4, "s_feature_incompat", format!("0x{:x}", le32(&sb, 0x60))),
+        field(at, 0x64, 4, "s_feature_ro_compat", format!("0x{:x}", le32(&sb, 0x64))),
+        field(at, 0x68, 16, "s_uuid", hex_bytes(&sb[0x68..0x78])),
+        field(at, 0x78, 16, "s_volume_name", String::from_utf8_lossy(&sb[0x78..0x78 + label_end]).into_owned()),
+        field(at, 0x150, 4, "s_blocks_count_hi", le32(&sb, 0x150).to_string()),
+    ];
+    vec![r]
 }
 
 /// The inode of the entry named `name` in one directory block (linear scan; htree interior
@@ -832,9 +755,9 @@ mod tests {
     #[test]
     fn runs_merge() {
         let mut v = vec![];
-        push_run(&mut v, FileRun { logical: 0, len: 4096, fs_offset: Some(8192), unwritten: false });
-        push_run(&mut v, FileRun { logical: 4096, len: 4096, fs_offset: Some(12288), unwritten: false });
-        push_run(&mut v, FileRun { logical: 8192, len: 4096, fs_offset: None, unwritten: false });
+        push_run(&mut v, FileRun::data(0, 4096, 8192));
+        push_run(&mut v, FileRun::data(4096, 4096, 12288));
+        push_run(&mut v, FileRun::hole(8192, 4096));
         assert_eq!(v.len(), 2);
         assert_eq!(v[0].len, 8192);
     }
@@ -850,6 +773,8 @@ mod tests {
             uid: 0,
             gid: 0,
             link_target: None,
+            streams: Vec::new(),
+            attributes: String::new(),
         };
         assert_eq!(e.mode_string(), "drwxr-xr-t");
     }

@@ -1,0 +1,187 @@
+//! NTFS inside the guest disk: volumes made by `mkntfs -Q` and filled by `ntfscp` (a
+//! resident file, large files, a named stream, a file in a folder, a sparse file made by
+//! `ntfstruncate`), in MBR and GPT partitions, in raw, dynamic VHD and QCOW2 images.
+//! `ntfsls`/`ntfscat`/`ntfscluster` are the oracles; every `locate` extent is read back at
+//! its guest and host offsets.
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use support::guest::*;
+use support::*;
+
+fn ls(img: &Path, path: &str) -> Vec<String> {
+    let mut v: Vec<String> = vdiskview_text(&["ls", s(img), path]).lines().map(String::from).collect();
+    v.sort();
+    v
+}
+
+#[track_caller]
+fn check_volume(img: &Path, fs: &Path, files: &[(String, Vec<u8>)]) {
+    for dir in ["/", "/$Extend"] {
+        assert_eq!(ls(img, dir), ntfsls_names(fs, dir), "{} ls {dir}", s(img));
+    }
+    for (p, bytes) in files {
+        let path = format!("/{p}");
+        let got = vdiskview_ok(&["cat", s(img), &path]);
+        assert_bytes_eq(&got, &ntfscat(fs, &path), &format!("{} cat {path} vs ntfscat", s(img)));
+        assert_bytes_eq(&got, bytes, &format!("{} cat {path} vs source", s(img)));
+        check_locate_reads_back(img, &path, bytes);
+    }
+}
+
+/// The clusters ntfscluster gives for a file's unnamed $DATA: (VCN, LCN or -1, length).
+fn ntfscluster_runs(fs: &Path, name: &str) -> Vec<(u64, i64, u64)> {
+    let out = tool("ntfscluster", &["-F", name, s(fs)], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut runs = vec![];
+    let mut in_data = false;
+    for l in text.lines() {
+        if l.contains("0x80 - non-resident") {
+            in_data = true;
+            continue;
+        }
+        if in_data {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            if w.len() == 3 {
+                if let (Ok(v), Ok(lcn), Ok(n)) = (w[0].parse(), w[1].parse(), w[2].parse()) {
+                    runs.push((v, lcn, n));
+                    continue;
+                }
+            }
+            if w.first() == Some(&"VCN") {
+                continue;
+            }
+            if !runs.is_empty() {
+                break;
+            }
+        }
+    }
+    runs
+}
+
+#[test]
+fn ntfs_in_mbr_in_every_container() {
+    let dir = workspace();
+    let d = dir.path();
+    let (fs, files) = ntfs_volume(d, "ntfs.fs", 24 * MIB, &[]);
+    let raw = mbr_disk_with(d, "disk.raw", 26 * MIB, &fs, "7");
+    let parts = vdiskview_json(&["partitions", s(&raw), "--output=json"]);
+    assert_eq!(parts["partitions"][0]["filesystem"], "ntfs", "{}", pretty(&parts));
+    for kind in ["raw", "vpc-dynamic", "qcow2"] {
+        let img = convert(&raw, kind, &d.join(format!("image.{kind}")));
+        check_volume(&img, &fs, &files);
+        // the small file is resident: the report names the MFT record
+        let v = vdiskview_json(&["locate", s(&img), "/tiny.txt", "--output=json"]);
+        assert_eq!(v["extents"][0]["kind"], "resident", "{}", pretty(&v));
+        assert!(v["notes"][0].as_str().unwrap().starts_with("resident in MFT record "), "{}", pretty(&v));
+        let text = vdiskview_text(&["locate", s(&img), "/tiny.txt"]);
+        assert!(text.contains("resident in MFT record"), "{text}");
+        // the sparse file: data, then a hole
+        let v = vdiskview_json(&["locate", s(&img), "/sparse.bin", "--output=json"]);
+        let ext = v["extents"].as_array().unwrap();
+        assert!(ext.iter().any(|e| e["kind"] == "hole"), "{}", pretty(&v));
+    }
+    // the clusters are ntfscluster's
+    let cs = vdiskview_json(&["locate", s(&raw), "/pattern.bin", "--output=json"])["block-size"].as_u64().unwrap();
+    let v = vdiskview_json(&["locate", s(&raw), "/pattern.bin", "--output=json"]);
+    let ours: Vec<(u64, u64)> = v["extents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| ((e["virtual"].as_u64().unwrap() - MIB) / cs, e["length"].as_u64().unwrap().div_ceil(cs)))
+        .collect();
+    let theirs: Vec<(u64, u64)> = ntfscluster_runs(&fs, "pattern.bin").iter().map(|&(_, l, n)| (l as u64, n)).collect();
+    assert_eq!(ours, theirs, "{}", pretty(&v));
+    // ls -l lists the named stream
+    let long = vdiskview_text(&["ls", "-l", s(&raw), "/"]);
+    assert!(long.lines().any(|l| l.ends_with(" tiny.txt:alt")), "{long}");
+}
+
+/// NTFS in a GPT partition with 512-byte clusters and with 64 KiB clusters.
+#[test]
+fn ntfs_gpt_cluster_sizes() {
+    let dir = workspace();
+    let d = dir.path();
+    for (c, size) in [("512", 24 * MIB), ("65536", 48 * MIB)] {
+        let sub = d.join(format!("c{c}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        let (fs, files) = ntfs_volume(&sub, "ntfs.fs", size, &["-c", c]);
+        let raw = gpt_disk_with(&sub, "gpt.raw", size + 2 * MIB, &fs);
+        let img = convert(&raw, "vpc-dynamic", &sub.join("gpt.vhd"));
+        check_volume(&img, &fs, &files);
+        let v = vdiskview_json(&["locate", s(&img), "/big.txt", "--output=json"]);
+        assert_eq!(v["block-size"], c.parse::<u64>().unwrap());
+    }
+}
+
+#[test]
+fn ntfs_errors_are_clean() {
+    let dir = workspace();
+    let d = dir.path();
+    let (fs, _) = ntfs_volume(d, "ntfs.fs", 24 * MIB, &[]);
+    let raw = mbr_disk_with(d, "disk.raw", 26 * MIB, &fs, "7");
+    for (args, want) in [
+        (vec!["cat", s(&raw), "/nope.txt"], "No such file or directory"),
+        (vec!["cat", s(&raw), "/tiny.txt:nostream"], "No such file or directory"),
+        (vec!["cat", s(&raw), "/$Extend"], "Is a directory"),
+        (vec!["ls", s(&raw), "/tiny.txt/x"], "Not a directory"),
+    ] {
+        let out = vdiskview(&args);
+        assert_clean_error(&out, &args.join(" "));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(want), "{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    // damaged boot sectors: bytes per sector, sectors per cluster, $MFT cluster far away
+    for (off, bytes) in [(0x0bu64, &[0u8, 0][..]), (0x0d, &[3][..]), (0x30, &[0xff; 8][..]), (0x40, &[0][..])] {
+        let bad = d.join(format!("bad-{off}.raw"));
+        std::fs::copy(&raw, &bad).unwrap();
+        patch_file(&bad, MIB + off, bytes);
+        for cmd in ["ls", "cat", "locate"] {
+            let out = vdiskview_timeout(&[cmd, s(&bad), "/tiny.txt"], Duration::from_secs(20));
+            assert_clean_error(&out, &format!("{cmd} {}", s(&bad)));
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("damaged NTFS"), "{cmd} {off:#x}: {err}");
+        }
+    }
+    // random damage in the first MFT records: clean errors or success, never a panic or hang
+    let orig = std::fs::read(&raw).unwrap();
+    let b0 = MIB as usize;
+    let cs = orig[b0 + 0x0d] as usize * u16::from_le_bytes([orig[b0 + 0x0b], orig[b0 + 0x0c]]) as usize;
+    let mft = b0 + u64::from_le_bytes(orig[b0 + 0x30..b0 + 0x38].try_into().unwrap()) as usize * cs;
+    let noise = pattern_bytes(17, 8192);
+    let bad = d.join("badmft.raw");
+    let mut failures = 0;
+    for seed in 0..24usize {
+        let mut b = orig.clone();
+        let rec = [0usize, 5, 64, 65][seed % 4];
+        for k in 0..1 + seed % 3 {
+            let o = mft + rec * 1024 + (noise[seed * 8 + k] as usize * 4 + seed) % 1024;
+            b[o] ^= noise[seed * 16 + k] | 1;
+        }
+        std::fs::write(&bad, &b).unwrap();
+        for args in [vec!["ls", s(&bad), "/", "-l"], vec!["cat", s(&bad), "/tiny.txt"], vec!["locate", s(&bad), "/big.txt"]] {
+            let out = vdiskview_timeout(&args, Duration::from_secs(20));
+            if !out.status.success() {
+                assert_clean_error(&out, &format!("seed {seed}: {}", args.join(" ")));
+                failures += 1;
+            }
+        }
+    }
+    assert!(failures > 0, "damage to the MFT should break something");
+}
+
+/// A qcow2 over a dynamic VHD base holding the NTFS volume: every byte comes from the base.
+#[test]
+fn ntfs_behind_a_backing_file() {
+    let dir = workspace();
+    let d = dir.path();
+    let (fs, files) = ntfs_volume(d, "ntfs.fs", 24 * MIB, &[]);
+    let raw = mbr_disk_with(d, "disk.raw", 26 * MIB, &fs, "7");
+    let base = convert(&raw, "vpc-dynamic", &d.join("base.vhd"));
+    let top = d.join("top.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", "-b", s(&base), "-F", "vpc", s(&top)]);
+    check_volume(&top, &fs, &files);
+    let v = check_locate_reads_back(&top, "/pattern.bin", &files.iter().find(|f| f.0 == "pattern.bin").unwrap().1);
+    assert!(v["extents"].as_array().unwrap().iter().all(|e| e["layer"] == 1), "{}", pretty(&v));
+}
