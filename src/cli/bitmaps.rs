@@ -15,14 +15,14 @@ use crate::image::qcow2::bitmap::Bitmap;
 use crate::image::qcow2::Qcow2;
 use crate::image::OpenOptions;
 
-pub fn run(path: &Path, opts: &OpenOptions, name: Option<&str>, output: Output) -> Result<ExitCode> {
+pub fn run(path: &Path, opts: &OpenOptions, name: Option<&str>, output: Output, out: &mut dyn Write) -> Result<ExitCode> {
     let img = open(path, &OpenOptions { no_backing: true, ..opts.clone() })?;
     let Layer::Qcow2(q) = img.top() else {
         bail!("{}: {} images have no persistent dirty bitmaps", path.display(), img.format().qemu_name());
     };
     if let Some(x) = q.bitmaps_ext() {
         if !x.consistent {
-            eprintln!(
+            crate::warnln!(
                 "vdiskview: warning: {}: the bitmaps extension's autoclear bit is clear: a program without bitmap support \
                  wrote the image, so qemu ignores its {} bitmap(s)",
                 path.display(),
@@ -30,12 +30,10 @@ pub fn run(path: &Path, opts: &OpenOptions, name: Option<&str>, output: Output) 
             );
         }
     }
-    let mut out: Vec<u8> = Vec::new();
     match name {
-        None => list(&mut out, q, output)?,
-        Some(n) => extents(&mut out, q, n, output)?,
+        None => list(out, q, output)?,
+        Some(n) => extents(out, q, n, output)?,
     }
-    super::check::emit(&String::from_utf8_lossy(&out))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -53,7 +51,7 @@ fn bitmap_json(q: &Qcow2, b: &Bitmap) -> Value {
     })
 }
 
-fn list(out: &mut impl Write, q: &Qcow2, output: Output) -> Result<()> {
+fn list(out: &mut dyn Write, q: &Qcow2, output: Output) -> Result<()> {
     let all = q.bitmaps()?;
     match output {
         Output::Json => {
@@ -88,10 +86,10 @@ fn list(out: &mut impl Write, q: &Qcow2, output: Output) -> Result<()> {
     Ok(())
 }
 
-fn extents(out: &mut impl Write, q: &Qcow2, name: &str, output: Output) -> Result<()> {
+fn extents(out: &mut dyn Write, q: &Qcow2, name: &str, output: Output) -> Result<()> {
     let b = q.find_bitmap(name)?;
     if b.in_use() {
-        eprintln!("vdiskview: warning: bitmap '{}' is in use (not saved cleanly): it may be inconsistent; qemu would not export it", name);
+        crate::warnln!("vdiskview: warning: bitmap '{}' is in use (not saved cleanly): it may be inconsistent; qemu would not export it", name);
     }
     let ext = q.bitmap_extents(&b, 0, q.header.size)?;
     match output {

@@ -13,19 +13,19 @@ use crate::image::qcow2::header::{AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS
 use crate::image::region::human_size;
 use crate::image::{self, combine_path, Image, OpenOptions};
 
-pub fn run(path: &Path, opts: &OpenOptions, output: Output) -> Result<ExitCode> {
+pub fn run(path: &Path, opts: &OpenOptions, output: Output, out: &mut dyn std::io::Write) -> Result<ExitCode> {
     let opts = OpenOptions { lenient: true, ..opts.clone() };
     let img = image::open(path, &opts)?;
     for w in &img.warnings {
-        eprintln!("vdiskview: warning: {}", w);
+        crate::warnln!("vdiskview: warning: {}", w);
     }
     if let Some(e) = &img.chain_error {
-        eprintln!("vdiskview: warning: {}", e);
+        crate::warnln!("vdiskview: warning: {}", e);
     }
     let v = info_json(&img);
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&v)?),
-        Output::Human => print!("{}", human(&img, &v)),
+        Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?,
+        Output::Human => write!(out, "{}", human(&img, &v))?,
     }
     Ok(ExitCode::SUCCESS)
 }

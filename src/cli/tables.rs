@@ -16,10 +16,8 @@ use crate::image::region::Field;
 use crate::image::vhd::Vhd;
 use crate::image::OpenOptions;
 
-pub fn run(path: &Path, opts: &OpenOptions) -> Result<ExitCode> {
+pub fn run(path: &Path, opts: &OpenOptions, mut out: &mut dyn Write) -> Result<ExitCode> {
     let img = open(path, &OpenOptions { no_backing: true, ..opts.clone() })?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
     match img.top() {
         Layer::Vhd(v) => vhd(&mut out, v)?,
         Layer::Qcow2(q) => qcow2(&mut out, q)?,

@@ -11,13 +11,13 @@ use super::{offset, open, Output};
 use crate::image::chain::Layer;
 use crate::image::{Image, OpenOptions};
 
-pub fn run(path: &Path, opts: &OpenOptions, off: &str, file: bool, output: Output) -> Result<ExitCode> {
+pub fn run(path: &Path, opts: &OpenOptions, off: &str, file: bool, output: Output, out: &mut dyn std::io::Write) -> Result<ExitCode> {
     let img = open(path, opts)?;
     let off = offset(off)?;
     let v = if file { host_json(&img, off)? } else { guest_json(&img, off)? };
     match output {
-        Output::Json => println!("{}", serde_json::to_string(&v)?),
-        Output::Human => print!("{}", human(&v, file)),
+        Output::Json => writeln!(out, "{}", serde_json::to_string(&v)?)?,
+        Output::Human => write!(out, "{}", human(&v, file))?,
     }
     Ok(ExitCode::SUCCESS)
 }
