@@ -347,8 +347,8 @@ fn tui_or_info(cli: Cli) -> Result<ExitCode> {
     }
     // a damaged chain still opens: what parsed is shown, the damage listed (c)
     let opts = OpenOptions { write: cli.write, lenient: true, ..opts };
-    let mut img = open(&image, &opts)?;
-    crate::tui::run(&mut img, cli.goto.as_deref())?;
+    let img = open(&image, &opts)?;
+    crate::tui::run(img, cli.goto.as_deref())?;
     Ok(ExitCode::SUCCESS)
 }
 

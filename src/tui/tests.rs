@@ -62,6 +62,9 @@ fn state(img: &Image, cols: u16, rows: u16) -> AppState {
     let mut st = AppState::new(img, (cols, rows));
     st.no_color = true;
     update(&mut st, img, Action::Resize(cols, rows));
+    // the density overview is a job: run it here as the terminal would in the background
+    let effects = super::update::start_up(&mut st);
+    super::render::settle(&mut st, img, &img.layers[0].name.clone(), &mut super::jobs::Inline::new(), effects);
     st
 }
 
