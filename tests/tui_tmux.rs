@@ -142,8 +142,10 @@ fn qcow2_chain_in_tmux_and_no_argument_opens_the_demo() {
     qemu(&["qemu-io", "-f", "qcow2", "-c", "write -P 1 0 1M", b]);
     qemu(&["qemu-img", "create", "-q", "-f", "qcow2", "-b", b, "-F", "qcow2", tp, "8M"]);
     let t = Tmux::start(&[tp], &[("NO_COLOR", "1")]);
-    let s = t.wait_for(" L2 ");
-    for title in ["Header", "L1", "L2", "Hex"] {
+    // every pane, not just the first one drawn (a capture can land mid-frame on a loaded machine)
+    let titles = ["Header", "L1", "L2", "Hex"];
+    let s = poll(&t, "every pane", Duration::from_secs(15), |s| titles.iter().all(|x| s.contains(&format!(" {} ", x))) && s.contains("backing depth"));
+    for title in titles {
         assert!(s.contains(&format!(" {} ", title)), "no {} pane:\n{}", title, s);
     }
     assert!(s.contains("backing depth"), "{}", s);

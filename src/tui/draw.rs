@@ -23,11 +23,11 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image) {
             Pane::Bitmap => panes::heatmap::draw(f, st, img, *r),
         }
     }
-    let mut status = panes::hex::status(st, img);
+    let mut status = panes::hex::status(st);
     let mode = if st.writable { "WRITE" } else { "READ-ONLY" };
     status.insert(0, Span::styled(format!("{} │ ", mode), theme::fg(st, if st.writable { Color::LightRed } else { Color::DarkGray })));
     if st.staged_count() > 0 {
-        let alloc = super::update::allocating(st, img);
+        let alloc = st.view.allocating;
         let note = if alloc > 0 { format!(", {} will allocate", alloc) } else { String::new() };
         status.insert(1, Span::styled(format!("staged {} byte(s){} │ ", st.staged_count(), note), theme::fg(st, Color::LightRed)));
     }

@@ -13,6 +13,7 @@ pub mod search;
 pub mod state;
 pub mod theme;
 pub mod update;
+pub mod view;
 
 #[cfg(test)]
 mod tests;
@@ -64,6 +65,7 @@ pub fn run(img: Image, goto_expr: Option<&str>) -> anyhow::Result<()> {
         while !st.quit {
             {
                 let img = shared.read().unwrap_or_else(|e| e.into_inner());
+                view::refresh(&mut st, &img);
                 terminal.draw(|f| draw::draw(f, &st, &img))?;
             }
             // while a job runs, wake up often enough to show its progress and result

@@ -41,6 +41,7 @@ pub fn frame(img: &mut Image, cols: u16, rows: u16, keys: &str, goto: Option<&st
         settle(&mut st, img, &path, &mut jobs, effects);
         super::update::apply_save(&mut st, img);
     }
+    super::view::refresh(&mut st, img);
     let mut term = Terminal::new(TestBackend::new(cols, rows))?;
     term.draw(|f| draw(f, &st, img))?;
     Ok(term.backend().buffer().clone())

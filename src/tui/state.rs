@@ -146,6 +146,10 @@ pub struct AppState {
     /// Jobs running on the worker, oldest first; the status line shows the newest.
     pub jobs: Vec<JobStatus>,
     pub next_job: u64,
+    /// What draw shows from the image, read after update (view.rs).
+    pub view: super::view::ViewModel,
+    /// Saves so far: the image's bytes changed, so the view model reads them again.
+    pub saves: u64,
 }
 
 /// A running job as the status line shows it.
@@ -218,6 +222,8 @@ impl AppState {
             guest_regions: crate::guest::regions::guest_regions(img),
             jobs: Vec::new(),
             next_job: 1,
+            view: Default::default(),
+            saves: 0,
         };
         let damage = img.warnings.len() + img.chain_error.iter().count();
         if damage > 0 {

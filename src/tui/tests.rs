@@ -65,6 +65,7 @@ fn state(img: &Image, cols: u16, rows: u16) -> AppState {
     // the density overview is a job: run it here as the terminal would in the background
     let effects = super::update::start_up(&mut st);
     super::render::settle(&mut st, img, &img.layers[0].name.clone(), &mut super::jobs::Inline::new(), effects);
+    super::view::refresh(&mut st, img);
     st
 }
 
@@ -316,6 +317,7 @@ fn edit_save_undo_redo_and_quit_prompt() {
         // q with staged edits asks; n stays, y quits without saving
         handle_key(&mut st, &img, crossterm::event::KeyEvent::new(crossterm::event::KeyCode::Char('q'), crossterm::event::KeyModifiers::NONE));
         assert!(st.confirm_quit && !st.quit);
+        super::view::refresh(&mut st, &img);
         let s = {
             let mut term = Terminal::new(TestBackend::new(160, 48)).unwrap();
             term.draw(|f| super::draw::draw(f, &st, &img)).unwrap();
@@ -519,6 +521,7 @@ fn job_progress_and_result_update_the_state() {
     let Some(Effect::Start(id, _)) = e.first().cloned() else { panic!("{:?}", e) };
     assert!(update(&mut st, &img, Action::JobProgress { id, done: 5, total: 10 }).is_empty());
     assert_eq!((st.jobs[0].done, st.jobs[0].total), (5, 10));
+    super::view::refresh(&mut st, &img);
     let s = to_text(&{
         let mut term = Terminal::new(TestBackend::new(160, 48)).unwrap();
         term.draw(|f| super::draw::draw(f, &st, &img)).unwrap();

@@ -298,6 +298,8 @@ pub fn apply_save(st: &mut AppState, img: &mut Image) {
     }
     let mut written = 0usize;
     let mut result = Ok(());
+    // whatever gets written, the bytes on screen are read again
+    st.saves += 1;
     for space in [Space::File, Space::Virt] {
         let runs = runs(match space {
             Space::Virt => &st.staged_virt,
