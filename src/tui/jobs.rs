@@ -202,7 +202,7 @@ fn command(title: &str, words: &[String]) -> JobResult {
     let mut text = String::from_utf8_lossy(&buf).into_owned();
     text += &String::from_utf8_lossy(&warned);
     if let Err(e) = r {
-        text += &format!("vdiskview: {}\n", format!("{:#}", e).replace('\n', " "));
+        text += &format!("vdiskview: {:#}\n", e);
     }
     let mut lines: Vec<String> = text.lines().map(|l| l.replace('\t', "    ")).take(100_000).collect();
     if lines.is_empty() {
@@ -315,7 +315,10 @@ impl Threads {
                     let cancel = Arc::new(AtomicBool::new(false));
                     self.cancels.push((id, cancel.clone()));
                     if matches!(job, Job::ListDir(_) | Job::Locate(_)) {
-                        self.fs_thread().send((id, job, cancel)).ok();
+                        if self.fs_thread().send((id, job, cancel)).is_err() {
+                            let r = JobResult::Failed("Files: the filesystem thread is gone".into());
+                            let _ = self.tx.send(Action::JobDone(id, Outcome::new(r)));
+                        }
                     } else {
                         self.spawn(id, job, cancel);
                     }
@@ -331,18 +334,22 @@ impl Threads {
 
     fn spawn(&self, id: u64, job: Job, cancel: Arc<AtomicBool>) {
         let (img, path, tx) = (self.img.clone(), self.image_path.clone(), self.tx.clone());
-        std::thread::spawn(move || {
+        let name = format!("{}-{}", WORKER, id);
+        let spawned = std::thread::Builder::new().name(name).spawn(move || {
             let img = img.read().unwrap_or_else(|e| e.into_inner());
             let r = guarded(&job, &img, &path, &mut None, &cancel, &tx, id);
             let _ = tx.send(Action::JobDone(id, Outcome::new(r)));
         });
+        if let Err(e) = spawned {
+            let _ = self.tx.send(Action::JobDone(id, Outcome::new(JobResult::Failed(format!("cannot start a job: {}", e)))));
+        }
     }
 
     fn fs_thread(&mut self) -> &Sender<(u64, Job, Arc<AtomicBool>)> {
         if self.fs.is_none() {
             let (req_tx, req_rx) = std::sync::mpsc::channel::<(u64, Job, Arc<AtomicBool>)>();
             let (img, path, tx) = (self.img.clone(), self.image_path.clone(), self.tx.clone());
-            std::thread::spawn(move || {
+            let spawned = std::thread::Builder::new().name(format!("{}-fs", WORKER)).spawn(move || {
                 let mut fs = None;
                 for (id, job, cancel) in req_rx {
                     let img = img.read().unwrap_or_else(|e| e.into_inner());
@@ -350,11 +357,28 @@ impl Threads {
                     let _ = tx.send(Action::JobDone(id, Outcome::new(r)));
                 }
             });
+            // a thread that did not start drops the receiver: requests fail to send, see `run`
+            drop(spawned);
             self.fs = Some(req_tx);
         }
         self.fs.as_ref().expect("started above")
     }
 }
+
+/// Keep a worker's panic off the screen: the panic hook ratatui installs restores the terminal
+/// (leaves the alternate screen) on any thread's panic, but a job's panic is caught and shown
+/// as a failed job while the UI goes on. Other threads' panics reach the previous hook.
+pub fn quiet_worker_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !std::thread::current().name().is_some_and(|n| n.starts_with(WORKER)) {
+            previous(info);
+        }
+    }));
+}
+
+/// Worker threads' names start with this.
+const WORKER: &str = "vdiskview-job";
 
 /// `work` with throttled progress, and a panic turned into a failed job (the UI lives on).
 fn guarded(job: &Job, img: &Image, path: &str, fs: &mut Option<ExtFs>, cancel: &AtomicBool, tx: &Sender<Action>, id: u64) -> JobResult {
@@ -366,6 +390,8 @@ fn guarded(job: &Job, img: &Image, path: &str, fs: &mut Option<ExtFs>, cancel: &
         }
     };
     let ctx = Ctx { cancel, progress: &progress };
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(job, img, path, fs, &ctx)))
-        .unwrap_or_else(|_| JobResult::Failed(format!("{}: internal error (a bug): the job stopped", job.label())))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(job, img, path, fs, &ctx))).unwrap_or_else(|p| {
+        let why = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
+        JobResult::Failed(format!("{}: internal error (a bug): {}", job.label(), why))
+    })
 }

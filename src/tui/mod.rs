@@ -49,6 +49,7 @@ pub fn run(img: Image, goto_expr: Option<&str>) -> anyhow::Result<()> {
     let shared = Arc::new(RwLock::new(img));
     let mut jobs = jobs::Threads::new(shared.clone(), image_path);
     let mut terminal = ratatui::init();
+    jobs::quiet_worker_panics();
     let _ = execute!(std::io::stdout(), EnableMouseCapture);
     let result = (|| -> anyhow::Result<()> {
         let size = terminal.size()?;
