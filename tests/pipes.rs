@@ -90,3 +90,20 @@ fn bad_input_is_a_clear_error_not_a_panic() {
     assert_eq!(status.code(), Some(1), "{}", err);
     assert!(err.starts_with("vdiskview: ") && !err.contains("panicked"), "{}", err);
 }
+
+/// The TUI's `:` line runs a subcommand in-process into a buffer: the same bytes as the binary
+/// prints, and a usage error comes back as an error instead of exiting the process.
+#[test]
+fn in_process_subcommands_print_the_same_bytes() {
+    let image = demo();
+    for args in [vec!["map", &image], vec!["info", &image], vec!["tables", &image], vec!["dump", &image, "--length", "4K"]] {
+        let words: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut buf = Vec::new();
+        vdiskview::cli::run_words(&words, &mut buf).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_vdiskview")).args(&args).output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(buf, out.stdout, "{:?}", args);
+    }
+    let bad = vdiskview::cli::run_words(&["dump".into(), image.clone(), "--bogus".into()], &mut Vec::new());
+    assert!(bad.is_err_and(|e| e.to_string().contains("--bogus")));
+}
