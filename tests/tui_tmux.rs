@@ -225,9 +225,7 @@ fn scattered_qcow2(path: &Path, n: u64) {
     f.set_len(total * CS).unwrap();
     let mut h = Vec::new();
     h.extend_from_slice(b"QFI\xfb");
-    for v in [3u32] {
-        h.extend_from_slice(&v.to_be_bytes());
-    }
+    h.extend_from_slice(&3u32.to_be_bytes()); // version
     h.extend_from_slice(&0u64.to_be_bytes()); // backing file offset
     h.extend_from_slice(&0u32.to_be_bytes()); // backing file size
     h.extend_from_slice(&12u32.to_be_bytes()); // cluster bits
