@@ -36,6 +36,21 @@ pub struct ViewModel {
     pub status: String,
     /// Staged guest bytes whose save will allocate.
     pub allocating: usize,
+    /// The selected unit's detail for the Bitmap pane.
+    pub unit: UnitDetail,
+    /// The raw bytes (at most 8) of each Header pane field, as the file holds them.
+    pub header_raw: Vec<Vec<u8>>,
+}
+
+/// What the Bitmap pane shows of the selected block/cluster, read from the image.
+#[derive(Clone, Debug, Default)]
+pub enum UnitDetail {
+    #[default]
+    None,
+    /// VHD: the block's sector bitmap and its sector count (None: block not allocated).
+    VhdBitmap(Result<Option<(std::sync::Arc<Vec<u8>>, u64)>, String>),
+    /// QCOW2: the cluster's L2 entry (None: no L2 table).
+    Qcow2L2(Result<Option<crate::image::qcow2::cluster::L2Entry>, String>),
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -83,7 +98,26 @@ pub fn refresh(st: &mut AppState, img: &Image) {
     let (cells, sel_kind) = grid(st, img, grid_first);
     let status = super::panes::hex::status_text(st, img);
     let allocating = super::update::allocating(st, img);
-    st.view = ViewModel { key: Some(key), hex, grid_first, grid_cells: cells, grid_sel_kind: sel_kind, status, allocating };
+    let unit = unit_detail(st, img);
+    let header_raw = st
+        .header
+        .iter()
+        .map(|h| {
+            let mut raw = vec![0u8; h.field.len.min(8) as usize];
+            let _ = img.read_host(0, h.field.off, &mut raw);
+            raw
+        })
+        .collect();
+    st.view = ViewModel { key: Some(key), hex, grid_first, grid_cells: cells, grid_sel_kind: sel_kind, status, allocating, unit, header_raw };
+}
+
+fn unit_detail(st: &AppState, img: &Image) -> UnitDetail {
+    use crate::image::chain::Layer;
+    match img.top() {
+        Layer::Vhd(v) if v.block_size().is_some() => UnitDetail::VhdBitmap(img.vhd_bitmap(st.grid_sel).map_err(|e| e.to_string())),
+        Layer::Qcow2(q) => UnitDetail::Qcow2L2(q.l2_entry(img.unit_start(st.grid_sel)).map_err(|e| e.to_string())),
+        _ => UnitDetail::None,
+    }
 }
 
 fn hex(st: &AppState, img: &Image) -> Vec<HexRow> {
