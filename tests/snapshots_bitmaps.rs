@@ -328,7 +328,6 @@ fn tables_and_where_name_snapshot_and_bitmap_structures() {
 #[test]
 fn host_map_roles() {
     use vdiskview::image::qcow2::check::ClusterRole;
-    use vdiskview::image::Layer;
     let dir = workspace();
     let p = snap_and_bitmaps(dir.path());
     let img = vdiskview::image::open(&p, &Default::default()).unwrap();

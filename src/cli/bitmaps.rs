@@ -16,10 +16,17 @@ use crate::image::qcow2::Qcow2;
 use crate::image::diff::{diff, Side};
 use crate::image::OpenOptions;
 
-pub fn run(path: &Path, opts: &OpenOptions, name: Option<&str>, verify_against: Option<&str>, output: Output) -> Result<ExitCode> {
+pub fn run(
+    path: &Path,
+    opts: &OpenOptions,
+    name: Option<&str>,
+    verify_against: Option<&str>,
+    output: Output,
+    out: &mut dyn Write,
+) -> Result<ExitCode> {
     if let Some(old) = verify_against {
         let Some(name) = name else { bail!("--verify-against needs the bitmap's NAME") };
-        return verify(path, opts, name, old, output);
+        return verify(path, opts, name, old, output, out);
     }
     let img = open(path, &OpenOptions { no_backing: true, ..opts.clone() })?;
     let Some(q) = img.top().downcast_ref::<Qcow2>() else {
@@ -27,7 +34,7 @@ pub fn run(path: &Path, opts: &OpenOptions, name: Option<&str>, verify_against: 
     };
     if let Some(x) = q.bitmaps_ext() {
         if !x.consistent {
-            eprintln!(
+            crate::warnln!(
                 "vdiskview: warning: {}: the bitmaps extension's autoclear bit is clear: a program without bitmap support \
                  wrote the image, so qemu ignores its {} bitmap(s)",
                 path.display(),
@@ -35,12 +42,10 @@ pub fn run(path: &Path, opts: &OpenOptions, name: Option<&str>, verify_against: 
             );
         }
     }
-    let mut out: Vec<u8> = Vec::new();
     match name {
-        None => list(&mut out, q, output)?,
-        Some(n) => extents(&mut out, q, n, output)?,
+        None => list(out, q, output)?,
+        Some(n) => extents(out, q, n, output)?,
     }
-    super::check::emit(&String::from_utf8_lossy(&out))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -58,7 +63,7 @@ fn bitmap_json(q: &Qcow2, b: &Bitmap) -> Value {
     })
 }
 
-fn list(out: &mut impl Write, q: &Qcow2, output: Output) -> Result<()> {
+fn list(out: &mut dyn Write, q: &Qcow2, output: Output) -> Result<()> {
     let all = q.bitmaps()?;
     match output {
         Output::Json => {
@@ -93,10 +98,10 @@ fn list(out: &mut impl Write, q: &Qcow2, output: Output) -> Result<()> {
     Ok(())
 }
 
-fn extents(out: &mut impl Write, q: &Qcow2, name: &str, output: Output) -> Result<()> {
+fn extents(out: &mut dyn Write, q: &Qcow2, name: &str, output: Output) -> Result<()> {
     let b = q.find_bitmap(name)?;
     if b.in_use() {
-        eprintln!("vdiskview: warning: bitmap '{}' is in use (not saved cleanly): it may be inconsistent; qemu would not export it", name);
+        crate::warnln!("vdiskview: warning: bitmap '{}' is in use (not saved cleanly): it may be inconsistent; qemu would not export it", name);
     }
     let ext = q.bitmap_extents(&b, 0, q.header.size)?;
     match output {
@@ -168,7 +173,7 @@ fn minus(a: &[Range], b: &[Range]) -> Vec<Range> {
 /// Check bitmap NAME of the image against OLD, the disk as it was when the bitmap was created
 /// or cleared (an internal snapshot's name, or an image file): every changed byte must be in
 /// a dirty granule.
-fn verify(path: &Path, opts: &OpenOptions, name: &str, old: &str, output: Output) -> Result<ExitCode> {
+fn verify(path: &Path, opts: &OpenOptions, name: &str, old: &str, output: Output, w: &mut dyn Write) -> Result<ExitCode> {
     let ro = OpenOptions { write: false, ..opts.clone() };
     let img = open(path, &ro)?;
     let Some(q) = img.top().downcast_ref::<Qcow2>() else {
@@ -218,7 +223,7 @@ fn verify(path: &Path, opts: &OpenOptions, name: &str, old: &str, output: Output
             }
         }
     }
-    super::check::emit(&out)?;
+    w.write_all(out.as_bytes())?;
     Ok(ExitCode::from(if v.missed.is_empty() { 0 } else { 1 }))
 }
 

@@ -12,32 +12,22 @@ use super::Output;
 use crate::image::check::{check_path, CheckReport, Finding};
 use crate::image::OpenOptions;
 
-pub fn run(path: &Path, opts: &OpenOptions, output: Output) -> Result<ExitCode> {
+pub fn run(path: &Path, opts: &OpenOptions, output: Output, out: &mut dyn std::io::Write) -> Result<ExitCode> {
     let report = check_path(path, opts.format)?;
     match output {
-        Output::Json => emit(&format!("{}\n", serde_json::to_string_pretty(&report_json(&report))?))?,
-        Output::Human => emit(&human(&report))?,
+        Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report_json(&report))?)?,
+        Output::Human => write!(out, "{}", human(&report))?,
     }
     let code = report.exit_code();
     if code == 1 {
         // qemu-img check: the report is printed, then "Check failed"
-        eprintln!(
+        crate::warnln!(
             "vdiskview: check failed: {} internal error{} occurred during the check",
             report.check_errors,
             if report.check_errors == 1 { "" } else { "s" }
         );
     }
     Ok(ExitCode::from(code))
-}
-
-/// Write to stdout; a reader that went away (`| head`) is not an error.
-pub(super) fn emit(s: &str) -> Result<()> {
-    use std::io::Write;
-    let mut o = std::io::stdout().lock();
-    match o.write_all(s.as_bytes()).and_then(|_| o.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => Ok(r?),
-    }
 }
 
 fn is_zero(v: &u64) -> bool {

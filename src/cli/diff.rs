@@ -22,18 +22,19 @@ pub struct DiffArgs<'a> {
     pub output: Output,
 }
 
-pub fn run(opts: &OpenOptions, args: &DiffArgs) -> Result<ExitCode> {
-    match compare(opts, args) {
+pub fn run(opts: &OpenOptions, args: &DiffArgs, out: &mut dyn Write) -> Result<ExitCode> {
+    match compare(opts, args, out) {
         Ok(code) => Ok(code),
+        Err(e) if super::out::is_broken_pipe(&e) => Err(e),
         Err(e) => {
             // qemu-img compare's status for an error is 2, not the usual 1
-            eprintln!("vdiskview: {}", format!("{:#}", e).replace('\n', " "));
+            crate::warnln!("vdiskview: {}", format!("{:#}", e).replace('\n', " "));
             Ok(ExitCode::from(2))
         }
     }
 }
 
-fn compare(opts: &OpenOptions, args: &DiffArgs) -> Result<ExitCode> {
+fn compare(opts: &OpenOptions, args: &DiffArgs, out: &mut dyn Write) -> Result<ExitCode> {
     let ro = OpenOptions { write: false, ..opts.clone() };
     // the two sides: images held here, compared as layer slices
     let (img_a, img_b): (Image, Option<Image>);
@@ -63,17 +64,12 @@ fn compare(opts: &OpenOptions, args: &DiffArgs) -> Result<ExitCode> {
         _ => bail!("give a second image, or --backing, or --snapshot NAME (once or twice), not several"),
     };
     let Some(report) = report else {
-        println!("Image size mismatch!");
+        writeln!(out, "Image size mismatch!")?;
         return Ok(ExitCode::from(1));
     };
-    let mut out = std::io::stdout().lock();
-    let written = match args.output {
-        Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?),
-        Output::Human => write!(out, "{}", human(&report)),
-    };
-    match written.and_then(|_| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        r => r?,
+    match args.output {
+        Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
+        Output::Human => write!(out, "{}", human(&report))?,
     }
     Ok(ExitCode::from(if report.equal { 0 } else { 1 }))
 }

@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use super::{offset, open};
 use crate::image::OpenOptions;
 
-pub fn run(path: &Path, opts: &OpenOptions, off: &str, length: &str, file: bool) -> Result<ExitCode> {
+pub fn run(path: &Path, opts: &OpenOptions, off: &str, length: &str, file: bool, out: &mut dyn Write) -> Result<ExitCode> {
     let img = open(path, opts)?;
     let start = offset(off)?;
     let len = offset(length)?;
@@ -20,8 +20,6 @@ pub fn run(path: &Path, opts: &OpenOptions, off: &str, length: &str, file: bool)
     }
     let end = start.saturating_add(len).min(size);
     let width = if size > u32::MAX as u64 { 12 } else { 8 };
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
     let mut row = start / 16 * 16;
     let mut last_label = String::new();
     while row < end {

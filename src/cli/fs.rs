@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::{open, Output};
 use crate::guest::fs::{absolute, EntryInfo, GuestFs, Located};
-use crate::guest::{self, Error as GuestError};
+use crate::guest;
 use crate::image::OpenOptions;
 
 /// Open the image and the filesystem on the chosen partition (`--partition`; 0 = the whole
@@ -24,11 +24,11 @@ pub fn open_fs(path: &Path, opts: &OpenOptions, partition: Option<u32>) -> Resul
 
 fn warn(fs: &GuestFs) {
     for w in &fs.warnings() {
-        eprintln!("vdiskview: warning: {}", w);
+        crate::warnln!("vdiskview: warning: {}", w);
     }
 }
 
-pub fn ls(path: &Path, opts: &OpenOptions, fspath: &str, partition: Option<u32>, long: bool) -> Result<ExitCode> {
+pub fn ls(path: &Path, opts: &OpenOptions, fspath: &str, partition: Option<u32>, long: bool, w: &mut dyn Write) -> Result<ExitCode> {
     let fs = open_fs(path, opts, partition)?;
     let me = fs.stat(fspath)?;
     // a directory (or a symlink to one) is listed; anything else is shown itself, as ls does
@@ -82,30 +82,21 @@ pub fn ls(path: &Path, opts: &OpenOptions, fspath: &str, partition: Option<u32>,
             out.push('\n');
         }
     }
-    write_stdout(out.as_bytes())?;
+    w.write_all(out.as_bytes())?;
     warn(&fs);
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn cat(path: &Path, opts: &OpenOptions, fspath: &str, partition: Option<u32>) -> Result<ExitCode> {
+pub fn cat(path: &Path, opts: &OpenOptions, fspath: &str, partition: Option<u32>, out: &mut dyn Write) -> Result<ExitCode> {
     let fs = open_fs(path, opts, partition)?;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    match fs.copy_to(fspath, &mut out) {
-        Ok(_) => {}
-        Err(GuestError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
-        Err(e) => return Err(e.into()),
-    }
-    if let Err(e) = out.flush() {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            return Err(e.into());
-        }
-    }
+    // a closed pipe (GuestError::Write) ends the command quietly in the dispatcher
+    fs.copy_to(fspath, out)?;
+    out.flush()?;
     warn(&fs);
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn locate(path: &Path, opts: &OpenOptions, fspath: &str, partition: Option<u32>, output: Output) -> Result<ExitCode> {
+pub fn locate(path: &Path, opts: &OpenOptions, fspath: &str, partition: Option<u32>, output: Output, out: &mut dyn Write) -> Result<ExitCode> {
     let fs = open_fs(path, opts, partition)?;
     let loc = fs.locate(fspath)?;
     let v = locate_json(&fs, &loc);
@@ -113,7 +104,7 @@ pub fn locate(path: &Path, opts: &OpenOptions, fspath: &str, partition: Option<u
         Output::Json => serde_json::to_string_pretty(&v)? + "\n",
         Output::Human => locate_human(&v),
     };
-    write_stdout(text.as_bytes())?;
+    out.write_all(text.as_bytes())?;
     warn(&fs);
     Ok(ExitCode::SUCCESS)
 }
@@ -196,15 +187,6 @@ fn locate_human(v: &Value) -> String {
         s.push('\n');
     }
     s
-}
-
-fn write_stdout(b: &[u8]) -> Result<()> {
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    match out.write_all(b).and_then(|_| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
-    }
 }
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) for seconds since 1970.

@@ -12,19 +12,19 @@ use super::Output;
 use crate::image::region::human_size;
 use crate::image::{self, combine_path, Image, OpenOptions};
 
-pub fn run(path: &Path, opts: &OpenOptions, output: Output) -> Result<ExitCode> {
+pub fn run(path: &Path, opts: &OpenOptions, output: Output, out: &mut dyn std::io::Write) -> Result<ExitCode> {
     let opts = OpenOptions { lenient: true, ..opts.clone() };
     let img = image::open(path, &opts)?;
     for w in &img.warnings {
-        eprintln!("vdiskview: warning: {}", w);
+        crate::warnln!("vdiskview: warning: {}", w);
     }
     if let Some(e) = &img.chain_error {
-        eprintln!("vdiskview: warning: {}", e);
+        crate::warnln!("vdiskview: warning: {}", e);
     }
     let r = info_report(&img);
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&r)?),
-        Output::Human => print!("{}", human(&img, &r)),
+        Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?,
+        Output::Human => write!(out, "{}", human(&img, &r))?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -103,10 +103,8 @@ pub fn entries(img: &Image, human: bool, mut sink: impl FnMut(&MapEntry, bool) -
     sink(&curr, false)
 }
 
-pub fn run(path: &Path, opts: &OpenOptions, output: Output) -> Result<ExitCode> {
+pub fn run(path: &Path, opts: &OpenOptions, output: Output, out: &mut dyn Write) -> Result<ExitCode> {
     let img = open(path, opts)?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
     let human = output == Output::Human;
     if human {
         writeln!(out, "{:<16}{:<16}{:<16}File", "Offset", "Length", "Mapped to")?;

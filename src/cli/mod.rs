@@ -7,6 +7,7 @@ mod dump;
 mod fs;
 mod info;
 mod map;
+pub mod out;
 mod partitions;
 mod read;
 mod render;
@@ -15,6 +16,7 @@ mod watch;
 mod where_;
 mod write;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -309,7 +311,7 @@ impl OpenArgs {
 pub fn open(path: &Path, opts: &OpenOptions) -> Result<Image> {
     let img = image::open(path, opts).map_err(anyhow::Error::from)?;
     for w in &img.warnings {
-        eprintln!("vdiskview: warning: {}", w);
+        crate::warnln!("vdiskview: warning: {}", w);
     }
     Ok(img)
 }
@@ -342,61 +344,101 @@ pub fn demo_image() -> Result<PathBuf> {
 
 pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
+    if cli.command.is_none() {
+        return tui_or_info(cli);
+    }
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::new(stdout.lock());
+    let r = dispatch(cli, &mut w, true).and_then(|code| {
+        w.flush()?;
+        Ok(code)
+    });
+    quiet_on_broken_pipe(r)
+}
+
+/// A reader that closed the pipe early (`| head`) got what it wanted: exit 0, no message.
+pub fn quiet_on_broken_pipe(r: Result<ExitCode>) -> Result<ExitCode> {
+    match r {
+        Err(e) if out::is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
+        r => r,
+    }
+}
+
+/// Run a subcommand given as words (without the program name) into `w`, in this process:
+/// the TUI's `:` command line. Usage errors come back as errors, never an exit.
+pub fn run_words(words: &[String], w: &mut dyn std::io::Write) -> Result<ExitCode> {
+    let cli = Cli::try_parse_from(std::iter::once("vdiskview".to_string()).chain(words.iter().cloned()))
+        .map_err(|e| anyhow::anyhow!("{}", e.render().to_string().trim_end()))?;
+    if cli.command.is_none() {
+        anyhow::bail!("no subcommand");
+    }
+    dispatch(cli, w, false)
+}
+
+fn tui_or_info(cli: Cli) -> Result<ExitCode> {
     let opts = cli.open.options();
-    match cli.command {
-        None => {
-            let image = image_or_demo(cli.image)?;
-            use std::io::IsTerminal;
-            if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
-                // no terminal to draw on (a pipe, CI): print the summary instead
-                return info::run(&image, &opts, Output::Human);
-            }
-            // a damaged chain still opens: what parsed is shown, the damage listed (c)
-            let opts = OpenOptions { write: cli.write, lenient: true, ..opts };
-            let mut img = open(&image, &opts)?;
-            crate::tui::run(&mut img, cli.goto.as_deref())?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(Command::Render { image, size, keys, format, goto, write }) => {
+    let image = image_or_demo(cli.image)?;
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        // no terminal to draw on (a pipe, CI): print the summary instead
+        let stdout = std::io::stdout();
+        let mut w = std::io::BufWriter::new(stdout.lock());
+        let r = info::run(&image, &opts, Output::Human, &mut w).and_then(|code| {
+            w.flush()?;
+            Ok(code)
+        });
+        return quiet_on_broken_pipe(r);
+    }
+    // a damaged chain still opens: what parsed is shown, the damage listed (c)
+    let opts = OpenOptions { write: cli.write, lenient: true, ..opts };
+    let img = open(&image, &opts)?;
+    crate::tui::run(img, cli.goto.as_deref())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One subcommand, its output into `w` (`to_stdout`: `w` is this process's stdout, which lets
+/// `read` write to fd 1 directly).
+fn dispatch(cli: Cli, w: &mut dyn std::io::Write, to_stdout: bool) -> Result<ExitCode> {
+    let opts = cli.open.options();
+    let Some(command) = cli.command else { anyhow::bail!("no subcommand") };
+    match command {
+        Command::Render { image, size, keys, format, goto, write } => {
             let opts = OpenOptions { write, lenient: true, ..opts };
             let image = image_or_demo(image)?;
-            render::run(&image, &opts, &size, &keys, format, goto.as_deref())
+            render::run(&image, &opts, &size, &keys, format, goto.as_deref(), w)
         }
-        Some(Command::Write { image, open, offset, pattern, length, input, file }) => {
+        Command::Write { image, open, offset, pattern, length, input, file } => {
             write::run(&image, &open.options(), &offset, pattern.as_deref(), length.as_deref(), input.as_deref(), file)
         }
-        Some(Command::Info { image, output, open }) => info::run(&image, &open.options(), output),
-        Some(Command::Map { image, output, open, watch: true, watch_seconds }) => watch::run(&image, &open.options(), output, watch_seconds),
-        Some(Command::Map { image, output, open, .. }) => map::run(&image, &open.options(), output),
-        Some(Command::Tables { image, open }) => tables::run(&image, &open.options()),
-        Some(Command::Read { image, offset, length, file, open, snapshot }) => {
-            read::run(&image, &OpenOptions { snapshot, ..open.options() }, &offset, length.as_deref(), file)
+        Command::Info { image, output, open } => info::run(&image, &open.options(), output, w),
+        Command::Map { image, output, open, watch: true, watch_seconds } => watch::run(&image, &open.options(), output, watch_seconds, w),
+        Command::Map { image, output, open, .. } => map::run(&image, &open.options(), output, w),
+        Command::Tables { image, open } => tables::run(&image, &open.options(), w),
+        Command::Read { image, offset, length, file, open, snapshot } => {
+            read::run(&image, &OpenOptions { snapshot, ..open.options() }, &offset, length.as_deref(), file, w, to_stdout)
         }
-        Some(Command::Check { image, output, open }) => check::run(&image, &open.options(), output),
-        Some(Command::Completions { shell }) => {
-            let mut buf = Vec::new();
-            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "vdiskview", &mut buf);
-            check::emit(&String::from_utf8_lossy(&buf))?;
-            Ok(ExitCode::SUCCESS)
+        Command::Check { image, output, open } => check::run(&image, &open.options(), output, w),
+        Command::Bitmaps { image, name, verify_against, output, open } => {
+            bitmaps::run(&image, &open.options(), name.as_deref(), verify_against.as_deref(), output, w)
         }
-        Some(Command::Man) => {
-            let mut buf = Vec::new();
-            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut buf)?;
-            check::emit(&String::from_utf8_lossy(&buf))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(Command::Diff { a, b, backing, snapshot, strict, open, output }) => diff::run(
+        Command::Diff { a, b, backing, snapshot, strict, open, output } => diff::run(
             &open.options(),
             &diff::DiffArgs { a: &a, b: b.as_deref(), backing, snapshots: &snapshot, strict, output },
+            w,
         ),
-        Some(Command::Bitmaps { image, name, verify_against, output, open }) => {
-            bitmaps::run(&image, &open.options(), name.as_deref(), verify_against.as_deref(), output)
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "vdiskview", w);
+            Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Dump { image, offset, length, file, open }) => dump::run(&image, &open.options(), &offset, &length, file),
-        Some(Command::Where { image, offset, file, output, open }) => where_::run(&image, &open.options(), &offset, file, output),
-        Some(Command::Partitions { image, output, open }) => partitions::run(&image, &open.options(), output),
-        Some(Command::Ls { image, path, partition, long, open }) => fs::ls(&image, &open.options(), &path, partition, long),
-        Some(Command::Cat { image, path, partition, open }) => fs::cat(&image, &open.options(), &path, partition),
-        Some(Command::Locate { image, path, partition, output, open }) => fs::locate(&image, &open.options(), &path, partition, output),
+        Command::Man => {
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(w)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dump { image, offset, length, file, open } => dump::run(&image, &open.options(), &offset, &length, file, w),
+        Command::Where { image, offset, file, output, open } => where_::run(&image, &open.options(), &offset, file, output, w),
+        Command::Partitions { image, output, open } => partitions::run(&image, &open.options(), output, w),
+        Command::Ls { image, path, partition, long, open } => fs::ls(&image, &open.options(), &path, partition, long, w),
+        Command::Cat { image, path, partition, open } => fs::cat(&image, &open.options(), &path, partition, w),
+        Command::Locate { image, path, partition, output, open } => fs::locate(&image, &open.options(), &path, partition, output, w),
     }
 }

@@ -13,15 +13,15 @@ use crate::guest::{read_table, Partition};
 use crate::image::region::human_size;
 use crate::image::OpenOptions;
 
-pub fn run(path: &Path, opts: &OpenOptions, output: Output) -> Result<ExitCode> {
+pub fn run(path: &Path, opts: &OpenOptions, output: Output, out: &mut dyn std::io::Write) -> Result<ExitCode> {
     let img = open(path, opts)?;
     let t = read_table(&img)?;
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&table_json(&t))?),
+        Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&table_json(&t))?)?,
         Output::Human => {
-            print!("{}", human(&t));
+            write!(out, "{}", human(&t))?;
             for w in &t.warnings {
-                eprintln!("vdiskview: warning: {}", w);
+                crate::warnln!("vdiskview: warning: {}", w);
             }
         }
     }

@@ -27,16 +27,16 @@ pub fn parse_size(s: &str) -> Result<(u16, u16)> {
     Ok((c, r))
 }
 
-pub fn run(path: &Path, opts: &OpenOptions, size: &str, keys: &str, format: RenderFormat, goto: Option<&str>) -> Result<ExitCode> {
+pub fn run(path: &Path, opts: &OpenOptions, size: &str, keys: &str, format: RenderFormat, goto: Option<&str>, out: &mut dyn std::io::Write) -> Result<ExitCode> {
     let (cols, rows) = parse_size(size)?;
     let mut img = open(path, opts)?;
     let no_color = format == RenderFormat::Text;
     let buf = render::frame(&mut img, cols, rows, keys, goto, no_color)?;
-    let out = match format {
+    let text = match format {
         RenderFormat::Text => render::to_text(&buf),
         RenderFormat::Ansi => render::to_ansi(&buf),
         RenderFormat::Svg => render::to_svg(&buf),
     };
-    print!("{}", out);
+    out.write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -10,11 +10,9 @@ use anyhow::Result;
 use super::open;
 use crate::image::OpenOptions;
 
-pub fn run(path: &Path, opts: &OpenOptions) -> Result<ExitCode> {
+pub fn run(path: &Path, opts: &OpenOptions, out: &mut dyn Write) -> Result<ExitCode> {
     let img = open(path, &OpenOptions { no_backing: true, ..opts.clone() })?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    img.top().tables(&mut out)?;
+    img.top().tables(&mut *out)?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -23,7 +23,7 @@ const RETRIES: u32 = 20;
 const POLL: Duration = Duration::from_millis(500);
 const SETTLE: Duration = Duration::from_millis(30);
 
-pub fn run(path: &Path, opts: &OpenOptions, output: Output, seconds: Option<u64>) -> Result<ExitCode> {
+pub fn run(path: &Path, opts: &OpenOptions, output: Output, seconds: Option<u64>, out: &mut dyn Write) -> Result<ExitCode> {
     let (mut watch, _) = Watch::start(path, opts)?;
     let (tx, rx) = mpsc::channel();
     // inotify where it works; without it the poll alone still finds every change
@@ -37,7 +37,6 @@ pub fn run(path: &Path, opts: &OpenOptions, output: Output, seconds: Option<u64>
         let _ = w.watch(path, notify::RecursiveMode::NonRecursive);
     }
     let deadline = seconds.map(|s| Instant::now() + Duration::from_secs(s));
-    let stdout = std::io::stdout();
     let mut failures = 0u32;
     loop {
         let wait = deadline.map_or(POLL, |d| d.saturating_duration_since(Instant::now()).min(POLL));
@@ -52,7 +51,6 @@ pub fn run(path: &Path, opts: &OpenOptions, output: Output, seconds: Option<u64>
         match watch.look() {
             Ok((img, fresh)) => {
                 failures = 0;
-                let mut out = stdout.lock();
                 for e in &fresh {
                     let m = MapEntry::from_extent(&img, e);
                     let line = match output {

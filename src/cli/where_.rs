@@ -47,20 +47,20 @@ pub struct HostWhere {
     pub virtual_: Option<u64>,
 }
 
-pub fn run(path: &Path, opts: &OpenOptions, off: &str, file: bool, output: Output) -> Result<ExitCode> {
+pub fn run(path: &Path, opts: &OpenOptions, off: &str, file: bool, output: Output, out: &mut dyn std::io::Write) -> Result<ExitCode> {
     let img = open(path, opts)?;
     let off = offset(off)?;
     if file {
         let w = host_where(&img, off)?;
         match output {
-            Output::Json => println!("{}", serde_json::to_string(&w)?),
-            Output::Human => print!("{}", host_human(&w)),
+            Output::Json => writeln!(out, "{}", serde_json::to_string(&w)?)?,
+            Output::Human => write!(out, "{}", host_human(&w))?,
         }
     } else {
         let w = guest_where(&img, off)?;
         match output {
-            Output::Json => println!("{}", serde_json::to_string(&w)?),
-            Output::Human => print!("{}", guest_human(&w)),
+            Output::Json => writeln!(out, "{}", serde_json::to_string(&w)?)?,
+            Output::Human => write!(out, "{}", guest_human(&w))?,
         }
     }
     Ok(ExitCode::SUCCESS)

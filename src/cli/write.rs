@@ -47,7 +47,7 @@ pub fn run(path: &Path, opts: &OpenOptions, off: &str, pattern: Option<&str>, le
         img.write(start, &data)?;
     }
     for w in warnings {
-        eprintln!("vdiskview: warning: {}", w);
+        crate::warnln!("vdiskview: warning: {}", w);
     }
     Ok(ExitCode::SUCCESS)
 }

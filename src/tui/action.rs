@@ -46,6 +46,12 @@ pub enum Action {
     NextDirtyBitmap,
     /// Files view: up one directory.
     Parent,
+    /// Stop the running job (Esc when no dialog, list or popup is open).
+    CancelJob,
+    /// A job's progress: `done` of `total` (0 total: no measure, only time).
+    JobProgress { id: u64, done: u64, total: u64 },
+    /// A job ended; its result (found offset, findings, listing, output…) is inside.
+    JobDone(u64, super::jobs::Outcome),
     Resize(u16, u16),
     Click(u16, u16),
     Scroll(i32),

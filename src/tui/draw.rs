@@ -23,13 +23,16 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image) {
             Pane::Bitmap => panes::heatmap::draw(f, st, img, *r),
         }
     }
-    let mut status = panes::hex::status(st, img);
+    let mut status = panes::hex::status(st);
     let mode = if st.writable { "WRITE" } else { "READ-ONLY" };
     status.insert(0, Span::styled(format!("{} │ ", mode), theme::fg(st, if st.writable { Color::LightRed } else { Color::DarkGray })));
     if st.staged_count() > 0 {
-        let alloc = super::update::allocating(st, img);
+        let alloc = st.view.allocating;
         let note = if alloc > 0 { format!(", {} will allocate", alloc) } else { String::new() };
         status.insert(1, Span::styled(format!("staged {} byte(s){} │ ", st.staged_count(), note), theme::fg(st, Color::LightRed)));
+    }
+    if let Some(j) = st.jobs.last() {
+        status.insert(0, Span::styled(format!("{} │ ", job_status(j)), theme::fg(st, Color::LightYellow)));
     }
     if let Some(m) = &st.message {
         status.insert(0, Span::styled(format!("{} │ ", m), theme::fg(st, Color::LightRed)));
@@ -53,6 +56,18 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image) {
             Paragraph::new(text).block(Block::default().borders(Borders::ALL).title(" Unsaved edits ").border_style(theme::border(st, true))),
             r,
         );
+    }
+}
+
+/// `checking… 1.2 s` (no measure) or `searching [#####-----] 42%` and `Esc cancels`.
+pub fn job_status(j: &super::state::JobStatus) -> String {
+    let what = j.job.label();
+    if j.total > 0 {
+        let pct = (j.done.min(j.total) as f64 / j.total as f64 * 100.0) as u64;
+        let filled = (pct / 10) as usize;
+        format!("{} [{}{}] {}% (Esc cancels)", what, "#".repeat(filled), "-".repeat(10 - filled), pct)
+    } else {
+        format!("{}… {:.1} s (Esc cancels)", what, j.started.elapsed().as_secs_f64())
     }
 }
 

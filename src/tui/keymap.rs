@@ -58,6 +58,7 @@ pub fn bindings() -> Vec<Binding> {
         b(Normal, &[(Char('o'), N)], "o", ToggleHostGrid, "grid: guest clusters / the file's host clusters by role (qcow2 refcounts)"),
         b(Normal, &[(Char('d'), N)], "d", NextDirtyBitmap, "Bitmap pane: show the next persistent dirty bitmap over the disk (qcow2)"),
         b(Normal, &[(Char('c'), N)], "c", OpenFindings, "check the image: findings, Enter jumps to one (also :check)"),
+        b(Normal, &[(Esc, N)], "Esc", CancelJob, "cancel the running job (search, check, host map, :command…); keys work while it runs"),
         b(Mode::Picker, &[(Enter, N)], "Enter", Select, "open the directory, show the file's bytes, go to the finding"),
         b(Mode::Picker, &[(Backspace, N), (KeyCode::Left, N), (Char('h'), N)], "← Bksp", Parent, "up one directory"),
         b(Mode::Picker, &[(Esc, N), (Char('q'), N)], "Esc", Cancel, "close the list"),

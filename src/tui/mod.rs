@@ -4,6 +4,7 @@
 pub mod action;
 pub mod draw;
 pub mod inspector;
+pub mod jobs;
 pub mod keymap;
 pub mod layout;
 pub mod panes;
@@ -13,10 +14,12 @@ pub mod search;
 pub mod state;
 pub mod theme;
 pub mod update;
+pub mod view;
 
 #[cfg(test)]
 mod tests;
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crossterm::event::{self, DisableMouseCapture, EnableMouseCapture, Event, MouseButton, MouseEventKind};
@@ -39,35 +42,71 @@ pub fn goto(st: &mut AppState, img: &Image, expr: &str) -> anyhow::Result<()> {
 
 /// Run the TUI until `q`. The terminal is restored on every exit path: ratatui's init
 /// installs a panic hook that restores it before the panic message prints.
-pub fn run(img: &mut Image, goto_expr: Option<&str>) -> anyhow::Result<()> {
+///
+/// The image is shared with the job threads (read) and written by this loop on save; a save
+/// waits (without blocking the screen) until no job reads the image.
+pub fn run(img: Image, goto_expr: Option<&str>) -> anyhow::Result<()> {
+    let image_path = img.layers[0].name.clone();
+    let shared = Arc::new(RwLock::new(img));
+    let mut jobs = jobs::Threads::new(shared.clone(), image_path);
     let mut terminal = ratatui::init();
+    jobs::quiet_worker_panics();
     let _ = execute!(std::io::stdout(), EnableMouseCapture);
     let result = (|| -> anyhow::Result<()> {
         let size = terminal.size()?;
-        let mut st = AppState::new(img, (size.width, size.height));
-        let img: &mut Image = img;
-        update(&mut st, img, Action::Resize(size.width, size.height));
-        if let Some(g) = goto_expr {
-            goto(&mut st, img, g)?;
-        }
-        while !st.quit {
-            terminal.draw(|f| draw::draw(f, &st, img))?;
-            if !event::poll(Duration::from_millis(250))? {
-                continue;
+        let mut st = {
+            let img = shared.read().unwrap_or_else(|e| e.into_inner());
+            let mut st = AppState::new(&img, (size.width, size.height));
+            update(&mut st, &img, Action::Resize(size.width, size.height));
+            if let Some(g) = goto_expr {
+                goto(&mut st, &img, g)?;
             }
-            match event::read()? {
-                Event::Key(k) if k.kind == event::KeyEventKind::Press => {
-                    handle_key(&mut st, img, k);
-                    update::apply_save(&mut st, img);
-                }
-                Event::Resize(w, h) => update(&mut st, img, Action::Resize(w, h)),
-                Event::Mouse(m) => match m.kind {
-                    MouseEventKind::Down(MouseButton::Left) => update(&mut st, img, Action::Click(m.column, m.row)),
-                    MouseEventKind::ScrollDown => update(&mut st, img, Action::Scroll(3)),
-                    MouseEventKind::ScrollUp => update(&mut st, img, Action::Scroll(-3)),
+            st
+        };
+        jobs.run(update::start_up(&mut st));
+        while !st.quit {
+            {
+                let img = shared.read().unwrap_or_else(|e| e.into_inner());
+                view::refresh(&mut st, &img);
+                terminal.draw(|f| draw::draw(f, &st, &img))?;
+            }
+            // while a job runs, wake up often enough to show its progress and result
+            let wait = if st.jobs.is_empty() { Duration::from_millis(250) } else { Duration::from_millis(20) };
+            let mut actions = Vec::new();
+            if event::poll(wait)? {
+                match event::read()? {
+                    Event::Key(k) if k.kind == event::KeyEventKind::Press => {
+                        let img = shared.read().unwrap_or_else(|e| e.into_inner());
+                        let effects = handle_key(&mut st, &img, k);
+                        drop(img);
+                        jobs.run(effects);
+                    }
+                    Event::Resize(w, h) => actions.push(Action::Resize(w, h)),
+                    Event::Mouse(m) => match m.kind {
+                        MouseEventKind::Down(MouseButton::Left) => actions.push(Action::Click(m.column, m.row)),
+                        MouseEventKind::ScrollDown => actions.push(Action::Scroll(3)),
+                        MouseEventKind::ScrollUp => actions.push(Action::Scroll(-3)),
+                        _ => {}
+                    },
                     _ => {}
-                },
-                _ => {}
+                }
+            }
+            actions.extend(jobs.rx.try_iter());
+            for a in actions {
+                if let Action::JobDone(id, _) = &a {
+                    jobs.finished(*id);
+                }
+                let img = shared.read().unwrap_or_else(|e| e.into_inner());
+                let effects = update(&mut st, &img, a);
+                drop(img);
+                jobs.run(effects);
+            }
+            if st.save_requested {
+                // a job still reading holds the image: save once it is done
+                match shared.try_write() {
+                    Ok(mut img) => update::apply_save(&mut st, &mut img),
+                    Err(_) => st.message = Some("saving once the running job ends (Esc cancels it)".into()),
+                }
             }
         }
         Ok(())

@@ -6,6 +6,7 @@ use ratatui::buffer::Buffer;
 use ratatui::style::{Color, Modifier};
 use ratatui::Terminal;
 
+use super::jobs::Inline;
 use super::keymap::parse_keys;
 use super::state::AppState;
 use super::update::{handle_key, update};
@@ -27,16 +28,39 @@ pub fn frame(img: &mut Image, cols: u16, rows: u16, keys: &str, goto: Option<&st
     if let Some(g) = goto {
         super::goto(&mut st, img, g)?;
     }
+    // jobs run in place, so the frame shows their results as a terminal would once they end
+    let mut jobs = Inline::new();
+    let path = img.layers[0].name.clone();
+    let effects = super::update::start_up(&mut st);
+    settle(&mut st, img, &path, &mut jobs, effects);
     for k in parse_keys(keys) {
         if st.quit {
             break;
         }
-        handle_key(&mut st, img, k);
+        let effects = handle_key(&mut st, img, k);
+        settle(&mut st, img, &path, &mut jobs, effects);
         super::update::apply_save(&mut st, img);
     }
+    super::view::refresh(&mut st, img);
     let mut term = Terminal::new(TestBackend::new(cols, rows))?;
     term.draw(|f| draw(f, &st, img))?;
     Ok(term.backend().buffer().clone())
+}
+
+/// Run `effects` and feed their results back until no job is left.
+pub fn settle(st: &mut AppState, img: &Image, path: &str, jobs: &mut Inline, effects: Vec<super::jobs::Effect>) {
+    let mut effects = effects;
+    loop {
+        jobs.run(img, path, effects);
+        let done = jobs.take();
+        if done.is_empty() {
+            return;
+        }
+        effects = Vec::new();
+        for a in done {
+            effects.extend(update(st, img, a));
+        }
+    }
 }
 
 pub fn to_text(buf: &Buffer) -> String {

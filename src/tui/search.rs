@@ -1,13 +1,11 @@
 //! `/` search: bytes given as hex pairs ("de ad be ef") or as text, forward from the cursor
-//! in the current space, in bounded chunks.
+//! in the current space, in chunks, as a job (see jobs.rs): cancellable, with progress.
 
-use super::state::{AppState, Space};
-use super::update::space_size;
+use super::jobs::Ctx;
+use super::state::Space;
 use crate::image::Image;
 
 const CHUNK: u64 = 1 << 20;
-/// How far one search looks before giving up, so a key press never hangs on a huge image.
-const LIMIT: u64 = 1 << 30;
 
 /// Hex when written `0xdeadbeef` or as separate byte pairs `de ad be ef`; text otherwise.
 pub fn pattern(text: &str) -> Result<Vec<u8>, String> {
@@ -30,20 +28,32 @@ pub fn pattern(text: &str) -> Result<Vec<u8>, String> {
     Ok(text.as_bytes().to_vec())
 }
 
-pub fn search(st: &AppState, img: &Image, text: &str) -> Result<Option<u64>, String> {
-    let pat = pattern(text)?;
-    let size = space_size(st, img);
-    let mut pos = st.cursor + 1;
-    let stop = size.min(pos.saturating_add(LIMIT));
+/// Forward from `from` to the end of the space, a chunk at a time (overlapping by the
+/// pattern's length so a match across chunks is found); the cancel flag is looked at and
+/// progress reported between chunks. `Ok(None)`: not found (or cancelled).
+pub fn search(img: &Image, space: Space, layer: usize, from: u64, pat: &[u8], ctx: &Ctx) -> Result<Option<u64>, String> {
+    if pat.is_empty() {
+        return Err("empty search".into());
+    }
+    let size = match space {
+        Space::Virt => img.virtual_size(),
+        Space::File => img.layers.get(layer).ok_or("no such layer")?.layer.file().len(),
+    };
+    let start = from.min(size);
+    let mut pos = start;
     let mut buf = vec![0u8; (CHUNK + pat.len() as u64) as usize];
-    while pos < stop {
+    while pos < size {
+        if ctx.cancelled() {
+            return Ok(None);
+        }
+        (ctx.progress)(pos - start, size - start);
         let n = (CHUNK + pat.len() as u64).min(size - pos) as usize;
-        let r = match st.space {
+        let r = match space {
             Space::Virt => img.read(pos, &mut buf[..n]),
-            Space::File => img.read_host(st.file_layer, pos, &mut buf[..n]),
+            Space::File => img.read_host(layer, pos, &mut buf[..n]),
         };
         r.map_err(|e| e.to_string())?;
-        if let Some(i) = buf[..n].windows(pat.len()).position(|w| w == pat.as_slice()) {
+        if let Some(i) = buf[..n].windows(pat.len()).position(|w| w == pat) {
             return Ok(Some(pos + i as u64));
         }
         pos += CHUNK;

@@ -68,6 +68,7 @@ pub enum Target {
 }
 
 /// A selectable list over the screen: the Files view or the check findings.
+#[derive(Debug)]
 pub struct Picker {
     pub kind: PickerKind,
     pub title: String,
@@ -134,15 +135,31 @@ pub struct AppState {
     /// The persistent dirty bitmap shown in the Bitmap pane: name, dirty share per bucket.
     pub dirty_bitmap: Option<(String, Vec<f32>)>,
     pub host_map: Option<crate::image::qcow2::check::HostMap>,
-    /// The guest filesystem the Files view browses (opened on first use) and where it is.
-    pub fs: Option<crate::guest::ext::ExtFs>,
+    /// The folder the Files view shows (the filesystem itself lives with the job runner).
     pub cwd: String,
     /// Guest ranges to highlight in the hex view and the grid (a located file's extents).
     pub highlights: Vec<(u64, u64)>,
     /// Partition tables and superblocks in guest space, named like file-space structures.
     pub guest_regions: Vec<crate::image::region::Region>,
-    /// Whole-disk allocation density, one value (0..=1) per bucket; computed at start when cheap.
+    /// Whole-disk allocation density, one value (0..=1) per bucket; a job fills it in.
     pub density: Vec<f32>,
+    /// Jobs running on the worker, oldest first; the status line shows the newest.
+    pub jobs: Vec<JobStatus>,
+    pub next_job: u64,
+    /// What draw shows from the image, read after update (view.rs).
+    pub view: super::view::ViewModel,
+    /// Saves so far: the image's bytes changed, so the view model reads them again.
+    pub saves: u64,
+}
+
+/// A running job as the status line shows it.
+#[derive(Clone, Debug)]
+pub struct JobStatus {
+    pub id: u64,
+    pub job: super::jobs::Job,
+    pub done: u64,
+    pub total: u64,
+    pub started: std::time::Instant,
 }
 
 impl AppState {
@@ -200,12 +217,14 @@ impl AppState {
             grid_host: false,
             dirty_bitmap: None,
             host_map: None,
-            fs: None,
             cwd: "/".into(),
             highlights: Vec::new(),
             guest_regions: crate::guest::regions::guest_regions(img),
+            jobs: Vec::new(),
+            next_job: 1,
+            view: Default::default(),
+            saves: 0,
         };
-        st.density = density(img, 256);
         let damage = img.warnings.len() + img.chain_error.iter().count();
         if damage > 0 {
             st.message = Some(format!(
@@ -255,36 +274,4 @@ impl AppState {
             vec![Pane::Header, Pane::Grid, Pane::Hex, Pane::Bitmap]
         }
     }
-}
-
-/// Share of the top layer's allocated units per bucket, for the overview heatmap; skipped
-/// for images with more units than we scan at start-up.
-fn density(img: &Image, buckets: u64) -> Vec<f32> {
-    let units = img.unit_count();
-    if units == 0 || units > 1 << 16 {
-        return Vec::new();
-    }
-    let buckets = buckets.min(units);
-    let per = units.div_ceil(buckets);
-    (0..buckets)
-        .map(|b| {
-            let (lo, hi) = (b * per, ((b + 1) * per).min(units));
-            let n = (lo..hi)
-                .filter(|&u| {
-                    matches!(
-                        img.unit_kind(u),
-                        Ok(crate::image::summary::UnitKind::Data { depth: 0 }
-                            | crate::image::summary::UnitKind::Partial
-                            | crate::image::summary::UnitKind::Shared
-                            | crate::image::summary::UnitKind::Compressed { depth: 0 })
-                    )
-                })
-                .count();
-            if hi > lo {
-                n as f32 / (hi - lo) as f32
-            } else {
-                0.0
-            }
-        })
-        .collect()
 }

@@ -62,6 +62,10 @@ fn state(img: &Image, cols: u16, rows: u16) -> AppState {
     let mut st = AppState::new(img, (cols, rows));
     st.no_color = true;
     update(&mut st, img, Action::Resize(cols, rows));
+    // the density overview is a job: run it here as the terminal would in the background
+    let effects = super::update::start_up(&mut st);
+    super::render::settle(&mut st, img, &img.layers[0].name.clone(), &mut super::jobs::Inline::new(), effects);
+    super::view::refresh(&mut st, img);
     st
 }
 
@@ -140,7 +144,7 @@ fn keymap_has_no_conflicts_and_help_covers_it() {
 
 #[test]
 fn quit_key_quits() {
-    let mut img = demo();
+    let img = demo();
     let mut st = state(&img, 100, 30);
     for k in keymap::parse_keys("q") {
         handle_key(&mut st, &img, k);
@@ -150,7 +154,7 @@ fn quit_key_quits() {
 
 #[test]
 fn jump_parser() {
-    let mut img = demo();
+    let img = demo();
     let st = state(&img, 160, 48);
     // the TUI opens in guest space; plain offsets stay in the current space
     assert_eq!(parse_jump(&st, &img, "0x200").unwrap(), (Space::Virt, 0x200));
@@ -172,7 +176,7 @@ fn jump_parser() {
 
 #[test]
 fn space_toggle_keeps_the_byte() {
-    let mut img = demo();
+    let img = demo();
     let mut st = state(&img, 160, 48);
     for k in keymap::parse_keys("g v:0x1000 Enter") {
         handle_key(&mut st, &img, k);
@@ -192,7 +196,7 @@ fn space_toggle_keeps_the_byte() {
 
 #[test]
 fn grid_selection_moves_the_hex_view() {
-    let mut img = demo();
+    let img = demo();
     let mut st = state(&img, 160, 48);
     st.focus = Pane::Grid;
     update(&mut st, &img, Action::Right);
@@ -206,7 +210,7 @@ fn grid_selection_moves_the_hex_view() {
 
 #[test]
 fn pane_snapshots_vhd() {
-    let mut img = demo();
+    let img = demo();
     let st = state(&img, 160, 48);
     insta::assert_snapshot!("header_vhd", pane(&img, &st, Pane::Header, 80, 20));
     insta::assert_snapshot!("grid_vhd", pane(&img, &st, Pane::Grid, 60, 10));
@@ -313,6 +317,7 @@ fn edit_save_undo_redo_and_quit_prompt() {
         // q with staged edits asks; n stays, y quits without saving
         handle_key(&mut st, &img, crossterm::event::KeyEvent::new(crossterm::event::KeyCode::Char('q'), crossterm::event::KeyModifiers::NONE));
         assert!(st.confirm_quit && !st.quit);
+        super::view::refresh(&mut st, &img);
         let s = {
             let mut term = Terminal::new(TestBackend::new(160, 48)).unwrap();
             term.draw(|f| super::draw::draw(f, &st, &img)).unwrap();
@@ -465,4 +470,101 @@ fn a_broken_chain_opens_with_the_damage_listed() {
     assert!(s.contains(" L1 ") && s.contains("magic"), "what parsed is shown:\n{}", s);
     let s = screen(&mut img, 160, 48, "c");
     assert!(s.contains("[warning] open:") && s.contains("not found"), "{}", s);
+}
+
+/// Keys through `handle_key`, collecting the effects instead of running them.
+fn keys_effects(st: &mut AppState, img: &Image, keys: &str) -> Vec<super::jobs::Effect> {
+    keymap::parse_keys(keys).into_iter().flat_map(|k| handle_key(st, img, k)).collect()
+}
+
+fn started(effects: &[super::jobs::Effect]) -> Vec<super::jobs::Job> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            super::jobs::Effect::Start(_, j) => Some(j.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn slow_keys_ask_for_jobs_instead_of_doing_the_work() {
+    use super::jobs::Job;
+    let dir = tempfile::tempdir().unwrap();
+    let img = qcow2_chain(dir.path());
+    let mut st = state(&img, 160, 48);
+    let e = keys_effects(&mut st, &img, "/ 0x3333 Enter");
+    assert_eq!(started(&e), vec![Job::Search { space: Space::Virt, layer: 0, from: 1, pattern: vec![0x33, 0x33] }]);
+    // nothing was searched yet: the cursor stays, the job shows
+    assert_eq!(st.cursor, 0);
+    assert_eq!(st.jobs.len(), 1);
+    assert!(matches!(started(&keys_effects(&mut st, &img, "c"))[..], [Job::Check]));
+    assert!(st.picker.is_none(), "the findings come with the job's result");
+    assert!(matches!(started(&keys_effects(&mut st, &img, "o"))[..], [Job::HostMap]));
+    assert!(st.host_map.is_none() && !st.grid_host);
+    assert!(matches!(&started(&keys_effects(&mut st, &img, "f"))[..], [Job::ListDir(d)] if d == "/"));
+    let e = keys_effects(&mut st, &img, ": map Enter");
+    assert!(matches!(&started(&e)[..], [Job::Command { title, words }] if title == ":map" && words[0] == "map"));
+    assert!(st.popup.is_none(), "the output comes with the job's result");
+    // a bad command or pattern is answered at once, without a job
+    assert!(started(&keys_effects(&mut st, &img, ": frobnicate Enter")).is_empty());
+    assert!(st.popup.as_ref().is_some_and(|p| p.lines[0].contains("unknown command")));
+}
+
+#[test]
+fn job_progress_and_result_update_the_state() {
+    use super::jobs::{Effect, JobResult, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let img = qcow2_chain(dir.path());
+    let mut st = state(&img, 160, 48);
+    let e = keys_effects(&mut st, &img, "/ 0x3333 Enter");
+    let Some(Effect::Start(id, _)) = e.first().cloned() else { panic!("{:?}", e) };
+    assert!(update(&mut st, &img, Action::JobProgress { id, done: 5, total: 10 }).is_empty());
+    assert_eq!((st.jobs[0].done, st.jobs[0].total), (5, 10));
+    super::view::refresh(&mut st, &img);
+    let s = to_text(&{
+        let mut term = Terminal::new(TestBackend::new(160, 48)).unwrap();
+        term.draw(|f| super::draw::draw(f, &st, &img)).unwrap();
+        term.backend().buffer().clone()
+    });
+    assert!(s.contains("searching [#####-----] 50% (Esc cancels)"), "{}", s);
+    update(&mut st, &img, Action::JobDone(id, Outcome::new(JobResult::Found(Some(0x10000)))));
+    assert!(st.jobs.is_empty());
+    assert_eq!((st.cursor, st.space), (0x10000, Space::Virt));
+    assert_eq!(st.message.as_deref(), Some("found at 0x10000"));
+    // the job run for real (in place) finds the same place
+    let mut real = state(&img, 160, 48);
+    let e = keys_effects(&mut real, &img, "/ 0x3333 Enter");
+    super::render::settle(&mut real, &img, &img.layers[0].name.clone(), &mut super::jobs::Inline::new(), e);
+    assert_eq!(real.cursor, 0x10000);
+}
+
+#[test]
+fn esc_cancels_the_job_and_its_late_result_is_dropped() {
+    use super::jobs::{Effect, JobResult, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let img = qcow2_chain(dir.path());
+    let mut st = state(&img, 160, 48);
+    let e = keys_effects(&mut st, &img, "c");
+    let Some(Effect::Start(id, _)) = e.first().cloned() else { panic!("{:?}", e) };
+    assert_eq!(keys_effects(&mut st, &img, "Esc"), vec![Effect::Cancel(id)]);
+    assert!(st.jobs.is_empty());
+    assert_eq!(st.message.as_deref(), Some("cancelled: checking"));
+    // the check (core's walk, not cancellable) ends later: what it found is not shown
+    let late = JobResult::Findings(super::state::Picker {
+        kind: super::state::PickerKind::Findings,
+        title: "late".into(),
+        rows: vec![],
+        targets: vec![],
+        sel: 0,
+    });
+    update(&mut st, &img, Action::JobDone(id, Outcome::new(late)));
+    assert!(st.picker.is_none());
+    // Esc with nothing running does nothing
+    assert!(keys_effects(&mut st, &img, "Esc").is_empty());
+    // a real worker stops a search at its next chunk when the flag is set
+    let cancel = std::sync::atomic::AtomicBool::new(true);
+    let ctx = super::jobs::Ctx { cancel: &cancel, progress: &|_, _| {} };
+    let job = super::jobs::Job::Search { space: Space::Virt, layer: 0, from: 0, pattern: b"absent".to_vec() };
+    assert!(matches!(super::jobs::work(&job, &img, "", &mut None, &ctx), JobResult::Cancelled));
 }

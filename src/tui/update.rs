@@ -1,17 +1,21 @@
-//! `update(state, image, action)`: every change of the screen's state, no terminal here.
+//! `update(state, image, action) -> effects`: every change of the screen's state, no
+//! terminal here. Slow work (search, check, host map, Files, `:` commands) is not done here:
+//! `update` returns an [`Effect`] asking for a job, and the job's result comes back as an
+//! action (see jobs.rs).
 
 use crossterm::event::{KeyCode, KeyEvent};
 
 use super::action::Action;
+use super::jobs::{Effect, Job, JobResult};
 use super::keymap::{self, Mode};
 use super::layout::{grid_shape, hex_rows, screen};
-use super::state::{AppState, Dialog, Pane, Popup, Space};
+use super::state::{AppState, Dialog, JobStatus, Pane, Picker, PickerKind, Popup, Space};
 use crate::image::qcow2::Qcow2;
 use crate::image::{expr, Image};
 
 /// Route a key: to the quit confirmation, the open dialog's text field, edit mode, else
 /// through the keymap.
-pub fn handle_key(st: &mut AppState, img: &Image, key: KeyEvent) {
+pub fn handle_key(st: &mut AppState, img: &Image, key: KeyEvent) -> Vec<Effect> {
     if st.confirm_quit {
         st.confirm_quit = false;
         match key.code {
@@ -22,26 +26,26 @@ pub fn handle_key(st: &mut AppState, img: &Image, key: KeyEvent) {
             }
             _ => st.message = Some("not quitting; the staged edits are kept".into()),
         }
-        return;
+        return Vec::new();
     }
     if st.dialog.is_some() {
-        match key.code {
+        return match key.code {
             KeyCode::Esc => update(st, img, Action::Cancel),
             KeyCode::Enter => {
                 let text = st.input.lines().join("");
-                update(st, img, Action::Submit(text));
+                update(st, img, Action::Submit(text))
             }
             _ => {
                 st.input.input(key);
+                Vec::new()
             }
-        }
-        return;
+        };
     }
     if st.picker.is_some() && st.popup.is_none() {
-        if let Some(a) = keymap::lookup(Mode::Picker, &key) {
-            super::picker::update(st, img, a);
-        }
-        return;
+        return match keymap::lookup(Mode::Picker, &key) {
+            Some(a) => super::picker::update(st, img, a),
+            None => Vec::new(),
+        };
     }
     if st.edit.is_some() && st.popup.is_none() {
         // Esc typed just before another key reaches us as Alt+key (the terminal sends
@@ -50,22 +54,115 @@ pub fn handle_key(st: &mut AppState, img: &Image, key: KeyEvent) {
             st.edit = None;
             let mut plain = key;
             plain.modifiers.remove(crossterm::event::KeyModifiers::ALT);
-            handle_key(st, img, plain);
-            return;
+            return handle_key(st, img, plain);
         }
         if let Some(a) = keymap::lookup(Mode::Edit, &key) {
-            update(st, img, a);
+            return update(st, img, a);
         } else if let KeyCode::Char(c) = key.code {
             if !key.modifiers.intersects(crossterm::event::KeyModifiers::CONTROL | crossterm::event::KeyModifiers::ALT) {
-                update(st, img, Action::Type(c));
+                return update(st, img, Action::Type(c));
             }
         }
-        return;
+        return Vec::new();
     }
     let mode = if st.popup.is_some() { Mode::Popup } else { Mode::Normal };
-    if let Some(a) = keymap::lookup(mode, &key) {
-        update(st, img, a);
+    match keymap::lookup(mode, &key) {
+        Some(a) => update(st, img, a),
+        None => Vec::new(),
     }
+}
+
+/// Ask for a job: it shows in the status line until its result comes back. A job of the
+/// same kind still running is cancelled first (pressing `c` twice checks once).
+pub fn start(st: &mut AppState, job: Job) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    let same = std::mem::discriminant(&job);
+    st.jobs.retain(|j| {
+        let keep = std::mem::discriminant(&j.job) != same;
+        if !keep {
+            effects.push(Effect::Cancel(j.id));
+        }
+        keep
+    });
+    let id = st.next_job;
+    st.next_job += 1;
+    st.jobs.push(JobStatus { id, job: job.clone(), done: 0, total: 0, started: std::time::Instant::now() });
+    effects.push(Effect::Start(id, job));
+    effects
+}
+
+/// What the program asks for at start-up: the density overview.
+pub fn start_up(st: &mut AppState) -> Vec<Effect> {
+    start(st, Job::Density { buckets: 256 })
+}
+
+/// Progress, results and cancelling of jobs, whatever is open on screen.
+fn job_action(st: &mut AppState, img: &Image, action: Action) -> Vec<Effect> {
+    match action {
+        Action::JobProgress { id, done, total } => {
+            if let Some(j) = st.jobs.iter_mut().find(|j| j.id == id) {
+                j.done = done;
+                j.total = total;
+            }
+        }
+        Action::CancelJob => {
+            if let Some(j) = st.jobs.pop() {
+                st.message = Some(format!("cancelled: {}", j.job.label()));
+                return vec![Effect::Cancel(j.id)];
+            }
+        }
+        Action::JobDone(id, outcome) => {
+            // a cancelled job's late result is dropped
+            let Some(i) = st.jobs.iter().position(|j| j.id == id) else { return Vec::new() };
+            let job = st.jobs.remove(i).job;
+            if let Some(r) = outcome.take() {
+                return job_done(st, img, job, r);
+            }
+        }
+        _ => {}
+    }
+    Vec::new()
+}
+
+fn job_done(st: &mut AppState, img: &Image, job: Job, r: JobResult) -> Vec<Effect> {
+    match r {
+        JobResult::Found(Some(off)) => {
+            if let Job::Search { space, layer, .. } = job {
+                st.focus = Pane::Hex;
+                set_cursor(st, img, space, layer, off);
+                st.message = Some(format!("found at 0x{:x}", off));
+            }
+        }
+        JobResult::Found(None) => st.message = Some("not found".into()),
+        JobResult::Findings(p) => st.picker = Some(p),
+        JobResult::HostMap(m) => {
+            st.host_map = Some(m);
+            st.grid_host = true;
+            st.grid_sel = 0;
+            st.focus = Pane::Grid;
+        }
+        JobResult::Density(d) => st.density = d,
+        JobResult::Output { title, lines } => st.popup = Some(Popup { title, lines, scroll: 0 }),
+        JobResult::Dir { cwd, rows, targets } => {
+            st.picker = Some(Picker { kind: PickerKind::Files, title: format!("Files — {}", cwd), rows, targets, sel: 0 });
+            st.cwd = cwd;
+        }
+        JobResult::Located { path, size, extents, count } => {
+            st.highlights = extents;
+            st.picker = None;
+            st.focus = Pane::Hex;
+            match st.highlights.first() {
+                Some(&(v, _)) => {
+                    set_cursor(st, img, Space::Virt, 0, v);
+                    st.message = Some(format!("{}: {} bytes in {} extent(s), highlighted", path, size, count));
+                }
+                None => st.message = Some(format!("{}: {} bytes, no data blocks (empty or sparse)", path, size)),
+            }
+        }
+        JobResult::Cancelled => {}
+        JobResult::Failed(e) => st.message = Some(e),
+    }
+    Vec::new()
 }
 
 /// The byte the hex view shows at `off` of the current space: staged, else on disk.
@@ -202,6 +299,8 @@ pub fn apply_save(st: &mut AppState, img: &mut Image) {
     }
     let mut written = 0usize;
     let mut result = Ok(());
+    // whatever gets written, the bytes on screen are read again
+    st.saves += 1;
     for space in [Space::File, Space::Virt] {
         let runs = runs(match space {
             Space::Virt => &st.staged_virt,
@@ -272,10 +371,16 @@ pub fn space_size(st: &AppState, img: &Image) -> u64 {
     }
 }
 
-pub fn update(st: &mut AppState, img: &Image, action: Action) {
-    // a message stays until the next intent (a resize is none)
+pub fn update(st: &mut AppState, img: &Image, action: Action) -> Vec<Effect> {
+    if matches!(action, Action::JobProgress { .. } | Action::JobDone(..)) {
+        return job_action(st, img, action);
+    }
+    // a message stays until the next intent (a resize, a job's progress is none)
     if !matches!(action, Action::Resize(..)) {
         st.message = None;
+    }
+    if action == Action::CancelJob {
+        return job_action(st, img, action);
     }
     if let Some(p) = &mut st.popup {
         let page = st.size.1.saturating_sub(6).max(1) as usize;
@@ -288,14 +393,20 @@ pub fn update(st: &mut AppState, img: &Image, action: Action) {
             Action::Resize(w, h) => st.size = (w, h),
             _ => {}
         }
-        return;
+        return Vec::new();
     }
     if st.picker.is_some() {
-        super::picker::update(st, img, action);
-        return;
+        return super::picker::update(st, img, action);
     }
     if edit_action(st, img, &action) {
-        return;
+        return Vec::new();
+    }
+    match action {
+        Action::OpenFiles => return start(st, Job::ListDir(st.cwd.clone())),
+        Action::OpenFindings => return start(st, Job::Check),
+        Action::ToggleHostGrid if st.is_qcow2 && st.host_map.is_none() => return start(st, Job::HostMap),
+        Action::Submit(text) => return submit(st, img, &text),
+        _ => {}
     }
     match action {
         Action::Quit => {
@@ -315,26 +426,16 @@ pub fn update(st: &mut AppState, img: &Image, action: Action) {
             let n = panes.len();
             st.focus = panes[if action == Action::NextPane { (i + 1) % n } else { (i + n - 1) % n }];
         }
-        Action::OpenFiles => super::picker::open_files(st, img),
         Action::NextDirtyBitmap => next_dirty_bitmap(st, img),
-        Action::ToggleHostGrid => match img.top().downcast_ref::<Qcow2>() {
-            Some(q) => {
-                if st.host_map.is_none() {
-                    match q.host_map() {
-                        Ok(m) => st.host_map = Some(m),
-                        Err(e) => {
-                            st.message = Some(format!("host view: {}", e));
-                            return;
-                        }
-                    }
-                }
+        Action::ToggleHostGrid => {
+            if st.host_map.is_some() {
                 st.grid_host = !st.grid_host;
                 st.grid_sel = 0;
                 st.focus = Pane::Grid;
+            } else {
+                st.message = Some("the host-cluster view needs a qcow2 image (refcounts)".into());
             }
-            _ => st.message = Some("the host-cluster view needs a qcow2 image (refcounts)".into()),
-        },
-        Action::OpenFindings => super::picker::open_findings(st, img),
+        }
         Action::Help => {
             let lines = keymap::help_lines().into_iter().map(|(k, d)| format!("{:<10} {}", k, d)).collect();
             st.popup = Some(Popup { title: "Help".into(), lines, scroll: 0 });
@@ -352,7 +453,6 @@ pub fn update(st: &mut AppState, img: &Image, action: Action) {
             st.dialog = None;
             st.dialog_error = None;
         }
-        Action::Submit(text) => submit(st, img, &text),
         Action::ToggleSpace => toggle_space(st, img),
         Action::NextAllocated | Action::PrevAllocated => {
             let from = current_virt(st, img).unwrap_or(0);
@@ -371,6 +471,7 @@ pub fn update(st: &mut AppState, img: &Image, action: Action) {
         Action::Select => select(st, img),
         mv => move_in_pane(st, img, mv),
     }
+    Vec::new()
 }
 
 fn move_in_pane(st: &mut AppState, img: &Image, mv: Action) {
@@ -590,7 +691,7 @@ pub fn parse_jump(st: &AppState, img: &Image, text: &str) -> Result<(Space, u64)
     Err(format!("0x{:x} is past the end (0x{:x})", off, size_of(space)))
 }
 
-fn submit(st: &mut AppState, img: &Image, text: &str) {
+fn submit(st: &mut AppState, img: &Image, text: &str) -> Vec<Effect> {
     match st.dialog {
         Some(Dialog::Jump) => match parse_jump(st, img, text) {
             Ok((space, off)) => {
@@ -612,64 +713,51 @@ fn submit(st: &mut AppState, img: &Image, text: &str) {
         }
         Some(Dialog::Command) if text.trim() == "ls" || text.trim().starts_with("ls ") => {
             st.dialog = None;
-            if let Some(dir) = text.trim().strip_prefix("ls ") {
-                st.cwd = dir.trim().to_string();
-            }
-            super::picker::open_files(st, img);
+            let dir = text.trim().strip_prefix("ls ").map(|d| d.trim().to_string()).unwrap_or_else(|| st.cwd.clone());
+            return start(st, Job::ListDir(dir));
         }
         Some(Dialog::Command) if text.trim() == "check" => {
             st.dialog = None;
-            super::picker::open_findings(st, img);
+            return start(st, Job::Check);
         }
         Some(Dialog::Command) => {
             st.dialog = None;
-            let lines = run_command(&st.image_name, text);
-            st.popup = Some(Popup { title: format!(":{}", text.trim()), lines, scroll: 0 });
-        }
-        Some(Dialog::Search) => match super::search::search(st, img, text) {
-            Ok(Some(off)) => {
-                st.dialog = None;
-                st.focus = Pane::Hex;
-                set_cursor(st, img, st.space, st.file_layer, off);
-                st.message = Some(format!("found at 0x{:x}", off));
+            match command_words(&st.image_name, text) {
+                Ok(words) => {
+                    st.popup = None;
+                    return start(st, Job::Command { title: format!(":{}", text.trim()), words });
+                }
+                Err(e) => st.popup = Some(Popup { title: format!(":{}", text.trim()), lines: vec![e], scroll: 0 }),
             }
-            Ok(None) => st.dialog_error = Some("not found".into()),
+        }
+        Some(Dialog::Search) => match super::search::pattern(text) {
+            Ok(pattern) => {
+                st.dialog = None;
+                let job = Job::Search { space: st.space, layer: st.file_layer, from: st.cursor + 1, pattern };
+                return start(st, job);
+            }
             Err(e) => st.dialog_error = Some(e),
         },
         None => {}
     }
+    Vec::new()
 }
 
-/// Run a scriptable subcommand on this image and capture what it prints.
-fn run_command(image: &str, text: &str) -> Vec<String> {
+/// The words of a `:` subcommand on this image (`map` -> `map IMAGE`), or why not.
+fn command_words(image: &str, text: &str) -> Result<Vec<String>, String> {
     let mut words = text.split_whitespace();
-    let Some(sub) = words.next() else { return vec!["type a subcommand: info, map, tables, where OFFSET, dump …".into()] };
+    let Some(sub) = words.next() else { return Err("type a subcommand: info, map, tables, where OFFSET, dump …".into()) };
     let sub = sub.trim_start_matches(':');
-    let allowed = ["info", "map", "tables", "where", "dump", "read", "partitions", "ls", "cat", "locate", "check"];
+    let allowed = super::jobs::COMMANDS;
     if !allowed.contains(&sub) {
-        return vec![format!("unknown command '{}': try {}", sub, allowed.join(", "))];
+        return Err(format!("unknown command '{}': try {}", sub, allowed.join(", ")));
     }
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => return vec![e.to_string()],
-    };
     let mut args = vec![sub.to_string(), image.to_string()];
     args.extend(words.map(str::to_string));
     if sub == "read" && !args.iter().any(|a| a == "--length") {
         args.extend(["--length".into(), "4K".into()]);
     }
-    match std::process::Command::new(exe).args(&args).stdin(std::process::Stdio::null()).output() {
-        Ok(out) => {
-            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-            text += &String::from_utf8_lossy(&out.stderr);
-            let mut lines: Vec<String> = text.lines().map(|l| l.replace('\t', "    ")).take(100_000).collect();
-            if lines.is_empty() {
-                lines.push("(no output)".into());
-            }
-            lines
-        }
-        Err(e) => vec![e.to_string()],
-    }
+    Ok(args)
 }
 
 fn click(st: &mut AppState, img: &Image, x: u16, y: u16) {

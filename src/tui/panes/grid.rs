@@ -99,18 +99,10 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
     }
     let focused = st.focus == Pane::Grid;
     let units = img.unit_count();
-    let (unit_size, highlights) = (img.unit_size(), &st.highlights);
-    let mut lines = cell_lines(st, img, units, |u| {
-        let start = img.unit_start(u);
-        if highlights.iter().any(|&(v, l)| v < start + unit_size && start < v + l) {
-            // a located file's blocks
-            return ("◆◆", Color::LightYellow);
-        }
-        match img.unit_kind(u) {
-            Ok(k) => theme::unit(&k),
-            Err(_) => ("!!", Color::LightRed),
-        }
-    });
+    // the visible cells were read into the view model (view.rs); a cell outside it (a frame
+    // drawn before the model caught up) shows blank
+    let (first, cells) = (st.view.grid_first, &st.view.grid_cells);
+    let mut lines = cell_lines(st, img, units, |u| u.checked_sub(first).and_then(|i| cells.get(i as usize).copied()).unwrap_or(("  ", Color::Reset)));
     lines.push(Line::from(""));
     let mut legend = Vec::new();
     for (k, name) in theme::legend() {
@@ -119,7 +111,7 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
         legend.push(Span::raw(format!(" {}  ", name)));
     }
     lines.push(Line::from(legend));
-    let sel_kind = img.unit_kind(st.grid_sel).map(|k| k.name()).unwrap_or_else(|e| e.to_string());
+    let sel_kind = &st.view.grid_sel_kind;
     let t = format!(
         " {} — {} {} of {} ({} bytes each): {} ",
         title(img),

@@ -28,9 +28,9 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
     }
     let mut last_group = None;
     for (i, h) in st.header.iter().enumerate().skip(first).take(rows) {
-        let mut raw = vec![0u8; h.field.len.min(8) as usize];
-        let _ = img.read_host(0, h.field.off, &mut raw);
-        let raw = hex_bytes(&raw) + if h.field.len > 8 { "…" } else { "" };
+        // the bytes were read into the view model (view.rs)
+        let raw = st.view.header_raw.get(i).map(|r| hex_bytes(r)).unwrap_or_default();
+        let raw = raw + if h.field.len > 8 { "…" } else { "" };
         let group_mark = if last_group != Some(&h.group) { "▸" } else { " " };
         last_group = Some(&h.group);
         let verdict_bad = h.field.value.contains("BAD");

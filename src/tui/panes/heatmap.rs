@@ -10,11 +10,11 @@ use ratatui::Frame;
 
 use super::block;
 use crate::image::qcow2::Qcow2;
-use crate::image::vhd::Vhd;
 use crate::image::qcow2::cluster::Sub;
 use crate::image::Image;
 use crate::tui::state::{AppState, Pane};
 use crate::tui::theme;
+use crate::tui::view::UnitDetail;
 
 const SHADES: [&str; 5] = [" ", "░", "▒", "▓", "█"];
 
@@ -48,17 +48,17 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
     let width = r.width.saturating_sub(2).max(1) as usize;
     let height = r.height.saturating_sub(2) as usize;
     let mut lines = Vec::new();
-    // the sector bitmap of a VHD block and the subclusters of an extended-L2 qcow2 cluster
-    // are each their format's own picture: the pane asks for the format it can draw
-    let top = img.top();
-    let vhd = top.downcast_ref::<Vhd>().filter(|v| v.block_size().is_some());
-    let qcow2 = top.downcast_ref::<Qcow2>();
-    let (title, cells) = match (vhd, qcow2) {
-        (Some(_), _) => {
+    // the selected unit's bitmap or L2 entry was read into the view model (view.rs); the
+    // sector bitmap of a VHD block and the subclusters of an extended-L2 qcow2 cluster are
+    // each their format's own picture
+    let qcow2 = img.top().downcast_ref::<Qcow2>();
+    let (title, cells) = match (qcow2, &st.view.unit) {
+        (_, UnitDetail::VhdBitmap(bm)) => {
             let block = st.grid_sel;
-            match img.vhd_bitmap(block) {
+            match bm {
                 Ok(Some((bm, sectors))) => {
-                    let present = (0..sectors).filter(|&s| Image::vhd_bit(&bm, s)).count();
+                    let (bm, sectors) = (bm, *sectors);
+                    let present = (0..sectors).filter(|&s| Image::vhd_bit(bm, s)).count();
                     lines.push(Line::from(format!("block {}: {}/{} sectors present", block, present, sectors)));
                     let avail = (height.saturating_sub(4)).max(1) * width;
                     let per = (sectors as usize).div_ceil(avail).max(1);
@@ -66,7 +66,7 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
                         .map(|c| {
                             let lo = c * per;
                             let hi = ((c + 1) * per).min(sectors as usize);
-                            (lo..hi).filter(|&s| Image::vhd_bit(&bm, s as u64)).count() as f32 / (hi - lo) as f32
+                            (lo..hi).filter(|&s| Image::vhd_bit(bm, s as u64)).count() as f32 / (hi - lo) as f32
                         })
                         .collect();
                     lines.push(Line::from(format!("one cell = {} sector(s)", per)));
@@ -82,10 +82,9 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
                 }
             }
         }
-        (None, Some(q)) => {
-            let virt = img.unit_start(st.grid_sel);
+        (Some(q), UnitDetail::Qcow2L2(entry)) => {
             let mut cells = Vec::new();
-            match q.l2_entry(virt) {
+            match *entry {
                 Ok(Some(e)) if q.geo.extended => {
                     lines.push(Line::from(format!("cluster {} subclusters (D data, Z zero, . unallocated):", st.grid_sel)));
                     let s: String = (0..32)
@@ -102,7 +101,7 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
                 }
                 Ok(Some(e)) => lines.push(Line::from(format!("cluster {}: L2 entry 0x{:016x}", st.grid_sel, e.entry))),
                 Ok(None) => lines.push(Line::from(format!("cluster {}: no L2 table", st.grid_sel))),
-                Err(err) => lines.push(Line::from(err.to_string())),
+                Err(ref err) => lines.push(Line::from(err.clone())),
             }
             (" Bitmap — subclusters and density ".to_string(), cells)
         }

@@ -9,31 +9,19 @@ use ratatui::Frame;
 
 use super::block;
 use crate::image::Image;
-use crate::tui::layout::hex_rows;
 use crate::tui::state::{AppState, Pane, Space};
 use crate::tui::theme;
-use crate::tui::update::space_size;
 
+/// The rows come from the view model (view.rs); staged bytes, highlights and the cursor are
+/// laid over from the state.
 pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
     let focused = st.focus == Pane::Hex;
-    let size = space_size(st, img);
-    let rows = hex_rows(st);
     let mut lines = Vec::new();
-    for i in 0..rows {
-        let row = st.hex_top + i * 16;
-        if row >= size {
-            break;
-        }
-        let n = (size - row).min(16) as usize;
-        let mut bytes = [0u8; 16];
-        let res = match st.space {
-            Space::Virt => img.read(row, &mut bytes[..n]),
-            Space::File => img.read_host(st.file_layer, row, &mut bytes[..n]),
-        };
-        let colors = row_colors(st, img, row, n);
+    for hr in &st.view.hex {
+        let (row, n, colors) = (hr.off, hr.n, &hr.colors);
         let mut spans = vec![Span::styled(format!("{:08x}  ", row), theme::fg(st, Color::DarkGray))];
         let mut ascii = Vec::new();
-        for (j, b) in bytes.iter().enumerate().take(16) {
+        for (j, b) in hr.bytes.iter().enumerate().take(16) {
             if j == 8 {
                 spans.push(Span::raw(" "));
             }
@@ -57,7 +45,7 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
             if off == st.cursor {
                 style = theme::selected(st).add_modifier(Modifier::BOLD);
             }
-            let text = if res.is_ok() || staged.is_some() { format!("{:02x}", b) } else { "??".into() };
+            let text = if !hr.unreadable || staged.is_some() { format!("{:02x}", b) } else { "??".into() };
             spans.push(Span::styled(text, style));
             spans.push(Span::raw(" "));
             let ch = if (0x20..0x7f).contains(b) { *b as char } else { '.' };
@@ -81,43 +69,14 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
     f.render_widget(Paragraph::new(lines).block(block(st, title, focused)), r);
 }
 
-/// A colour per byte of the row, from regions (file space) or extents (guest space).
-fn row_colors(st: &AppState, img: &Image, row: u64, n: usize) -> Vec<Color> {
-    let mut out = vec![Color::DarkGray; 16];
-    match st.space {
-        Space::File => {
-            let mut j = 0;
-            while j < n {
-                let off = row + j as u64;
-                match img.locate_host(st.file_layer, off) {
-                    Ok(r) => {
-                        let end = (r.start + r.len).min(row + n as u64).max(off + 1);
-                        out[j..(end - row) as usize].fill(theme::structure(r.structure));
-                        j = (end - row) as usize;
-                    }
-                    Err(_) => j += 1,
-                }
-            }
-        }
-        Space::Virt => {
-            if let Ok(exts) = img.extents(row, n as u64) {
-                for e in exts {
-                    let (a, b) = ((e.virt - row) as usize, ((e.virt + e.len - row) as usize).min(n));
-                    out[a..b].fill(theme::extent(&e.kind, e.depth));
-                }
-            }
-            // partition tables and superblocks lie over the data: name them
-            for (k, c) in out.iter_mut().enumerate().take(n) {
-                if let Some(r) = st.guest_region(row + k as u64) {
-                    *c = theme::structure(r.structure);
-                }
-            }
-        }
-    }
-    out
+/// The status line's cursor description, from the view model.
+pub fn status(st: &AppState) -> Vec<Span<'static>> {
+    vec![Span::styled(st.view.status.clone(), Style::default())]
 }
 
-pub fn status(st: &AppState, img: &Image) -> Vec<Span<'static>> {
+/// What the status line says about the cursor: guest and file offsets, the unit, the
+/// structure. Reads the image: the view model calls it when the cursor moves.
+pub fn status_text(st: &AppState, img: &Image) -> String {
     let mut parts = Vec::new();
     let virt = crate::tui::update::current_virt(st, img);
     let file = match st.space {
@@ -151,5 +110,5 @@ pub fn status(st: &AppState, img: &Image) -> Vec<Span<'static>> {
             parts.push(format!("{}{}", r.name, field));
         }
     }
-    vec![Span::styled(parts.join(" │ "), Style::default())]
+    parts.join(" │ ")
 }

@@ -1,0 +1,205 @@
+//! The view model: what the screen shows that has to be read from the image — the hex rows on
+//! screen (bytes and colours), the grid cells on screen, the status line — prepared after
+//! `update` when what is visible changed, so `draw` reads state only, never the image file.
+//! Bounded by what is visible: rows × 16 bytes, rows × columns cells.
+
+use ratatui::style::Color;
+
+use super::layout::{grid_shape, hex_rows};
+use super::state::{AppState, Space};
+use super::theme;
+use crate::image::Image;
+
+/// One row of the hex view as the image holds it (staged edits are laid over at draw).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HexRow {
+    pub off: u64,
+    /// Bytes of the row inside the space (16 but at the end).
+    pub n: usize,
+    pub bytes: [u8; 16],
+    /// The read failed: the bytes show as `??`.
+    pub unreadable: bool,
+    pub colors: [Color; 16],
+}
+
+#[derive(Default)]
+pub struct ViewModel {
+    /// What the rows and cells below were read for; a different key means read again.
+    key: Option<Key>,
+    pub hex: Vec<HexRow>,
+    /// Guest grid: the first unit shown and a glyph pair and colour per visible unit.
+    pub grid_first: u64,
+    pub grid_cells: Vec<(&'static str, Color)>,
+    /// What the selected grid unit holds (or why that could not be read).
+    pub grid_sel_kind: String,
+    /// The status line's description of the cursor.
+    pub status: String,
+    /// Staged guest bytes whose save will allocate.
+    pub allocating: usize,
+    /// The selected unit's detail for the Bitmap pane.
+    pub unit: UnitDetail,
+    /// The raw bytes (at most 8) of each Header pane field, as the file holds them.
+    pub header_raw: Vec<Vec<u8>>,
+}
+
+/// What the Bitmap pane shows of the selected block/cluster, read from the image.
+#[derive(Clone, Debug, Default)]
+pub enum UnitDetail {
+    #[default]
+    None,
+    /// VHD: the block's sector bitmap and its sector count (None: block not allocated).
+    VhdBitmap(Result<Option<(std::sync::Arc<Vec<u8>>, u64)>, String>),
+    /// QCOW2: the cluster's L2 entry (None: no L2 table).
+    Qcow2L2(Result<Option<crate::image::qcow2::cluster::L2Entry>, String>),
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct Key {
+    space: Space,
+    file_layer: usize,
+    hex_top: u64,
+    cursor: u64,
+    size: (u16, u16),
+    grid_sel: u64,
+    grid_first: u64,
+    grid_host: bool,
+    highlights: Vec<(u64, u64)>,
+    staged: usize,
+    saves: u64,
+}
+
+impl ViewModel {
+    /// Read everything again on the next refresh (the image changed: a save).
+    pub fn invalidate(&mut self) {
+        self.key = None;
+    }
+}
+
+/// Bring the view model up to date with the state; a no-op when nothing visible moved.
+pub fn refresh(st: &mut AppState, img: &Image) {
+    let grid_first = super::panes::grid::first_row(st, img) * grid_shape(st).0;
+    let key = Key {
+        space: st.space,
+        file_layer: st.file_layer,
+        hex_top: st.hex_top,
+        cursor: st.cursor,
+        size: st.size,
+        grid_sel: st.grid_sel,
+        grid_first,
+        grid_host: st.grid_host,
+        highlights: st.highlights.clone(),
+        staged: st.staged_count(),
+        saves: st.saves,
+    };
+    if st.view.key.as_ref() == Some(&key) {
+        return;
+    }
+    let hex = hex(st, img);
+    let (cells, sel_kind) = grid(st, img, grid_first);
+    let status = super::panes::hex::status_text(st, img);
+    let allocating = super::update::allocating(st, img);
+    let unit = unit_detail(st, img);
+    let header_raw = st
+        .header
+        .iter()
+        .map(|h| {
+            let mut raw = vec![0u8; h.field.len.min(8) as usize];
+            let _ = img.read_host(0, h.field.off, &mut raw);
+            raw
+        })
+        .collect();
+    st.view = ViewModel { key: Some(key), hex, grid_first, grid_cells: cells, grid_sel_kind: sel_kind, status, allocating, unit, header_raw };
+}
+
+fn unit_detail(st: &AppState, img: &Image) -> UnitDetail {
+    // the VHD sector bitmap and the qcow2 L2 entry are their formats' own pictures
+    let top = img.top();
+    if let Some(v) = top.downcast_ref::<crate::image::vhd::Vhd>() {
+        if v.block_size().is_some() {
+            return UnitDetail::VhdBitmap(img.vhd_bitmap(st.grid_sel).map_err(|e| e.to_string()));
+        }
+    }
+    match top.downcast_ref::<crate::image::qcow2::Qcow2>() {
+        Some(q) => UnitDetail::Qcow2L2(q.l2_entry(img.unit_start(st.grid_sel)).map_err(|e| e.to_string())),
+        None => UnitDetail::None,
+    }
+}
+
+fn hex(st: &AppState, img: &Image) -> Vec<HexRow> {
+    let size = super::update::space_size(st, img);
+    let mut out = Vec::new();
+    for i in 0..hex_rows(st) {
+        let off = st.hex_top + i * 16;
+        if off >= size {
+            break;
+        }
+        let n = (size - off).min(16) as usize;
+        let mut bytes = [0u8; 16];
+        let res = match st.space {
+            Space::Virt => img.read(off, &mut bytes[..n]),
+            Space::File => img.read_host(st.file_layer, off, &mut bytes[..n]),
+        };
+        let colors = row_colors(st, img, off, n);
+        out.push(HexRow { off, n, bytes, unreadable: res.is_err(), colors });
+    }
+    out
+}
+
+/// A colour per byte of the row, from regions (file space) or extents (guest space).
+fn row_colors(st: &AppState, img: &Image, row: u64, n: usize) -> [Color; 16] {
+    let mut out = [Color::DarkGray; 16];
+    match st.space {
+        Space::File => {
+            let mut j = 0;
+            while j < n {
+                let off = row + j as u64;
+                match img.locate_host(st.file_layer, off) {
+                    Ok(r) => {
+                        let end = (r.start + r.len).min(row + n as u64).max(off + 1);
+                        out[j..(end - row) as usize].fill(theme::structure(r.structure));
+                        j = (end - row) as usize;
+                    }
+                    Err(_) => j += 1,
+                }
+            }
+        }
+        Space::Virt => {
+            if let Ok(exts) = img.extents(row, n as u64) {
+                for e in exts {
+                    let (a, b) = ((e.virt - row) as usize, ((e.virt + e.len - row) as usize).min(n));
+                    out[a..b].fill(theme::extent(&e.kind, e.depth));
+                }
+            }
+            // partition tables and superblocks lie over the data: name them
+            for (k, c) in out.iter_mut().enumerate().take(n) {
+                if let Some(r) = st.guest_region(row + k as u64) {
+                    *c = theme::structure(r.structure);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The guest grid's visible cells (the host view draws from the host map in the state).
+fn grid(st: &AppState, img: &Image, first: u64) -> (Vec<(&'static str, Color)>, String) {
+    let (cols, rows) = grid_shape(st);
+    let units = img.unit_count();
+    let unit_size = img.unit_size();
+    let end = first.saturating_add(cols * rows).min(units);
+    let cells = (first..end)
+        .map(|u| {
+            let start = img.unit_start(u);
+            if st.highlights.iter().any(|&(v, l)| v < start + unit_size && start < v + l) {
+                // a located file's blocks
+                return ("◆◆", Color::LightYellow);
+            }
+            match img.unit_kind(u) {
+                Ok(k) => theme::unit(&k),
+                Err(_) => ("!!", Color::LightRed),
+            }
+        })
+        .collect();
+    let sel_kind = img.unit_kind(st.grid_sel).map(|k| k.name()).unwrap_or_else(|e| e.to_string());
+    (cells, sel_kind)
+}
