@@ -8,6 +8,7 @@ pub mod compress;
 pub mod header;
 pub mod refcount;
 pub mod snapshot;
+pub mod validate;
 pub mod write;
 mod driver;
 mod tables;
@@ -118,7 +119,7 @@ impl Qcow2 {
         let mut raw = vec![0u8; used * 8];
         file.read_exact_at(header.l1_table_offset, &mut raw, "L1 table")?;
         let l1 = raw.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap())).collect();
-        Ok(Qcow2 {
+        let mut q = Qcow2 {
             file,
             data_file,
             header,
@@ -131,7 +132,21 @@ impl Qcow2 {
             reverse: std::sync::OnceLock::new(),
             snapshot: None,
             wstate: Default::default(),
-        })
+        };
+        // what qemu would refuse to open: still readable here, but named (and never written)
+        let problems: Vec<String> = q.header_problems().into_iter().map(|p| format!("qemu would refuse this image: {}", p)).collect();
+        q.warnings.extend(problems);
+        let problems: Vec<String> = q.snapshot_problems().into_iter().map(|p| p.to_string()).collect();
+        q.warnings.extend(problems);
+        for i in q.incomplete_snapshots() {
+            q.warnings.push(format!(
+                "snapshot table entry {} is incomplete: a version 3 image must include extra data at least up to byte 55 (disk_size)",
+                i
+            ));
+        }
+        let short = q.short_l2_tables();
+        q.warnings.extend(short);
+        Ok(q)
     }
 
     pub fn virtual_size(&self) -> u64 {
@@ -175,8 +190,10 @@ impl Qcow2 {
         if !off.is_multiple_of(cs) {
             return Err(Error::corrupt(format!("{}: L2 table offset 0x{:x} is not cluster aligned", self.file.name, off)));
         }
+        // a table the end of the file cuts short (or that lies past it) reads its missing
+        // part as zero, as qemu's reads past the end do; `open` warns about it
         let mut buf = vec![0u8; cs as usize];
-        self.file.read_exact_at(off, &mut buf, "L2 table")?;
+        self.file.read_zero_fill(off, &mut buf)?;
         let words: Vec<u64> = buf.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap())).collect();
         let entries: Vec<L2Entry> = if self.geo.extended {
             words.chunks_exact(2).map(|p| L2Entry { entry: p[0], bitmap: p[1] }).collect()
@@ -192,6 +209,29 @@ impl Qcow2 {
         cache.0 += cs as usize;
         cache.1.insert(off, t.clone());
         Ok(t)
+    }
+
+    /// Warnings for the active L2 tables the end of the file cuts short or that lie past it
+    /// (they read as zero there, as in qemu), the first few.
+    fn short_l2_tables(&self) -> Vec<String> {
+        let cs = self.cluster_size();
+        let len = self.file.len();
+        let short: Vec<(usize, u64)> = self.l2_tables().into_iter().filter(|&(_, off)| off.saturating_add(cs) > len).collect();
+        let mut out: Vec<String> = short
+            .iter()
+            .take(4)
+            .map(|&(i, off)| {
+                let how = if off >= len { "lies past the end of the file" } else { "is cut short by the end of the file" };
+                format!(
+                    "L1[{}] points at an L2 table at 0x{:x} that {} (0x{:x} bytes): its missing entries read as unallocated",
+                    i, off, how, len
+                )
+            })
+            .collect();
+        if short.len() > 4 {
+            out.push(format!("{} more L2 tables lie (partly) past the end of the file", short.len() - 4));
+        }
+        out
     }
 
     /// The L2 table offset for guest offset `virt`, if its L1 entry points at one.
