@@ -59,7 +59,7 @@ impl Qcow2 {
             let names: Vec<String> =
                 (0..64).filter(|b| unknown & (1 << b) != 0).map(|b| header.feature_name(0, b)).collect();
             return Err(Error::Unsupported(format!(
-                "{}: unsupported qcow2 incompatible feature(s): {}",
+                "{}: incompatible_features: unsupported qcow2 incompatible feature(s): {}",
                 name,
                 names.join(", ")
             )));
@@ -93,11 +93,19 @@ impl Qcow2 {
             has_data_file: data_file.is_some(),
         };
         let cs = geo.cluster_size();
+        // qemu's qcow2_validate_table of the active L1 table, with the field named
+        if let Err((big, why)) = validate::validate_table(cs, header.l1_table_offset, header.l1_size as u64, 8, snapshot::MAX_L1_BYTES) {
+            return Err(Error::corrupt(if big {
+                format!("{}: l1_size {}: the active L1 table is {}", name, header.l1_size, why)
+            } else {
+                format!("{}: l1_table_offset 0x{:x}: the active L1 table offset is {}", name, header.l1_table_offset, why)
+            }));
+        }
         let l2_cover = cs * geo.l2_entries();
         let needed = header.size.div_ceil(l2_cover);
         if (header.l1_size as u64) < needed {
             return Err(Error::corrupt(format!(
-                "{}: L1 table has {} entries, too few for a disk of {} bytes (needs {})",
+                "{}: l1_size {}: the L1 table is too small for a disk of {} bytes (needs {} entries)",
                 name, header.l1_size, header.size, needed
             )));
         }
@@ -107,7 +115,7 @@ impl Qcow2 {
                 || header.l1_table_offset.checked_add(l1_bytes).is_none_or(|e| e > file.len()))
         {
             return Err(Error::corrupt(format!(
-                "{}: L1 table at 0x{:x} ({} entries) lies past the end of the file (0x{:x}) or is not cluster aligned",
+                "{}: l1_table_offset 0x{:x}: the L1 table ({} entries) lies past the end of the file (0x{:x})",
                 name,
                 header.l1_table_offset,
                 header.l1_size,
@@ -136,7 +144,7 @@ impl Qcow2 {
         // what qemu would refuse to open: still readable here, but named (and never written)
         let problems: Vec<String> = q.header_problems().into_iter().map(|p| format!("qemu would refuse this image: {}", p)).collect();
         q.warnings.extend(problems);
-        let problems: Vec<String> = q.snapshot_problems().into_iter().map(|p| p.to_string()).collect();
+        let problems: Vec<String> = q.table_problems().into_iter().map(|p| p.to_string()).collect();
         q.warnings.extend(problems);
         for i in q.incomplete_snapshots() {
             q.warnings.push(format!(

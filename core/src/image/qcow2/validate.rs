@@ -74,13 +74,32 @@ impl Qcow2 {
         out
     }
 
-    /// Problems of the snapshot table that make qemu refuse the image (an unreadable table)
-    /// or that a write could make worse (a table running past the end of the file, where new
-    /// clusters go; entries whose L1 table is invalid). vdiskview writes none of these.
-    pub fn snapshot_problems(&self) -> Vec<HeaderProblem> {
+    /// Problems of the refcount and snapshot tables that make qemu refuse the image (an
+    /// unreadable snapshot table) or that a write could make worse (a table running past the
+    /// end of the file, where new clusters go; snapshot entries whose L1 table is invalid).
+    /// vdiskview writes none of these.
+    pub fn table_problems(&self) -> Vec<HeaderProblem> {
         let h = &self.header;
         let cs = self.cluster_size();
         let mut out = Vec::new();
+        // a refcount table that qemu accepts at open but the end of the file cuts: it reads
+        // as zero there, and the clusters a write allocates would land on it
+        let rt_bytes = h.refcount_table_clusters as u64 * cs;
+        if h.refcount_table_clusters > 0
+            && validate_table(cs, h.refcount_table_offset, h.refcount_table_clusters as u64, cs, MAX_REFTABLE_BYTES).is_ok()
+            && h.refcount_table_offset + rt_bytes > self.file.len()
+        {
+            out.push(HeaderProblem {
+                field: "refcount_table_offset",
+                message: format!(
+                    "refcount_table_offset 0x{:x}: the refcount table ({} clusters) runs past the end of the file (0x{:x} bytes); \
+                     its missing part reads as zero",
+                    h.refcount_table_offset,
+                    h.refcount_table_clusters,
+                    self.file.len()
+                ),
+            });
+        }
         if h.nb_snapshots == 0 || h.nb_snapshots > MAX_SNAPSHOTS || !h.snapshots_offset.is_multiple_of(cs) {
             return out; // nothing, or already a header problem
         }

@@ -32,7 +32,7 @@ impl Qcow2 {
         if let Some(p) = self.header_problems().into_iter().next() {
             return Some(format!("{} (qemu refuses to open the image)", p));
         }
-        if let Some(p) = self.snapshot_problems().into_iter().next() {
+        if let Some(p) = self.table_problems().into_iter().next() {
             return Some(p.to_string());
         }
         if h.incompatible & INCOMPAT_CORRUPT != 0 {
