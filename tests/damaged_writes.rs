@@ -340,3 +340,32 @@ fn zero_size_fixed_vhd_has_no_false_warning() {
     assert!(!text(&out.stderr).contains("warning"), "false warning: {}", text(&out.stderr));
     assert!(!text(&out.stdout).contains("Warnings"), "false warning: {}", text(&out.stdout));
 }
+
+// ---------------------------------------------------------------------------------------
+// Missing pieces
+
+/// A qcow2 whose external data file is missing: `info` works and warns (as for a missing
+/// backing file), reading guest data fails, and a write is refused with the file unchanged.
+#[test]
+fn missing_external_data_file() {
+    let dir = workspace();
+    let p = dir.path().join("d.qcow2");
+    let raw = dir.path().join("d.raw");
+    qemu_img(&["create", "-q", "-f", "qcow2", "-o", &format!("data_file={}", s(&raw)), s(&p), "4M"]);
+    qemu_io("qcow2", &p, &["write -P 1 0 64k"]);
+    std::fs::remove_file(&raw).unwrap();
+    let out = vdiskview(&["info", s(&p)]);
+    assert!(out.status.success(), "info: {}", text(&out.stderr));
+    let e = text(&out.stderr);
+    assert!(e.contains("warning") && e.contains("d.raw"), "info warns naming the data file: {e}");
+    let j = vdiskview_json(&["info", "--output", "json", s(&p)]);
+    assert_eq!(j["format-specific"]["data"]["data-file"], s(&raw));
+    let before = std::fs::read(&p).unwrap();
+    let out = vdiskview(&["write", s(&p), "--offset", "0", "--length", "512", "--pattern", "0x2a"]);
+    assert!(!out.status.success());
+    let last = text(&out.stderr).lines().last().unwrap_or("").to_string();
+    assert!(last.contains("external data file"), "{last}");
+    assert_eq!(std::fs::read(&p).unwrap(), before, "a refused write changed the file");
+    let out = vdiskview(&["read", s(&p), "--length", "512"]);
+    assert!(!out.status.success(), "guest data of a missing data file cannot be read");
+}

@@ -14,7 +14,7 @@ use crate::image::qcow2::bitmap::Bitmap;
 use crate::image::qcow2::Qcow2;
 use crate::image::OpenOptions;
 
-pub fn run(path: &Path, opts: &OpenOptions, name: Option<&str>, output: Output) -> Result<ExitCode> {
+pub fn run(path: &Path, opts: &OpenOptions, name: Option<&str>, force: bool, output: Output) -> Result<ExitCode> {
     let img = open(path, &OpenOptions { no_backing: true, ..opts.clone() })?;
     let Some(q) = img.top().downcast_ref::<Qcow2>() else {
         bail!("{}: {} images have no persistent dirty bitmaps", path.display(), img.format().qemu_name());
@@ -32,7 +32,7 @@ pub fn run(path: &Path, opts: &OpenOptions, name: Option<&str>, output: Output) 
     let mut out: Vec<u8> = Vec::new();
     match name {
         None => list(&mut out, q, output)?,
-        Some(n) => extents(&mut out, q, n, output)?,
+        Some(n) => extents(&mut out, q, n, force, output)?,
     }
     super::check::emit(&String::from_utf8_lossy(&out))?;
     Ok(ExitCode::SUCCESS)
@@ -87,9 +87,18 @@ fn list(out: &mut impl Write, q: &Qcow2, output: Output) -> Result<()> {
     Ok(())
 }
 
-fn extents(out: &mut impl Write, q: &Qcow2, name: &str, output: Output) -> Result<()> {
+fn extents(out: &mut impl Write, q: &Qcow2, name: &str, force: bool, output: Output) -> Result<()> {
     let b = q.find_bitmap(name)?;
     if b.in_use() {
+        // qemu-nbd -B refuses an inconsistent bitmap ("Bitmap '…' is inconsistent and cannot
+        // be used"); shown only when asked
+        if !force {
+            bail!(
+                "bitmap '{}' is in use (not saved cleanly, flag in_use): it may be inconsistent and qemu-nbd refuses to export it; \
+                 --force shows it anyway",
+                name
+            );
+        }
         eprintln!("vdiskview: warning: bitmap '{}' is in use (not saved cleanly): it may be inconsistent; qemu would not export it", name);
     }
     let ext = q.bitmap_extents(&b, 0, q.header.size)?;

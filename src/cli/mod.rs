@@ -254,6 +254,9 @@ pub enum Command {
         open: OpenArgs,
         /// A bitmap's name
         name: Option<String>,
+        /// Show an in-use (inconsistent) bitmap's extents anyway (qemu-nbd refuses it)
+        #[arg(long)]
+        force: bool,
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
@@ -332,7 +335,9 @@ pub fn run() -> Result<ExitCode> {
             read::run(&image, &OpenOptions { snapshot, ..open.options() }, &offset, length.as_deref(), file)
         }
         Some(Command::Check { image, output, open }) => check::run(&image, &open.options(), output),
-        Some(Command::Bitmaps { image, name, output, open }) => bitmaps::run(&image, &open.options(), name.as_deref(), output),
+        Some(Command::Bitmaps { image, name, force, output, open }) => {
+            bitmaps::run(&image, &open.options(), name.as_deref(), force, output)
+        }
         Some(Command::Dump { image, offset, length, file, open }) => dump::run(&image, &open.options(), &offset, &length, file),
         Some(Command::Where { image, offset, file, output, open }) => where_::run(&image, &open.options(), &offset, file, output),
         Some(Command::Partitions { image, output, open }) => partitions::run(&image, &open.options(), output),

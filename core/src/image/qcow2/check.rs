@@ -257,7 +257,7 @@ impl<'a> Walk<'a> {
         let Some(raw) = self.read_table(l2_off, cs, "L2 table") else { return };
         let ext = self.q.geo.extended;
         let esize = if ext { 16 } else { 8 };
-        let has_data_file = self.q.data_file.is_some();
+        let has_data_file = self.q.geo.has_data_file;
         let mut next_contiguous = 0u64;
         let n = cs as usize / esize;
         for i in 0..n {
@@ -372,7 +372,7 @@ impl<'a> Walk<'a> {
                 return;
             }
         };
-        if self.q.data_file.is_some() {
+        if self.q.geo.has_data_file {
             self.corruption("snapshot-table", table.offset, table.size, None, format!("{} snapshots in an image with an external data file", table.snapshots.len()));
         }
         // v3 entries must carry extra data up to disk_size (qemu: "snapshot table entry N is
@@ -747,7 +747,7 @@ fn oflag_copied(q: &Qcow2, w: &mut Walk, disk: &mut OnDisk) {
     let Some(l1) = w.read_table(h.l1_table_offset, h.l1_size as u64 * 8, "active L1 table") else { return };
     let per = q.geo.l2_entries();
     let esize = if q.geo.extended { 16 } else { 8 };
-    let has_data_file = q.data_file.is_some();
+    let has_data_file = q.geo.has_data_file;
     for (i, c) in l1.chunks_exact(8).enumerate() {
         let e = u64::from_be_bytes(c.try_into().unwrap());
         let l2 = e & L1E_OFFSET_MASK;

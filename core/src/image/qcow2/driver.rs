@@ -85,7 +85,7 @@ impl FormatLayer for Qcow2 {
     /// A data cluster whose L2 entry lacks OFLAG_COPIED: its refcount is above one, shared
     /// with a snapshot.
     fn shared_with_snapshot(&self, virt: u64) -> Result<bool> {
-        if self.data_file.is_some() {
+        if self.geo.has_data_file {
             return Ok(false);
         }
         Ok(self.l2_entry(virt)?.is_some_and(|e| {

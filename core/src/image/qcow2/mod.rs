@@ -37,6 +37,8 @@ pub struct Qcow2 {
     pub geo: Geometry,
     pub l1: Vec<u64>,
     pub warnings: Vec<String>,
+    /// Why the external data file the header asks for is not open, when it is not.
+    pub data_file_error: Option<String>,
     /// The snapshot whose L1 table `l1` holds, when one was selected (read-only views).
     pub snapshot: Option<snapshot::Snapshot>,
     l2_cache: Mutex<(usize, HashMap<u64, Arc<Vec<L2Entry>>>)>,
@@ -76,21 +78,36 @@ impl Qcow2 {
                 name, header.compression_type
             )));
         }
+        // a missing (or unnamed) external data file: the image still opens, as with a missing
+        // backing file, with a warning; guest data cannot be read and nothing is written
+        let mut data_file_error = None;
         let data_file = if header.incompatible & INCOMPAT_DATA_FILE != 0 {
-            let df = header.data_file.clone().ok_or_else(|| {
-                Error::corrupt(format!("{}: the image needs an external data file but names none", name))
-            })?;
-            let path = combine_path(&name, &df);
-            Some(HostFile::open_mode(std::path::Path::new(&path), path.clone(), file.writable()).map_err(|e| {
-                Error::Chain(format!("{}: external data file '{}': {}", name, df, e))
-            })?)
+            match header.data_file.clone() {
+                None => {
+                    data_file_error = Some("the image needs an external data file but names none".to_string());
+                    None
+                }
+                Some(df) => {
+                    let path = combine_path(&name, &df);
+                    match HostFile::open_mode(std::path::Path::new(&path), path.clone(), file.writable()) {
+                        Ok(f) => Some(f),
+                        Err(e) => {
+                            data_file_error = Some(format!("external data file '{}' cannot be opened: {}", df, e));
+                            None
+                        }
+                    }
+                }
+            }
         } else {
             None
         };
+        if let Some(e) = &data_file_error {
+            warnings.push(format!("{}; guest data cannot be read", e));
+        }
         let geo = Geometry {
             cluster_bits: header.cluster_bits,
             extended: header.extended_l2(),
-            has_data_file: data_file.is_some(),
+            has_data_file: header.incompatible & INCOMPAT_DATA_FILE != 0,
         };
         let cs = geo.cluster_size();
         // qemu's qcow2_validate_table of the active L1 table, with the field named
@@ -134,6 +151,7 @@ impl Qcow2 {
             geo,
             l1,
             warnings,
+            data_file_error,
             l2_cache: Mutex::new((0, HashMap::new())),
             last_cluster: Mutex::new(None),
             prealloc: std::sync::OnceLock::new(),
@@ -182,7 +200,7 @@ impl Qcow2 {
     }
 
     pub(crate) fn host_id(&self) -> HostFileId {
-        if self.data_file.is_some() {
+        if self.geo.has_data_file {
             HostFileId::DataFile
         } else {
             HostFileId::Image
@@ -280,7 +298,7 @@ impl Qcow2 {
             Sub::UnallocAlloc(_) if crypt => LayerKind::Unallocated { host: None },
             Sub::UnallocAlloc(off) => LayerKind::Unallocated { host: Some((id, aligned(off)? + in_cluster)) },
             Sub::Compressed { host, csize } => {
-                if self.data_file.is_some() {
+                if self.geo.has_data_file {
                     return Err(Error::corrupt(format!(
                         "{}: compressed cluster at guest offset 0x{:x} in an image with an external data file",
                         self.file.name, virt

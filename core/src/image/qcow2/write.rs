@@ -35,6 +35,9 @@ impl Qcow2 {
         if let Some(p) = self.table_problems().into_iter().next() {
             return Some(p.to_string());
         }
+        if let Some(e) = &self.data_file_error {
+            return Some(format!("incompatible_features bit 2 (external data file): {}", e));
+        }
         if h.incompatible & INCOMPAT_CORRUPT != 0 {
             return Some(
                 "incompatible_features bit 1 (corrupt) is set: the image is marked corrupt; run qemu-img check -r all first".into(),
