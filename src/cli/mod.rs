@@ -245,6 +245,10 @@ pub enum Command {
         open: OpenArgs,
         #[arg(long, value_enum, default_value_t)]
         output: Output,
+        /// Repair as qemu-img check -r does (qcow2): leaked clusters, or all (also refcounts
+        /// that are too low and OFLAG_COPIED flags); takes qemu's write lock
+        #[arg(long, short = 'r', value_enum)]
+        repair: Option<check::Repair>,
     },
     /// The persistent dirty bitmaps of a qcow2 image; with NAME, the dirty and clean runs of the
     /// disk as qemu-nbd -B NAME exports them
@@ -334,7 +338,10 @@ pub fn run() -> Result<ExitCode> {
         Some(Command::Read { image, offset, length, file, open, snapshot }) => {
             read::run(&image, &OpenOptions { snapshot, ..open.options() }, &offset, length.as_deref(), file)
         }
-        Some(Command::Check { image, output, open }) => check::run(&image, &open.options(), output),
+        Some(Command::Check { image, output, open, repair }) => match repair {
+            None => check::run(&image, &open.options(), output),
+            Some(mode) => check::repair(&image, &open.options(), mode, output),
+        },
         Some(Command::Bitmaps { image, name, force, output, open }) => {
             bitmaps::run(&image, &open.options(), name.as_deref(), force, output)
         }

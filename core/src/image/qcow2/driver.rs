@@ -107,6 +107,9 @@ impl FormatLayer for Qcow2 {
     fn write(&mut self, virt: u64, data: &[u8], below: &dyn Fn(u64, &mut [u8]) -> Result<()>) -> Result<()> {
         Qcow2::write(self, virt, data, below)
     }
+    fn repair(&mut self, _name: &str, mode: crate::image::check::RepairMode) -> Result<crate::image::check::RepairReport> {
+        Qcow2::repair(self, mode)
+    }
     fn as_any(&self) -> &dyn Any {
         self
     }

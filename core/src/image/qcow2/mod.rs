@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod compress;
 pub mod header;
 pub mod refcount;
+pub mod repair;
 pub mod snapshot;
 pub mod validate;
 pub mod write;
