@@ -369,3 +369,187 @@ fn missing_external_data_file() {
     let out = vdiskview(&["read", s(&p), "--length", "512"]);
     assert!(!out.status.success(), "guest data of a missing data file cannot be read");
 }
+
+// ---------------------------------------------------------------------------------------
+// check --repair, with qemu-img check -r on a copy as the oracle
+
+/// A 64M image with data in guest clusters 0 and 2 (host: L2 at 0x40000, data from 0x50000);
+/// refcounts are 16-bit, the refcount block at 0x20000.
+fn repair_base(dir: &Path) -> PathBuf {
+    let p = dir.join("r.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", s(&p), "64M"]);
+    qemu_io("qcow2", &p, &["write -P 5 0 64k", "write -P 6 128k 64k"]);
+    p
+}
+
+fn refcount_at(cluster: u64) -> u64 {
+    0x20000 + cluster * 2
+}
+
+fn check_json(prog_vdv: bool, p: &Path, extra: &[&str]) -> (Option<i32>, Value) {
+    let mut args: Vec<&str> = vec!["check", "--output", "json"];
+    args.extend_from_slice(extra);
+    args.push(s(p));
+    let out = if prog_vdv { vdiskview(&args) } else { run("qemu-img", &args) };
+    (out.status.code(), serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+}
+
+fn guest(p: &Path) -> Vec<u8> {
+    qemu_convert_raw(p, "qcow2")
+}
+
+/// Repair a copy with qemu-img check -r MODE and one with vdiskview: same exit status, same
+/// counts fixed, the same bytes, qemu-img check clean afterwards, guest content unchanged.
+fn repair_like_qemu(img: &Path, mode: &str) -> Result<(), String> {
+    let content = guest(img);
+    let q = copy(img, "rq.qcow2");
+    let v = copy(img, "rv.qcow2");
+    let (qrc, qj) = check_json(false, &q, &["-r", mode]);
+    let (vrc, vj) = check_json(true, &v, &["--repair", mode]);
+    if qrc != vrc {
+        return Err(format!("check -r {mode} exits {vrc:?}, qemu-img {qrc:?}: {vj}"));
+    }
+    for k in ["leaks-fixed", "corruptions-fixed", "corruptions", "leaks", "check-errors"] {
+        if qj.get(k) != vj.get(k) {
+            return Err(format!("{k}: {:?}, qemu-img {:?}", vj.get(k), qj.get(k)));
+        }
+    }
+    let (after, _) = check_json(false, &v, &[]);
+    let (qafter, _) = check_json(false, &q, &[]);
+    if after != qafter {
+        return Err(format!("qemu-img check after the repair: {after:?}, after qemu's own {qafter:?}"));
+    }
+    if guest(&v) != content {
+        return Err("the repair changed the guest content".into());
+    }
+    if std::fs::read(&v).unwrap() != std::fs::read(&q).unwrap() {
+        return Err("the repaired image differs from qemu's repair".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn repair_leaks_like_qemu() {
+    let dir = workspace();
+    let p = repair_base(dir.path());
+    // a leak: the header cluster counted twice, and a cluster past the data counted once
+    let len = std::fs::metadata(&p).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(len + 65536).unwrap();
+    patch_file(&p, refcount_at(0), &2u16.to_be_bytes());
+    patch_file(&p, refcount_at(len / 65536), &1u16.to_be_bytes());
+    let (rc, _) = check_json(false, &p, &[]);
+    assert_eq!(rc, Some(3), "the base image has leaks");
+    for mode in ["leaks", "all"] {
+        if let Err(e) = repair_like_qemu(&p, mode) {
+            panic!("-r {mode}: {e}");
+        }
+    }
+}
+
+#[test]
+fn repair_all_refcounts_and_copied_flags_like_qemu() {
+    let dir = workspace();
+    let p = repair_base(dir.path());
+    // the data cluster of guest cluster 0 counted too low (0x50000 is host cluster 5), after a
+    // snapshot made it shared: refcount 2 -> 1
+    qemu_img(&["snapshot", "-c", "s", s(&p)]);
+    patch_file(&p, refcount_at(5), &1u16.to_be_bytes());
+    let (rc, _) = check_json(false, &p, &[]);
+    assert_eq!(rc, Some(2));
+    repair_like_qemu(&p, "all").unwrap_or_else(|e| panic!("refcount too low: {e}"));
+    // leaks mode leaves the corruption, as qemu's does
+    repair_like_qemu(&p, "leaks").unwrap_or_else(|e| panic!("refcount too low, -r leaks: {e}"));
+
+    // OFLAG_COPIED missing on an exclusively owned data cluster (L2 entry 2 at 0x40010)
+    let p = repair_base(&dir.path().join("sub").tap_mkdir());
+    let b = std::fs::read(&p).unwrap();
+    let e = be64(&b, 0x40010);
+    patch_file(&p, 0x40010, &(e & !(1u64 << 63)).to_be_bytes());
+    let (rc, _) = check_json(false, &p, &[]);
+    assert_eq!(rc, Some(2));
+    repair_like_qemu(&p, "all").unwrap_or_else(|e| panic!("OFLAG_COPIED: {e}"));
+}
+
+trait MkDir {
+    fn tap_mkdir(self) -> PathBuf;
+}
+
+impl MkDir for PathBuf {
+    fn tap_mkdir(self) -> PathBuf {
+        std::fs::create_dir_all(&self).unwrap();
+        self
+    }
+}
+
+/// A crash at every durable step of a repair leaves the image no worse: no more
+/// corruptions than before, the guest content unchanged; run to the end, it is clean.
+#[test]
+fn repair_crash_at_every_step_is_no_worse() {
+    let dir = workspace();
+    let p = repair_base(dir.path());
+    qemu_img(&["snapshot", "-c", "s", s(&p)]);
+    patch_file(&p, refcount_at(5), &1u16.to_be_bytes());
+    let len = std::fs::metadata(&p).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(len + 65536).unwrap();
+    patch_file(&p, refcount_at(len / 65536), &1u16.to_be_bytes());
+    let content = guest(&p);
+    let (_, before) = check_json(false, &p, &[]);
+    let corrupt_before = before["corruptions"].as_u64().unwrap_or(0);
+    let mut k = 1;
+    loop {
+        let c = copy(&p, "crash.qcow2");
+        let out = run_with_timeout(
+            Command::new(vdiskview_bin()).args(["check", "--repair", "all", s(&c)]).env("VDISKVIEW_FAILPOINT", k.to_string()),
+            Duration::from_secs(60),
+        );
+        let (rc, j) = check_json(false, &c, &[]);
+        assert_eq!(guest(&c), content, "step {k}: guest content changed");
+        if out.status.code().is_some() {
+            // ran to the end: clean
+            assert_eq!(rc, Some(0), "step {k}: not clean after the repair: {j}");
+            break;
+        }
+        let corrupt = j["corruptions"].as_u64().unwrap_or(0);
+        assert!(corrupt <= corrupt_before, "step {k}: {corrupt} corruptions after a crash, {corrupt_before} before");
+        assert_ne!(rc, Some(1), "step {k}: the check fails after a crash: {j}");
+        k += 1;
+        assert!(k < 20, "too many steps");
+    }
+    assert!(k > 1, "the failpoints never fired (test-hooks feature?)");
+}
+
+/// What vdiskview does not repair is refused, and the file stays byte-identical.
+#[test]
+fn repair_refusals_leave_the_image_untouched() {
+    let dir = workspace();
+    // refcount_table_clusters = 0: qemu rebuilds the refcount structure; vdiskview refuses
+    let p = dir.path().join("x.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", s(&p), "64M"]);
+    patch_file(&p, 56, &[0, 0, 0, 0]);
+    let before = std::fs::read(&p).unwrap();
+    let out = vdiskview(&["check", "--repair", "all", s(&p)]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("refcount_table_clusters"), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(&p).unwrap(), before);
+    // a used cluster with refcount 0 (the L1 table's, host cluster 3)
+    let p = repair_base(&dir.path().join("b").tap_mkdir());
+    patch_file(&p, refcount_at(3), &0u16.to_be_bytes());
+    let before = std::fs::read(&p).unwrap();
+    let out = vdiskview(&["check", "--repair", "all", s(&p)]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("refcount 0"), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(&p).unwrap(), before);
+}
+
+/// A clean image marked corrupt or dirty: the repair marks it clean and consistent, as qemu's.
+#[test]
+fn repair_clears_corrupt_and_dirty_like_qemu() {
+    for (bit, what) in [(2u8, "corrupt"), (1u8, "dirty")] {
+        let dir = workspace();
+        let p = repair_base(dir.path());
+        patch_file(&p, 79, &[bit]);
+        for mode in ["leaks", "all"] {
+            repair_like_qemu(&p, mode).unwrap_or_else(|e| panic!("{what}, -r {mode}: {e}"));
+        }
+    }
+}

@@ -104,13 +104,14 @@ pub struct CheckJson<'a> {
     image_end_offset: u64,
     #[serde(skip_serializing_if = "is_zero")]
     total_clusters: u64,
+    /// qemu's key order: corruptions-fixed before check-errors, leaks-fixed after the counts
+    #[serde(skip_serializing_if = "is_zero")]
+    corruptions_fixed: u64,
     check_errors: u64,
     #[serde(skip_serializing_if = "is_zero")]
     corruptions: u64,
     #[serde(skip_serializing_if = "is_zero")]
     leaks: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    corruptions_fixed: u64,
     #[serde(skip_serializing_if = "is_zero")]
     leaks_fixed: u64,
     #[serde(skip_serializing_if = "is_zero")]
