@@ -600,6 +600,18 @@ pub fn walk(q: &Qcow2) -> Result<(CheckReport, HostMap)> {
     }
     w.stats.total_clusters = (h.size / 512 * 512).div_ceil(cs);
 
+    // header fields qemu refuses even when it opens the image for a check ("Could not open",
+    // exit 1): nothing else is reported
+    let fatal: Vec<_> = q.header_problems().into_iter().filter(|p| super::validate::CHECK_OPEN_FAILS.contains(&p.field)).collect();
+    if !fatal.is_empty() {
+        for p in fatal {
+            w.report.push(Finding::new(Severity::CheckError, "header", format!("{} (qemu cannot open the image)", p)).at(0, h.header_length as u64));
+        }
+        let report = w.report;
+        let map = HostMap { cluster_size: cs, roles: w.roles, refcounts: vec![0; nb_clusters as usize], references: w.refs };
+        return Ok((report, map));
+    }
+
     // the refcount table (qemu loads it at open, up to 8 MiB)
     let rt_bytes = h.refcount_table_clusters as u64 * cs;
     let mut rt: Vec<u64> = Vec::new();

@@ -441,6 +441,11 @@ impl Qcow2 {
     }
 
     pub fn backing_ref(&self) -> Option<BackingRef> {
+        // an invalid backing file offset (qemu refuses the image): no backing file to follow;
+        // the header problem is among the warnings
+        if self.header.backing_file_offset > self.cluster_size() {
+            return None;
+        }
         let name = self.header.backing_file.clone()?;
         let format = self.header.backing_format.as_deref().and_then(Format::parse);
         Some(BackingRef { candidates: vec![name.clone()], name, format })

@@ -4,6 +4,7 @@
 //! `info`, `map` and `read`, and refuses to write it: the write engine checks these before
 //! the first byte (see `write_refusal`), so a refused write leaves the file byte-identical.
 
+use super::header::{AUTOCLEAR_DATA_FILE_RAW, INCOMPAT_DATA_FILE};
 use super::snapshot::{self, MAX_L1_BYTES, MAX_SNAPSHOTS};
 use super::Qcow2;
 
@@ -38,6 +39,10 @@ pub fn validate_table(cs: u64, offset: u64, entries: u64, entry_len: u64, max_by
     Ok(())
 }
 
+/// Header fields whose problems make even `qemu-img check` fail to open the image (the
+/// others it opens with BDRV_O_CHECK and reports as it walks).
+pub const CHECK_OPEN_FAILS: &[&str] = &["crypt_method", "backing_file_offset", "autoclear_features"];
+
 impl Qcow2 {
     /// The header problems for which qemu refuses to open the image (qemu-io, qemu-img map,
     /// info, convert…; `qemu-img check` opens some of them anyway), in qemu's order.
@@ -47,6 +52,15 @@ impl Qcow2 {
         let mut out = Vec::new();
         // every message starts with the field it names
         let mut p = |field: &'static str, message: String| out.push(HeaderProblem { field, message: format!("{} {}", field, message) });
+        if h.crypt_method > 2 {
+            p("crypt_method", format!("{}: unsupported encryption method", h.crypt_method));
+        }
+        if h.backing_file_offset > cs {
+            p("backing_file_offset", format!("0x{:x}: invalid backing file offset (past the first cluster)", h.backing_file_offset));
+        }
+        if h.autoclear & AUTOCLEAR_DATA_FILE_RAW != 0 && h.incompatible & INCOMPAT_DATA_FILE == 0 {
+            p("autoclear_features", "bit 1 (data-file-raw) is set: data-file-raw requires a data file".into());
+        }
         if h.refcount_table_clusters == 0 {
             p("refcount_table_clusters", "is 0: the image does not contain a reference count table".into());
         }
