@@ -279,7 +279,11 @@ fn bitmap_flags_in_use_equal_qemu_info() {
     let ours = vdiskview_json(&["info", "--output", "json", s(&p)]);
     assert_json_eq(&ours["format-specific"]["data"]["bitmaps"], &q["format-specific"]["data"]["bitmaps"], "in-use flag");
     assert_eq!(q["format-specific"]["data"]["bitmaps"][0]["flags"], json!(["in-use", "auto"]));
+    // qemu-nbd -B refuses an inconsistent bitmap: so does `bitmaps NAME`, unless forced
     let out = vdiskview(&["bitmaps", s(&p), "x"]);
+    assert_clean_error(&out, "bitmaps of an in-use bitmap");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"), "names the in-use flag");
+    let out = vdiskview(&["bitmaps", s(&p), "x", "--force"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"), "warns about an in-use bitmap");
 }

@@ -20,6 +20,7 @@ pub fn run(
     path: &Path,
     opts: &OpenOptions,
     name: Option<&str>,
+    force: bool,
     verify_against: Option<&str>,
     output: Output,
     out: &mut dyn Write,
@@ -44,7 +45,7 @@ pub fn run(
     }
     match name {
         None => list(out, q, output)?,
-        Some(n) => extents(out, q, n, output)?,
+        Some(n) => extents(out, q, n, force, output)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -98,9 +99,18 @@ fn list(out: &mut dyn Write, q: &Qcow2, output: Output) -> Result<()> {
     Ok(())
 }
 
-fn extents(out: &mut dyn Write, q: &Qcow2, name: &str, output: Output) -> Result<()> {
+fn extents(out: &mut dyn Write, q: &Qcow2, name: &str, force: bool, output: Output) -> Result<()> {
     let b = q.find_bitmap(name)?;
     if b.in_use() {
+        // qemu-nbd -B refuses an inconsistent bitmap ("Bitmap '…' is inconsistent and cannot
+        // be used"); shown only when asked
+        if !force {
+            bail!(
+                "bitmap '{}' is in use (not saved cleanly, flag in_use): it may be inconsistent and qemu-nbd refuses to export it; \
+                 --force shows it anyway",
+                name
+            );
+        }
         crate::warnln!("vdiskview: warning: bitmap '{}' is in use (not saved cleanly): it may be inconsistent; qemu would not export it", name);
     }
     let ext = q.bitmap_extents(&b, 0, q.header.size)?;

@@ -9,8 +9,59 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::Output;
-use crate::image::check::{check_path, CheckReport, Finding};
-use crate::image::OpenOptions;
+use crate::image::check::{check_path, CheckReport, Finding, RepairMode};
+use crate::image::{self, OpenOptions};
+
+/// `check --repair`'s modes, qemu-img check -r's names.
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
+pub enum Repair {
+    Leaks,
+    All,
+}
+
+/// `check --repair`: open the image for writing (qemu's write lock), repair, then print the
+/// check of the repaired image, as `qemu-img check -r` does.
+pub fn repair(path: &Path, opts: &OpenOptions, mode: Repair, output: Output, out: &mut dyn std::io::Write) -> Result<ExitCode> {
+    let mode = match mode {
+        Repair::Leaks => RepairMode::Leaks,
+        Repair::All => RepairMode::All,
+    };
+    let mut img = image::open(path, &OpenOptions { write: true, no_backing: true, ..opts.clone() })?;
+    let name = img.layers[0].name.clone();
+    let r = img.layers[0].layer.repair(&name, mode)?;
+    for l in &r.lines {
+        crate::warnln!("{}", l);
+    }
+    let report = &r.after;
+    match output {
+        Output::Json => {
+            let mut j = report_json(report);
+            j.leaks_fixed = r.leaks_fixed;
+            j.corruptions_fixed = r.corruptions_fixed;
+            writeln!(out, "{}", serde_json::to_string_pretty(&j)?)?
+        }
+        Output::Human => {
+            let mut s = String::new();
+            if r.leaks_fixed > 0 || r.corruptions_fixed > 0 {
+                s += &format!(
+                    "The following inconsistencies were found and repaired:\n\n    {} leaked clusters\n    {} corruptions\n\nDouble checking the fixed image now...\n",
+                    r.leaks_fixed, r.corruptions_fixed
+                );
+            }
+            s += &human(report);
+            write!(out, "{}", s)?
+        }
+    }
+    let code = report.exit_code();
+    if code == 1 {
+        crate::warnln!(
+            "vdiskview: check failed: {} internal error{} occurred during the check",
+            report.check_errors,
+            if report.check_errors == 1 { "" } else { "s" }
+        );
+    }
+    Ok(ExitCode::from(code))
+}
 
 pub fn run(path: &Path, opts: &OpenOptions, output: Output, out: &mut dyn std::io::Write) -> Result<ExitCode> {
     let report = check_path(path, opts.format)?;
@@ -43,11 +94,16 @@ pub struct CheckJson<'a> {
     image_end_offset: u64,
     #[serde(skip_serializing_if = "is_zero")]
     total_clusters: u64,
+    /// qemu's key order: corruptions-fixed before check-errors, leaks-fixed after the counts
+    #[serde(skip_serializing_if = "is_zero")]
+    corruptions_fixed: u64,
     check_errors: u64,
     #[serde(skip_serializing_if = "is_zero")]
     corruptions: u64,
     #[serde(skip_serializing_if = "is_zero")]
     leaks: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    leaks_fixed: u64,
     #[serde(skip_serializing_if = "is_zero")]
     allocated_clusters: u64,
     filename: &'a str,
@@ -86,6 +142,8 @@ pub fn report_json(r: &CheckReport) -> CheckJson<'_> {
         check_errors: r.check_errors,
         corruptions: r.corruptions,
         leaks: r.leaks,
+        corruptions_fixed: 0,
+        leaks_fixed: 0,
         allocated_clusters: s.allocated_clusters,
         filename: &r.filename,
         format: r.format.qemu_name(),

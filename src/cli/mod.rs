@@ -256,6 +256,10 @@ pub enum Command {
         open: OpenArgs,
         #[arg(long, value_enum, default_value_t)]
         output: Output,
+        /// Repair as qemu-img check -r does (qcow2): leaked clusters, or all (also refcounts
+        /// that are too low and OFLAG_COPIED flags); takes qemu's write lock
+        #[arg(long, short = 'r', value_enum)]
+        repair: Option<check::Repair>,
     },
     /// What differs between two disks: every differing guest range with what each side holds
     /// there (exit 0 equal, 1 different, 2 error, as qemu-img compare)
@@ -296,6 +300,9 @@ pub enum Command {
         /// cleared (a snapshot's name or an image file): exit 1 when a change is missed
         #[arg(long, value_name = "OLD")]
         verify_against: Option<String>,
+        /// Show an in-use (inconsistent) bitmap's extents anyway (qemu-nbd refuses it)
+        #[arg(long)]
+        force: bool,
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
@@ -417,9 +424,12 @@ fn dispatch(cli: Cli, w: &mut dyn std::io::Write, to_stdout: bool) -> Result<Exi
         Command::Read { image, offset, length, file, open, snapshot } => {
             read::run(&image, &OpenOptions { snapshot, ..open.options() }, &offset, length.as_deref(), file, w, to_stdout)
         }
-        Command::Check { image, output, open } => check::run(&image, &open.options(), output, w),
-        Command::Bitmaps { image, name, verify_against, output, open } => {
-            bitmaps::run(&image, &open.options(), name.as_deref(), verify_against.as_deref(), output, w)
+        Command::Check { image, output, open, repair } => match repair {
+            None => check::run(&image, &open.options(), output, w),
+            Some(mode) => check::repair(&image, &open.options(), mode, output, w),
+        },
+        Command::Bitmaps { image, name, force, verify_against, output, open } => {
+            bitmaps::run(&image, &open.options(), name.as_deref(), force, verify_against.as_deref(), output, w)
         }
         Command::Diff { a, b, backing, snapshot, strict, open, output } => diff::run(
             &open.options(),

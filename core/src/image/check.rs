@@ -149,6 +149,27 @@ impl CheckReport {
     }
 }
 
+/// What `check --repair` fixes, as `qemu-img check -r`: `Leaks` decreases the refcounts of
+/// clusters counted more often than they are referenced; `All` also raises refcounts that
+/// are too low and sets or clears the OFLAG_COPIED flags to match the refcounts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RepairMode {
+    Leaks,
+    All,
+}
+
+/// What a repair did, and the check of the repaired image (qemu's "Double checking the
+/// fixed image now...").
+#[derive(Clone, Debug)]
+pub struct RepairReport {
+    pub leaks_fixed: u64,
+    pub corruptions_fixed: u64,
+    /// One line per repair, in qemu's words ("Repairing cluster 6 refcount=1 reference=0").
+    pub lines: Vec<String>,
+    /// The check after the repair.
+    pub after: CheckReport,
+}
+
 /// Check an image file alone (not its backing files, as qemu-img check does), probing its
 /// format unless `format` is given. A VHD is checked even when it is too damaged to open.
 pub fn check_path(path: &Path, format: Option<Format>) -> Result<CheckReport> {

@@ -161,6 +161,10 @@ pub trait FormatLayer: Send + Sync + Any {
     fn check(&self, name: &str) -> Result<CheckReport> {
         Err(Error::unsupported(format!("{}: a {} image has no metadata to check", name, self.format().qemu_name())))
     }
+    /// `check --repair`: the repairs `qemu-img check -r` makes, on a layer opened for writing.
+    fn repair(&mut self, name: &str, _mode: super::check::RepairMode) -> Result<super::check::RepairReport> {
+        Err(Error::unsupported(format!("{}: vdiskview does not repair {} images", name, self.format().qemu_name())))
+    }
     /// Write guest bytes into this layer; `below` reads what the layers below hold (zero
     /// past their end), for copy-on-write.
     fn write(&mut self, virt: u64, data: &[u8], below: &dyn Fn(u64, &mut [u8]) -> Result<()>) -> Result<()>;

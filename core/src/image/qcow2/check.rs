@@ -257,7 +257,7 @@ impl<'a> Walk<'a> {
         let Some(raw) = self.read_table(l2_off, cs, "L2 table") else { return };
         let ext = self.q.geo.extended;
         let esize = if ext { 16 } else { 8 };
-        let has_data_file = self.q.data_file.is_some();
+        let has_data_file = self.q.geo.has_data_file;
         let mut next_contiguous = 0u64;
         let n = cs as usize / esize;
         for i in 0..n {
@@ -336,6 +336,29 @@ impl<'a> Walk<'a> {
     /// and the snapshot part of calculate_refcounts).
     fn snapshots(&mut self) {
         let h = &self.q.header;
+        // qemu's check_read_snapshot_table validates the offset and count first, even of an
+        // empty table: a failure ends the check (qemu-img check: "Check failed", exit 1)
+        if let Err((big, why)) = super::validate::validate_table(
+            self.cs,
+            h.snapshots_offset,
+            h.nb_snapshots as u64,
+            snapshot::ENTRY_HEADER,
+            snapshot::ENTRY_HEADER * snapshot::MAX_SNAPSHOTS as u64,
+        ) {
+            let msg = if big {
+                format!(
+                    "snapshot table too large: {} snapshots (nb_snapshots), at most {} (qemu-img check -r all removes the {} overhanging ones)",
+                    h.nb_snapshots,
+                    snapshot::MAX_SNAPSHOTS,
+                    h.nb_snapshots - snapshot::MAX_SNAPSHOTS
+                )
+            } else {
+                format!("snapshot table offset invalid: snapshots_offset 0x{:x} is {}", h.snapshots_offset, why)
+            };
+            let len = (h.nb_snapshots as u64 * snapshot::ENTRY_HEADER).max(1);
+            self.report.push(Finding::new(Severity::CheckError, "snapshot-table", msg).at(h.snapshots_offset, len));
+            return;
+        }
         if h.nb_snapshots == 0 {
             return;
         }
@@ -349,8 +372,24 @@ impl<'a> Walk<'a> {
                 return;
             }
         };
-        if self.q.data_file.is_some() {
+        if self.q.geo.has_data_file {
             self.corruption("snapshot-table", table.offset, table.size, None, format!("{} snapshots in an image with an external data file", table.snapshots.len()));
+        }
+        // v3 entries must carry extra data up to disk_size (qemu: "snapshot table entry N is
+        // incomplete", one corruption each)
+        if h.version >= 3 {
+            for sn in table.snapshots.iter().filter(|sn| sn.extra_data_size < 16) {
+                self.corruption(
+                    "snapshot-table",
+                    sn.entry_offset,
+                    sn.entry_len.max(1),
+                    None,
+                    format!(
+                        "snapshot table entry {} is incomplete: {} bytes of extra data, version 3 images must include extra data at least up to byte 55",
+                        sn.index, sn.extra_data_size
+                    ),
+                );
+            }
         }
         for sn in &table.snapshots {
             let label = format!("snapshot {} ({})", sn.id, sn.name);
@@ -561,19 +600,33 @@ pub fn walk(q: &Qcow2) -> Result<(CheckReport, HostMap)> {
     }
     w.stats.total_clusters = (h.size / 512 * 512).div_ceil(cs);
 
+    // header fields qemu refuses even when it opens the image for a check ("Could not open",
+    // exit 1): nothing else is reported
+    let fatal: Vec<_> = q.header_problems().into_iter().filter(|p| super::validate::CHECK_OPEN_FAILS.contains(&p.field)).collect();
+    if !fatal.is_empty() {
+        for p in fatal {
+            w.report.push(Finding::new(Severity::CheckError, "header", format!("{} (qemu cannot open the image)", p)).at(0, h.header_length as u64));
+        }
+        let report = w.report;
+        let map = HostMap { cluster_size: cs, roles: w.roles, refcounts: vec![0; nb_clusters as usize], references: w.refs };
+        return Ok((report, map));
+    }
+
     // the refcount table (qemu loads it at open, up to 8 MiB)
     let rt_bytes = h.refcount_table_clusters as u64 * cs;
     let mut rt: Vec<u64> = Vec::new();
-    if rt_bytes > MAX_REFTABLE_BYTES {
-        w.report.push(
-            Finding::new(Severity::CheckError, "refcount-table", format!("the refcount table ({} clusters) is larger than qemu's limit of 8 MiB", h.refcount_table_clusters))
-                .at(h.refcount_table_offset, rt_bytes),
-        );
-    } else if !h.refcount_table_offset.is_multiple_of(cs) {
-        w.report.push(
-            Finding::new(Severity::CheckError, "refcount-table", format!("the refcount table offset 0x{:x} is not cluster aligned", h.refcount_table_offset))
-                .at(h.refcount_table_offset, rt_bytes),
-        );
+    // qemu validates the table at open, in check mode too: an invalid one fails the open
+    // ("Could not open …", exit 1) before anything is counted, so nothing else is reported
+    if let Err((big, why)) = super::validate::validate_table(cs, h.refcount_table_offset, h.refcount_table_clusters as u64, cs, MAX_REFTABLE_BYTES) {
+        let msg = if big {
+            format!("the refcount table ({} clusters, refcount_table_clusters) is {}", h.refcount_table_clusters, why)
+        } else {
+            format!("the refcount table offset 0x{:x} (refcount_table_offset) is {}", h.refcount_table_offset, why)
+        };
+        w.report.push(Finding::new(Severity::CheckError, "refcount-table", msg).at(h.refcount_table_offset, rt_bytes.max(1)));
+        let report = w.report;
+        let map = HostMap { cluster_size: cs, roles: w.roles, refcounts: vec![0; nb_clusters as usize], references: w.refs };
+        return Ok((report, map));
     } else if let Some(raw) = w.read_table(h.refcount_table_offset, rt_bytes, "refcount table") {
         rt = raw.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap())).collect();
         // entries past the end of the file read as zero: no block
@@ -706,7 +759,7 @@ fn oflag_copied(q: &Qcow2, w: &mut Walk, disk: &mut OnDisk) {
     let Some(l1) = w.read_table(h.l1_table_offset, h.l1_size as u64 * 8, "active L1 table") else { return };
     let per = q.geo.l2_entries();
     let esize = if q.geo.extended { 16 } else { 8 };
-    let has_data_file = q.data_file.is_some();
+    let has_data_file = q.geo.has_data_file;
     for (i, c) in l1.chunks_exact(8).enumerate() {
         let e = u64::from_be_bytes(c.try_into().unwrap());
         let l2 = e & L1E_OFFSET_MASK;

@@ -85,7 +85,7 @@ impl FormatLayer for Qcow2 {
     /// A data cluster whose L2 entry lacks OFLAG_COPIED: its refcount is above one, shared
     /// with a snapshot.
     fn shared_with_snapshot(&self, virt: u64) -> Result<bool> {
-        if self.data_file.is_some() {
+        if self.geo.has_data_file {
             return Ok(false);
         }
         Ok(self.l2_entry(virt)?.is_some_and(|e| {
@@ -106,6 +106,9 @@ impl FormatLayer for Qcow2 {
     }
     fn write(&mut self, virt: u64, data: &[u8], below: &dyn Fn(u64, &mut [u8]) -> Result<()>) -> Result<()> {
         Qcow2::write(self, virt, data, below)
+    }
+    fn repair(&mut self, _name: &str, mode: crate::image::check::RepairMode) -> Result<crate::image::check::RepairReport> {
+        Qcow2::repair(self, mode)
     }
     fn as_any(&self) -> &dyn Any {
         self
@@ -154,10 +157,8 @@ fn info_keys(q: &Qcow2, _name: &str) -> LayerInfoKeys {
         k.backing_filename = Some(b.clone());
         k.backing_format = h.backing_format.clone();
     }
-    // snapshot and bitmap metadata qemu would refuse (it would not open the image)
-    if let Err(e) = q.snapshot_table() {
-        k.problems.push(format!("snapshot table: {}", e));
-    }
+    // bitmap metadata qemu would refuse (the snapshot table's problems are among the
+    // layer's warnings, as every header problem qemu refuses at open)
     if let Err(e) = q.bitmaps() {
         k.problems.push(format!("bitmaps: {}", e));
     }

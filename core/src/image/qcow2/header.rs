@@ -190,7 +190,7 @@ impl Header {
             }
             if off + 8 + len > end {
                 return Err(Error::corrupt(format!(
-                    "{}: header extension 0x{:08x} at 0x{:x} ({} bytes) runs past the first cluster",
+                    "{}: header extension 0x{:08x} at 0x{:x}: its length {} runs past the first cluster (header extension too large)",
                     file.name, kind, off, len
                 )));
             }

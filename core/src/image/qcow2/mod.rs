@@ -7,7 +7,9 @@ pub mod cluster;
 pub mod compress;
 pub mod header;
 pub mod refcount;
+pub mod repair;
 pub mod snapshot;
+pub mod validate;
 pub mod write;
 mod driver;
 mod tables;
@@ -36,6 +38,8 @@ pub struct Qcow2 {
     pub geo: Geometry,
     pub l1: Vec<u64>,
     pub warnings: Vec<String>,
+    /// Why the external data file the header asks for is not open, when it is not.
+    pub data_file_error: Option<String>,
     /// The snapshot whose L1 table `l1` holds, when one was selected (read-only views).
     pub snapshot: Option<snapshot::Snapshot>,
     l2_cache: Mutex<(usize, HashMap<u64, Arc<Vec<L2Entry>>>)>,
@@ -58,7 +62,7 @@ impl Qcow2 {
             let names: Vec<String> =
                 (0..64).filter(|b| unknown & (1 << b) != 0).map(|b| header.feature_name(0, b)).collect();
             return Err(Error::Unsupported(format!(
-                "{}: unsupported qcow2 incompatible feature(s): {}",
+                "{}: incompatible_features: unsupported qcow2 incompatible feature(s): {}",
                 name,
                 names.join(", ")
             )));
@@ -75,28 +79,51 @@ impl Qcow2 {
                 name, header.compression_type
             )));
         }
+        // a missing (or unnamed) external data file: the image still opens, as with a missing
+        // backing file, with a warning; guest data cannot be read and nothing is written
+        let mut data_file_error = None;
         let data_file = if header.incompatible & INCOMPAT_DATA_FILE != 0 {
-            let df = header.data_file.clone().ok_or_else(|| {
-                Error::corrupt(format!("{}: the image needs an external data file but names none", name))
-            })?;
-            let path = combine_path(&name, &df);
-            Some(HostFile::open_mode(std::path::Path::new(&path), path.clone(), file.writable()).map_err(|e| {
-                Error::Chain(format!("{}: external data file '{}': {}", name, df, e))
-            })?)
+            match header.data_file.clone() {
+                None => {
+                    data_file_error = Some("the image needs an external data file but names none".to_string());
+                    None
+                }
+                Some(df) => {
+                    let path = combine_path(&name, &df);
+                    match HostFile::open_mode(std::path::Path::new(&path), path.clone(), file.writable()) {
+                        Ok(f) => Some(f),
+                        Err(e) => {
+                            data_file_error = Some(format!("external data file '{}' cannot be opened: {}", df, e));
+                            None
+                        }
+                    }
+                }
+            }
         } else {
             None
         };
+        if let Some(e) = &data_file_error {
+            warnings.push(format!("{}; guest data cannot be read", e));
+        }
         let geo = Geometry {
             cluster_bits: header.cluster_bits,
             extended: header.extended_l2(),
-            has_data_file: data_file.is_some(),
+            has_data_file: header.incompatible & INCOMPAT_DATA_FILE != 0,
         };
         let cs = geo.cluster_size();
+        // qemu's qcow2_validate_table of the active L1 table, with the field named
+        if let Err((big, why)) = validate::validate_table(cs, header.l1_table_offset, header.l1_size as u64, 8, snapshot::MAX_L1_BYTES) {
+            return Err(Error::corrupt(if big {
+                format!("{}: l1_size {}: the active L1 table is {}", name, header.l1_size, why)
+            } else {
+                format!("{}: l1_table_offset 0x{:x}: the active L1 table offset is {}", name, header.l1_table_offset, why)
+            }));
+        }
         let l2_cover = cs * geo.l2_entries();
         let needed = header.size.div_ceil(l2_cover);
         if (header.l1_size as u64) < needed {
             return Err(Error::corrupt(format!(
-                "{}: L1 table has {} entries, too few for a disk of {} bytes (needs {})",
+                "{}: l1_size {}: the L1 table is too small for a disk of {} bytes (needs {} entries)",
                 name, header.l1_size, header.size, needed
             )));
         }
@@ -106,7 +133,7 @@ impl Qcow2 {
                 || header.l1_table_offset.checked_add(l1_bytes).is_none_or(|e| e > file.len()))
         {
             return Err(Error::corrupt(format!(
-                "{}: L1 table at 0x{:x} ({} entries) lies past the end of the file (0x{:x}) or is not cluster aligned",
+                "{}: l1_table_offset 0x{:x}: the L1 table ({} entries) lies past the end of the file (0x{:x})",
                 name,
                 header.l1_table_offset,
                 header.l1_size,
@@ -118,20 +145,35 @@ impl Qcow2 {
         let mut raw = vec![0u8; used * 8];
         file.read_exact_at(header.l1_table_offset, &mut raw, "L1 table")?;
         let l1 = raw.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap())).collect();
-        Ok(Qcow2 {
+        let mut q = Qcow2 {
             file,
             data_file,
             header,
             geo,
             l1,
             warnings,
+            data_file_error,
             l2_cache: Mutex::new((0, HashMap::new())),
             last_cluster: Mutex::new(None),
             prealloc: std::sync::OnceLock::new(),
             reverse: std::sync::OnceLock::new(),
             snapshot: None,
             wstate: Default::default(),
-        })
+        };
+        // what qemu would refuse to open: still readable here, but named (and never written)
+        let problems: Vec<String> = q.header_problems().into_iter().map(|p| format!("qemu would refuse this image: {}", p)).collect();
+        q.warnings.extend(problems);
+        let problems: Vec<String> = q.table_problems().into_iter().map(|p| p.to_string()).collect();
+        q.warnings.extend(problems);
+        for i in q.incomplete_snapshots() {
+            q.warnings.push(format!(
+                "snapshot table entry {} is incomplete: a version 3 image must include extra data at least up to byte 55 (disk_size)",
+                i
+            ));
+        }
+        let short = q.short_l2_tables();
+        q.warnings.extend(short);
+        Ok(q)
     }
 
     pub fn virtual_size(&self) -> u64 {
@@ -159,7 +201,7 @@ impl Qcow2 {
     }
 
     pub(crate) fn host_id(&self) -> HostFileId {
-        if self.data_file.is_some() {
+        if self.geo.has_data_file {
             HostFileId::DataFile
         } else {
             HostFileId::Image
@@ -175,8 +217,10 @@ impl Qcow2 {
         if !off.is_multiple_of(cs) {
             return Err(Error::corrupt(format!("{}: L2 table offset 0x{:x} is not cluster aligned", self.file.name, off)));
         }
+        // a table the end of the file cuts short (or that lies past it) reads its missing
+        // part as zero, as qemu's reads past the end do; `open` warns about it
         let mut buf = vec![0u8; cs as usize];
-        self.file.read_exact_at(off, &mut buf, "L2 table")?;
+        self.file.read_zero_fill(off, &mut buf)?;
         let words: Vec<u64> = buf.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap())).collect();
         let entries: Vec<L2Entry> = if self.geo.extended {
             words.chunks_exact(2).map(|p| L2Entry { entry: p[0], bitmap: p[1] }).collect()
@@ -192,6 +236,29 @@ impl Qcow2 {
         cache.0 += cs as usize;
         cache.1.insert(off, t.clone());
         Ok(t)
+    }
+
+    /// Warnings for the active L2 tables the end of the file cuts short or that lie past it
+    /// (they read as zero there, as in qemu), the first few.
+    fn short_l2_tables(&self) -> Vec<String> {
+        let cs = self.cluster_size();
+        let len = self.file.len();
+        let short: Vec<(usize, u64)> = self.l2_tables().into_iter().filter(|&(_, off)| off.saturating_add(cs) > len).collect();
+        let mut out: Vec<String> = short
+            .iter()
+            .take(4)
+            .map(|&(i, off)| {
+                let how = if off >= len { "lies past the end of the file" } else { "is cut short by the end of the file" };
+                format!(
+                    "L1[{}] points at an L2 table at 0x{:x} that {} (0x{:x} bytes): its missing entries read as unallocated",
+                    i, off, how, len
+                )
+            })
+            .collect();
+        if short.len() > 4 {
+            out.push(format!("{} more L2 tables lie (partly) past the end of the file", short.len() - 4));
+        }
+        out
     }
 
     /// The L2 table offset for guest offset `virt`, if its L1 entry points at one.
@@ -232,7 +299,7 @@ impl Qcow2 {
             Sub::UnallocAlloc(_) if crypt => LayerKind::Unallocated { host: None },
             Sub::UnallocAlloc(off) => LayerKind::Unallocated { host: Some((id, aligned(off)? + in_cluster)) },
             Sub::Compressed { host, csize } => {
-                if self.data_file.is_some() {
+                if self.geo.has_data_file {
                     return Err(Error::corrupt(format!(
                         "{}: compressed cluster at guest offset 0x{:x} in an image with an external data file",
                         self.file.name, virt
@@ -374,6 +441,11 @@ impl Qcow2 {
     }
 
     pub fn backing_ref(&self) -> Option<BackingRef> {
+        // an invalid backing file offset (qemu refuses the image): no backing file to follow;
+        // the header problem is among the warnings
+        if self.header.backing_file_offset > self.cluster_size() {
+            return None;
+        }
         let name = self.header.backing_file.clone()?;
         let format = self.header.backing_format.as_deref().and_then(Format::parse);
         Some(BackingRef { candidates: vec![name.clone()], name, format })

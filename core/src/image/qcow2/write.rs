@@ -28,11 +28,26 @@ impl Qcow2 {
     /// Why this image must not be written, if it must not.
     pub fn write_refusal(&self) -> Option<String> {
         let h = &self.header;
+        // what qemu validates at open: header fields, then the snapshot table's entries
+        if let Some(p) = self.header_problems().into_iter().next() {
+            return Some(format!("{} (qemu refuses to open the image)", p));
+        }
+        if let Some(p) = self.table_problems().into_iter().next() {
+            return Some(p.to_string());
+        }
+        if let Some(e) = &self.data_file_error {
+            return Some(format!("incompatible_features bit 2 (external data file): {}", e));
+        }
         if h.incompatible & INCOMPAT_CORRUPT != 0 {
-            return Some("the image is marked corrupt; run qemu-img check -r all first".into());
+            return Some(
+                "incompatible_features bit 1 (corrupt) is set: the image is marked corrupt; run qemu-img check -r all first".into(),
+            );
         }
         if h.incompatible & INCOMPAT_DIRTY != 0 {
-            return Some("the image is dirty (lazy refcounts not written back); run qemu-img check -r all first".into());
+            return Some(
+                "incompatible_features bit 0 (dirty) is set: lazy refcounts not written back; run qemu-img check -r all first"
+                    .into(),
+            );
         }
         if self.encrypted() {
             return Some("the image is encrypted; vdiskview does not encrypt".into());
@@ -43,6 +58,104 @@ impl Qcow2 {
                  disable or remove it (qemu-img bitmap --disable/--remove) first",
                 name
             ));
+        }
+        None
+    }
+
+    /// The metadata a write must never land on: (file offset, length, what), as qemu's
+    /// overlap checks know it (header, active L1, refcount table and blocks, snapshot table
+    /// and the snapshots' L1 tables; the active L2 tables when `with_l2`).
+    fn metadata_ranges(&self, with_l2: bool) -> Vec<(u64, u64, String)> {
+        let h = &self.header;
+        let cs = self.cluster_size();
+        let mut out = vec![(0, cs, "the qcow2 header".to_string())];
+        out.push((h.l1_table_offset, h.l1_size as u64 * 8, "the active L1 table".into()));
+        out.push((h.refcount_table_offset, h.refcount_table_clusters as u64 * cs, "the refcount table".into()));
+        if let Ok(t) = self.refcount_table() {
+            for (i, &b) in t.iter().enumerate() {
+                if b != 0 {
+                    out.push((b, cs, format!("refcount block {}", i)));
+                }
+            }
+        }
+        if let Ok(t) = self.snapshot_table() {
+            if t.size > 0 {
+                out.push((t.offset, t.size, "the snapshot table".into()));
+            }
+            for sn in &t.snapshots {
+                out.push((sn.l1_table_offset, sn.l1_bytes(), format!("the L1 table of snapshot {}", sn.id)));
+            }
+        }
+        if with_l2 {
+            for (i, off) in self.l2_tables() {
+                out.push((off, cs, format!("the L2 table of L1[{}]", i)));
+            }
+        }
+        out.retain(|r| r.1 > 0);
+        out
+    }
+
+    /// What in the metadata the cluster at `off` overlaps, if anything.
+    fn overlaps(ranges: &[(u64, u64, String)], off: u64, len: u64) -> Option<&str> {
+        ranges.iter().find(|(s, l, _)| off < s.saturating_add(*l) && *s < off.saturating_add(len)).map(|r| r.2.as_str())
+    }
+
+    /// Walk the tables a write of `len` bytes at `virt` goes through before anything is
+    /// written: an L2 table or data cluster it would write in place must be inside the file
+    /// and must not overlap other metadata (qemu stops such a write with "Preventing invalid
+    /// write on metadata" and marks the image corrupt; vdiskview refuses and changes nothing).
+    fn write_preflight(&self, virt: u64, len: u64) -> Option<String> {
+        if len == 0 {
+            return None;
+        }
+        let cs = self.cluster_size();
+        let per = self.geo.l2_entries();
+        let meta = self.metadata_ranges(false);
+        let meta_l2 = self.metadata_ranges(true);
+        let first = virt / cs;
+        let last = (virt + len - 1) / cs;
+        let mut c = first;
+        while c <= last {
+            let l1i = (c / per) as usize;
+            let l1e = self.l1.get(l1i).copied().unwrap_or(0);
+            let l2 = l1e & L1E_OFFSET_MASK;
+            if l2 == 0 {
+                c = (l1i as u64 + 1) * per;
+                continue;
+            }
+            if !l2.is_multiple_of(cs) {
+                return Some(format!("L1[{}] = 0x{:016x}: its L2 table offset 0x{:x} is not cluster aligned", l1i, l1e, l2));
+            }
+            if l2.saturating_add(cs) > self.file.len() {
+                return Some(format!(
+                    "L1[{}] = 0x{:016x}: its L2 table at 0x{:x} runs past the end of the file (0x{:x} bytes)",
+                    l1i,
+                    l1e,
+                    l2,
+                    self.file.len()
+                ));
+            }
+            if let Some(what) = Self::overlaps(&meta, l2, cs) {
+                return Some(format!("L1[{}] = 0x{:016x}: its L2 table at 0x{:x} overlaps {}", l1i, l1e, l2, what));
+            }
+            let end = ((l1i as u64 + 1) * per).min(last + 1);
+            let Ok(table) = self.l2_table(l2) else { return Some(format!("the L2 table at 0x{:x} cannot be read", l2)) };
+            while c < end {
+                let e = table[(c % per) as usize].entry;
+                let host = e & L2E_OFFSET_MASK;
+                if self.data_file.is_none() && e & OFLAG_COMPRESSED == 0 && e & OFLAG_COPIED != 0 && host != 0 {
+                    if let Some(what) = Self::overlaps(&meta_l2, host, cs) {
+                        return Some(format!(
+                            "guest offset 0x{:x} maps to the data cluster at 0x{:x} (L2 entry 0x{:016x}), which overlaps {}",
+                            c * cs,
+                            host,
+                            e,
+                            what
+                        ));
+                    }
+                }
+                c += 1;
+            }
         }
         None
     }
@@ -80,7 +193,10 @@ impl Qcow2 {
 
     pub fn write(&mut self, virt: u64, data: &[u8], below: Below) -> Result<()> {
         if let Some(why) = self.write_refusal() {
-            return Err(Error::Unsupported(format!("{}: {}", self.file.name, why)));
+            return Err(Error::Unsupported(format!("{}: refusing to write: {}", self.file.name, why)));
+        }
+        if let Some(why) = self.write_preflight(virt, data.len() as u64) {
+            return Err(Error::corrupt(format!("{}: refusing to write: {}", self.file.name, why)));
         }
         let cs = self.cluster_size();
         let mut pos = 0usize;

@@ -51,7 +51,10 @@ impl Vhd {
         let mut footer = Footer::read(&file, found)?;
         let mut footer_copy = None;
         let mut end_footer = None;
-        if found == 0 {
+        if found == 0 && len == FOOTER_SIZE {
+            // a zero-size fixed disk: the file is its footer, at the end and at offset 0
+            end_footer = Some(footer.clone());
+        } else if found == 0 {
             warnings.push("no valid footer at the end of the file; using the copy at offset 0".into());
             footer_copy = Some(footer.clone());
         } else {
@@ -113,6 +116,10 @@ impl Vhd {
                     vhd.footer.disk_type_name()
                 )))
             }
+        }
+        // what qemu's vpc_open refuses: still readable here, but named (and never written)
+        if let Some(why) = vhd.qemu_refusal() {
+            vhd.warnings.push(format!("qemu would refuse this image: {}", why));
         }
         Ok(vhd)
     }

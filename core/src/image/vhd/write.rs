@@ -10,7 +10,30 @@ use crate::image::{Error, Result};
 pub type Below<'a> = &'a dyn Fn(u64, &mut [u8]) -> Result<()>;
 
 impl Vhd {
+    /// What qemu's vpc_open refuses, among what vdiskview opens: qemu takes the footer copy
+    /// at offset 0 when it has the cookie, else the footer at the end, and refuses the image
+    /// when that footer's checksum is wrong ("Incorrect header checksum").
+    pub fn qemu_refusal(&self) -> Option<String> {
+        let (f, which) = match (&self.footer_copy, &self.end_footer) {
+            (Some(c), _) if c.cookie_ok() => (c, "the footer copy at offset 0"),
+            (_, Some(e)) => (e, "the footer at the end of the file"),
+            _ => (&self.footer, "the footer"),
+        };
+        (!f.checksum_ok()).then(|| {
+            format!(
+                "checksum 0x{:08x} of {} does not match the computed 0x{:08x} (qemu: Incorrect header checksum)",
+                f.checksum,
+                which,
+                f.computed_checksum()
+            )
+        })
+    }
+
     pub fn write(&mut self, virt: u64, data: &[u8], below: Below) -> Result<()> {
+        // before the first byte: what qemu validates at open for writing
+        if let Some(why) = self.qemu_refusal() {
+            return Err(Error::corrupt(format!("{}: refusing to write: {}", self.file.name, why)));
+        }
         let Some(bs) = self.block_size() else {
             // fixed: the guest disk is the start of the file
             let end_data = self.end_footer.as_ref().map(|f| f.offset).unwrap_or(0);
