@@ -327,7 +327,7 @@ fn check_runs_as_a_job_with_progress_and_esc_cancels_it() {
     t.wait_for("Bitmap");
     t.send(&["Tab"]);
     t.wait_for("┏ L1");
-    job_keeps_the_screen_live(&t, &["c"], "checking…", "cancelled: checking");
+    job_keeps_the_screen_live(&t, &["c"], "(Esc cancels)", "cancelled: checking");
 }
 
 #[test]

@@ -114,8 +114,8 @@ impl Ctx<'_> {
 pub fn work(job: &Job, img: &Image, image_path: &str, fs: &mut Option<ExtFs>, ctx: &Ctx) -> JobResult {
     let r = match job {
         Job::Search { space, layer, from, pattern } => super::search::search(img, *space, *layer, *from, pattern, ctx).map(JobResult::Found),
-        Job::Check => findings(img),
-        Job::HostMap => host_map(img),
+        Job::Check => findings(img, ctx),
+        Job::HostMap => host_map(img, ctx),
         Job::Density { buckets } => Ok(JobResult::Density(density(img, *buckets, ctx))),
         Job::Command { title, words } => Ok(command(title, words)),
         Job::ListDir(dir) => open_fs(img, image_path, fs).and_then(|fs| list(fs, dir)),
@@ -127,10 +127,17 @@ pub fn work(job: &Job, img: &Image, image_path: &str, fs: &mut Option<ExtFs>, ct
     r.unwrap_or_else(JobResult::Failed)
 }
 
-fn findings(img: &Image) -> Result<JobResult, String> {
-    // the walk is core's and takes no cancel flag: a cancelled check runs to its end on the
-    // worker, and its result is dropped
-    let rep = image::check::check_image(img).map_err(|e| format!("check: {}", e))?;
+/// Progress for the core's walks: reported to the job, and the cancel flag stops them.
+fn walk_progress<'a>(ctx: &'a Ctx<'a>) -> impl Fn(u64, u64) -> bool + 'a {
+    move |done, total| {
+        (ctx.progress)(done, total);
+        !ctx.cancelled()
+    }
+}
+
+fn findings(img: &Image, ctx: &Ctx) -> Result<JobResult, String> {
+    let progress = walk_progress(ctx);
+    let rep = image::check::check_image_with(img, &progress).map_err(|e| format!("check: {}", e))?;
     let mut rows = Vec::new();
     let mut targets = Vec::new();
     for f in &rep.findings {
@@ -155,9 +162,10 @@ fn findings(img: &Image) -> Result<JobResult, String> {
     Ok(JobResult::Findings(Picker { kind: PickerKind::Findings, title, rows, targets, sel: 0 }))
 }
 
-fn host_map(img: &Image) -> Result<JobResult, String> {
+fn host_map(img: &Image, ctx: &Ctx) -> Result<JobResult, String> {
+    let progress = walk_progress(ctx);
     match img.top().downcast_ref::<crate::image::qcow2::Qcow2>() {
-        Some(q) => q.host_map().map(JobResult::HostMap).map_err(|e| format!("host view: {}", e)),
+        Some(q) => q.host_map_with(&progress).map(JobResult::HostMap).map_err(|e| format!("host view: {}", e)),
         None => Err("the host-cluster view needs a qcow2 image (refcounts)".into()),
     }
 }

@@ -188,6 +188,12 @@ pub fn check_image(img: &Image) -> Result<CheckReport> {
     li.layer.check(&li.name)
 }
 
+/// [`check_image`] with progress and cancel (the TUI's check job).
+pub fn check_image_with(img: &Image, progress: super::driver::Progress) -> Result<CheckReport> {
+    let li = &img.layers[0];
+    li.layer.check_with(&li.name, progress)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -165,6 +165,11 @@ pub trait FormatLayer: Send + Sync + Any {
     fn repair(&mut self, name: &str, _mode: super::check::RepairMode) -> Result<super::check::RepairReport> {
         Err(Error::unsupported(format!("{}: vdiskview does not repair {} images", name, self.format().qemu_name())))
     }
+    /// [`FormatLayer::check`] reporting progress, cancelled when `progress` answers false.
+    /// Formats whose check is quick need not override it.
+    fn check_with(&self, name: &str, _progress: Progress) -> Result<CheckReport> {
+        self.check(name)
+    }
     /// Write guest bytes into this layer; `below` reads what the layers below hold (zero
     /// past their end), for copy-on-write.
     fn write(&mut self, virt: u64, data: &[u8], below: &dyn Fn(u64, &mut [u8]) -> Result<()>) -> Result<()>;
@@ -181,6 +186,10 @@ impl dyn FormatLayer {
         self.host(HostFileId::Image).expect("every layer has its image file")
     }
 }
+
+/// Progress of a long walk (done, total); answering false cancels it
+/// ([`super::Error::Cancelled`]).
+pub type Progress<'a> = &'a dyn Fn(u64, u64) -> bool;
 
 /// A registered format.
 #[derive(Clone, Copy)]

@@ -29,6 +29,9 @@ pub enum Error {
     /// A request that makes no sense for this image (past the end, no such layer).
     #[error("{0}")]
     Invalid(String),
+    /// The caller asked a long walk to stop.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl Error {
@@ -63,6 +66,7 @@ impl Error {
             Error::Unsupported(_) => libc::EOPNOTSUPP,
             Error::Invalid(_) => libc::EINVAL,
             Error::Damaged { .. } | Error::Chain(_) => libc::EIO,
+            Error::Cancelled => libc::ECANCELED,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! the file's size.
 
 use crate::image::bytes::be64;
+use crate::image::driver::Progress;
 use std::collections::HashMap;
 
 use super::bitmap::{table_entry_problem, TABLE_OFFSET_MASK};
@@ -150,6 +151,9 @@ struct Walk<'a> {
     roles: Vec<ClusterRole>,
     report: CheckReport,
     stats: Qcow2Stats,
+    /// Asked between L1 entries and refcount blocks; false stops the walk.
+    progress: Progress<'a>,
+    cancelled: bool,
 }
 
 
@@ -236,6 +240,10 @@ impl<'a> Walk<'a> {
             let e = u64::from_be_bytes(c.try_into().unwrap());
             if e == 0 {
                 continue;
+            }
+            if active && !(self.progress)(i as u64, l1_size as u64) {
+                self.cancelled = true;
+                return;
             }
             let at = l1_off + i as u64 * 8;
             if e & L1E_RESERVED_MASK != 0 {
@@ -570,6 +578,12 @@ impl<'a> OnDisk<'a> {
 /// Walk the whole image: the report (findings and qemu-img check's counts) and the role of
 /// every host cluster.
 pub fn walk(q: &Qcow2) -> Result<(CheckReport, HostMap)> {
+    walk_with(q, &|_, _| true)
+}
+
+/// The walk, reporting progress (active L1 entries done of all) to `progress`, which stops it
+/// by answering false: the result is then `Error::Cancelled`.
+pub fn walk_with<'a>(q: &'a Qcow2, progress: Progress<'a>) -> Result<(CheckReport, HostMap)> {
     let cs = q.cluster_size();
     let file_len = q.file.len();
     let nb_clusters = file_len.div_ceil(cs);
@@ -584,6 +598,8 @@ pub fn walk(q: &Qcow2) -> Result<(CheckReport, HostMap)> {
         roles: vec![ClusterRole::Free; nb_clusters as usize],
         report: CheckReport::new(&q.file.name, Format::Qcow2),
         stats: Qcow2Stats::default(),
+        progress,
+        cancelled: false,
     };
     if h.incompatible & INCOMPAT_CORRUPT != 0 {
         w.report.push(Finding::new(Severity::Warning, "header", "the image is marked corrupt (incompatible feature bit 1): qemu refuses to write it").at(72, 8));
@@ -636,6 +652,9 @@ pub fn walk(q: &Qcow2) -> Result<(CheckReport, HostMap)> {
     // encryption header, bitmaps, refcount blocks: qemu's calculate_refcounts
     w.inc(0, cs, ClusterRole::Header);
     w.l1(h.l1_table_offset, h.l1_size, true, "active L1 table");
+    if w.cancelled {
+        return Err(crate::image::Error::Cancelled);
+    }
     w.snapshots();
     w.inc(h.refcount_table_offset, rt_bytes, ClusterRole::RefcountTable);
     if h.crypt_method == 2 {
@@ -819,5 +838,10 @@ impl Qcow2 {
     /// The role, refcount and references of every host cluster (the check's walk).
     pub fn host_map(&self) -> Result<HostMap> {
         Ok(walk(self)?.1)
+    }
+
+    /// [`Qcow2::host_map`] with progress and cancel.
+    pub fn host_map_with(&self, progress: Progress) -> Result<HostMap> {
+        Ok(walk_with(self, progress)?.1)
     }
 }

@@ -10,7 +10,7 @@ use super::header::{AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, INCOMPAT_COR
 use super::snapshot::Snapshot;
 use super::Qcow2;
 use crate::image::check::CheckReport;
-use crate::image::driver::{BackingRef, Format, FormatDriver, FormatLayer, LayerInfoKeys};
+use crate::image::driver::{BackingRef, Format, FormatDriver, FormatLayer, LayerInfoKeys, Progress};
 use crate::image::io::HostFile;
 use crate::image::mapping::{HostFileId, LayerExtent};
 use crate::image::region::{human_size, Region};
@@ -103,6 +103,9 @@ impl FormatLayer for Qcow2 {
     }
     fn check(&self, _name: &str) -> Result<CheckReport> {
         super::check::check(self)
+    }
+    fn check_with(&self, _name: &str, progress: Progress) -> Result<CheckReport> {
+        Ok(super::check::walk_with(self, progress)?.0)
     }
     fn write(&mut self, virt: u64, data: &[u8], below: &dyn Fn(u64, &mut [u8]) -> Result<()>) -> Result<()> {
         Qcow2::write(self, virt, data, below)

@@ -86,6 +86,17 @@ fn v3_maps_every_l2_entry_kind() {
     assert!(r.is_clean(), "{:?}", r.findings);
     let stats = r.qcow2.expect("qcow2 figures");
     assert_eq!(stats.compressed_clusters, 2);
+    // the same walk with progress: reported, and stopped when asked
+    let seen = std::cell::Cell::new(0u64);
+    let counting = |done: u64, total: u64| {
+        assert!(done < total.max(1));
+        seen.set(seen.get() + 1);
+        true
+    };
+    let r2 = crate::image::check::check_image_with(&img, &counting).unwrap();
+    assert!(seen.get() > 0 && r2.is_clean());
+    let stop = |_: u64, _: u64| false;
+    assert!(matches!(crate::image::check::check_image_with(&img, &stop), Err(crate::image::Error::Cancelled)));
 }
 
 #[test]
