@@ -211,3 +211,33 @@ fn bitmap_verified_against_a_copy_and_a_snapshot() {
         assert_eq!(missed, vec![(2 << 20, 100), (12 << 20, 8192)]);
     }
 }
+
+/// The TUI (drawn headless by `render`): `--diff` marks the differing grid cells, names the
+/// count in the status line, `}` goes to the first difference and `{` back to the previous one.
+#[test]
+fn tui_marks_differences_and_steps_through_them() {
+    let dir = workspace();
+    let a = dir.path().join("a.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", s(&a), "16M"]);
+    qemu_io("qcow2", &a, &["write -P 1 0 4M"]);
+    let b = dir.path().join("b.qcow2");
+    std::fs::copy(&a, &b).unwrap();
+    qemu_io("qcow2", &b, &["write -P 2 1M 4k", "write -P 3 3M 512"]);
+    let screen = |keys: &str| vdiskview_text(&["render", s(&b), "--diff", s(&a), "--size", "160x48", "--keys", keys]);
+    let first = screen("");
+    assert!(first.contains("≠≠"), "differing cells marked:\n{}", first);
+    assert!(first.contains("2 diff(s)"), "{}", first);
+    let next = screen("}");
+    assert!(next.contains("guest 0x100000"), "}} goes to the first difference:\n{}", next.lines().last().unwrap_or(""));
+    // the other side's bytes of the cursor's row, the differing ones bracketed
+    assert!(next.contains("other 0x100000: [01]"), "{}", next.lines().last().unwrap_or(""));
+    let second = screen("} }");
+    assert!(second.contains("guest 0x300000"), "{}", second.lines().last().unwrap_or(""));
+    let back = screen("} } {");
+    assert!(back.contains("guest 0x100000"), "{}", back.lines().last().unwrap_or(""));
+    // the same with the chain's backing: a top with no data differs in nothing
+    let top = dir.path().join("top.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", "-b", s(&a), "-F", "qcow2", s(&top)]);
+    let t = vdiskview_text(&["render", s(&top), "--diff-backing", "--size", "160x48"]);
+    assert!(t.contains("no differences") && !t.contains("≠≠"), "{}", t);
+}

@@ -346,3 +346,27 @@ fn search_runs_as_a_job_with_progress_and_esc_cancels_it() {
     t.send(&["absent string"]);
     job_keeps_the_screen_live(&t, &["Enter"], "searching [", "cancelled: searching");
 }
+
+/// `--watch` while qemu-io writes the image from another process: the new cluster shows
+/// marked (++) on the grid and counted in the status line, within a second of the write
+/// (polled up to a few seconds: CI is loaded); `W` stops watching.
+#[test]
+fn watch_marks_what_another_process_allocates() {
+    let dir = support::workspace();
+    let img = dir.path().join("live.qcow2");
+    support::qemu_img(&["create", "-q", "-f", "qcow2", img.to_str().unwrap(), "64M"]);
+    let t = Tmux::start(&[img.to_str().unwrap(), "--watch"], &[]);
+    t.wait_for("watching: 0 new range(s)");
+    let t0 = Instant::now();
+    support::qemu_io("qcow2", &img, &["write -P 0x5a 0 64k"]);
+    let s = poll(&t, "the write marked", Duration::from_secs(5), |s| s.contains("watching: 1 new range(s), 65536 bytes") && s.contains("++"));
+    eprintln!("write seen after {:?}", t0.elapsed());
+    assert!(s.contains("++"), "{}", s);
+    // a second write, elsewhere, while the first is still marked
+    support::qemu_io("qcow2", &img, &["write -P 0x5b 8M 64k"]);
+    poll(&t, "the second write counted", Duration::from_secs(5), |s| s.contains("watching: 2 new range(s)"));
+    t.send(&["W"]);
+    t.wait_for("stopped watching");
+    t.send(&["q"]);
+    wait_exit(&t);
+}

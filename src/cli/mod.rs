@@ -48,8 +48,40 @@ pub struct Cli {
     pub write: bool,
     #[command(flatten)]
     pub open: OpenArgs,
+    #[command(flatten)]
+    pub modes: TuiModeArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// What the TUI compares or watches.
+#[derive(Args, Clone, Default)]
+pub struct TuiModeArgs {
+    /// Compare with another image: differing bytes and grid cells are marked; } and { step
+    /// through the differences
+    #[arg(long, value_name = "IMAGE", conflicts_with_all = ["diff_backing", "diff_snapshot"])]
+    pub diff: Option<PathBuf>,
+    /// Compare the chain with the chain without its top layer
+    #[arg(long, conflicts_with = "diff_snapshot")]
+    pub diff_backing: bool,
+    /// Compare an internal snapshot with the active disk
+    #[arg(long, value_name = "NAME")]
+    pub diff_snapshot: Option<String>,
+    /// Watch the image while another process writes it (new allocations marked; W toggles)
+    #[arg(long)]
+    pub watch: bool,
+}
+
+impl TuiModeArgs {
+    pub fn diff_spec(&self) -> Option<crate::tui::compare::DiffSpec> {
+        use crate::tui::compare::DiffSpec;
+        match (&self.diff, self.diff_backing, &self.diff_snapshot) {
+            (Some(p), _, _) => Some(DiffSpec::Image(p.clone())),
+            (_, true, _) => Some(DiffSpec::Backing),
+            (_, _, Some(s)) => Some(DiffSpec::Snapshot(s.clone())),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Args, Clone, Default)]
@@ -186,6 +218,8 @@ pub enum Command {
         /// Open for writing, so that saves in KEYS (C-s, :w) patch the image
         #[arg(long)]
         write: bool,
+        #[command(flatten)]
+        modes: TuiModeArgs,
     },
     /// Where a guest offset lives (layer, host offset, block/cluster), or with --file what a host
     /// offset belongs to
@@ -399,7 +433,8 @@ fn tui_or_info(cli: Cli) -> Result<ExitCode> {
     // a damaged chain still opens: what parsed is shown, the damage listed (c)
     let opts = OpenOptions { write: cli.write, lenient: true, ..opts };
     let img = open(&image, &opts)?;
-    crate::tui::run(img, cli.goto.as_deref())?;
+    let modes = crate::tui::Modes { diff: cli.modes.diff_spec(), watch: cli.modes.watch };
+    crate::tui::run(img, cli.goto.as_deref(), modes)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -409,10 +444,10 @@ fn dispatch(cli: Cli, w: &mut dyn std::io::Write, to_stdout: bool) -> Result<Exi
     let opts = cli.open.options();
     let Some(command) = cli.command else { anyhow::bail!("no subcommand") };
     match command {
-        Command::Render { image, size, keys, format, goto, write } => {
+        Command::Render { image, size, keys, format, goto, write, modes } => {
             let opts = OpenOptions { write, lenient: true, ..opts };
             let image = image_or_demo(image)?;
-            render::run(&image, &opts, &size, &keys, format, goto.as_deref(), w)
+            render::run(&image, &opts, &size, &keys, format, goto.as_deref(), modes.diff_spec().as_ref(), w)
         }
         Command::Write { image, open, offset, pattern, length, input, file } => {
             write::run(&image, &open.options(), &offset, pattern.as_deref(), length.as_deref(), input.as_deref(), file)

@@ -27,11 +27,21 @@ pub fn parse_size(s: &str) -> Result<(u16, u16)> {
     Ok((c, r))
 }
 
-pub fn run(path: &Path, opts: &OpenOptions, size: &str, keys: &str, format: RenderFormat, goto: Option<&str>, out: &mut dyn std::io::Write) -> Result<ExitCode> {
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    path: &Path,
+    opts: &OpenOptions,
+    size: &str,
+    keys: &str,
+    format: RenderFormat,
+    goto: Option<&str>,
+    diff: Option<&crate::tui::compare::DiffSpec>,
+    out: &mut dyn std::io::Write,
+) -> Result<ExitCode> {
     let (cols, rows) = parse_size(size)?;
     let mut img = open(path, opts)?;
     let no_color = format == RenderFormat::Text;
-    let buf = render::frame(&mut img, cols, rows, keys, goto, no_color)?;
+    let buf = render::frame_with(&mut img, cols, rows, keys, goto, no_color, diff)?;
     let text = match format {
         RenderFormat::Text => render::to_text(&buf),
         RenderFormat::Ansi => render::to_ansi(&buf),

@@ -46,6 +46,11 @@ pub enum Action {
     NextDirtyBitmap,
     /// Files view: up one directory.
     Parent,
+    /// `--diff`: the cursor to the next / previous differing range.
+    NextDiff,
+    PrevDiff,
+    /// Start or stop watching the image for writes by another process.
+    ToggleWatch,
     /// Stop the running job (Esc when no dialog, list or popup is open).
     CancelJob,
     /// A job's progress: `done` of `total` (0 total: no measure, only time).

@@ -40,6 +40,8 @@ pub enum Job {
     ListDir(String),
     /// Where a guest file's bytes are.
     Locate(String),
+    /// Every guest range that differs from the other side.
+    Diff(super::compare::DiffSpec),
 }
 
 impl Job {
@@ -53,6 +55,7 @@ impl Job {
             Job::Command { title, .. } => title.clone(),
             Job::ListDir(d) => format!("listing {}", d),
             Job::Locate(p) => format!("locating {}", p),
+            Job::Diff(_) => "comparing".into(),
         }
     }
 }
@@ -67,6 +70,8 @@ pub enum JobResult {
     Output { title: String, lines: Vec<String> },
     Dir { cwd: String, rows: Vec<String>, targets: Vec<Target> },
     Located { path: String, size: u64, extents: Vec<(u64, u64)>, count: usize },
+    /// Differing guest ranges and their byte total.
+    Diff { runs: Vec<(u64, u64)>, bytes: u64 },
     Cancelled,
     Failed(String),
 }
@@ -120,11 +125,22 @@ pub fn work(job: &Job, img: &Image, image_path: &str, fs: &mut Option<ExtFs>, ct
         Job::Command { title, words } => Ok(command(title, words)),
         Job::ListDir(dir) => open_fs(img, image_path, fs).and_then(|fs| list(fs, dir)),
         Job::Locate(path) => open_fs(img, image_path, fs).and_then(|fs| locate(fs, path)),
+        Job::Diff(spec) => diff(img, image_path, spec, ctx),
     };
     if ctx.cancelled() {
         return JobResult::Cancelled;
     }
     r.unwrap_or_else(JobResult::Failed)
+}
+
+/// The diff of the image against the other side, opened here (read-only) for the worker.
+fn diff(img: &Image, image_path: &str, spec: &super::compare::DiffSpec, ctx: &Ctx) -> Result<JobResult, String> {
+    let other = super::compare::Other::open(image_path, spec).map_err(|e| format!("diff: {}", e))?;
+    let a = image::diff::Side::new(&img.layers).map_err(|e| e.to_string())?;
+    let b = other.side().map_err(|e| e.to_string())?;
+    let progress = walk_progress(ctx);
+    let r = image::diff::diff(a, b, &mut |d, t| progress(d, t)).map_err(|e| format!("diff: {}", e))?;
+    Ok(JobResult::Diff { runs: r.runs.iter().map(|r| (r.start, r.length)).collect(), bytes: r.differing_bytes })
 }
 
 /// Progress for the core's walks: reported to the job, and the cancel flag stops them.

@@ -2,6 +2,7 @@
 //! The image model is the only source of truth; panes do no offset arithmetic of their own.
 
 pub mod action;
+pub mod compare;
 pub mod draw;
 pub mod inspector;
 pub mod jobs;
@@ -15,6 +16,7 @@ pub mod state;
 pub mod theme;
 pub mod update;
 pub mod view;
+pub mod watching;
 
 #[cfg(test)]
 mod tests;
@@ -40,12 +42,27 @@ pub fn goto(st: &mut AppState, img: &Image, expr: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the TUI compares or watches, from the command line.
+#[derive(Clone, Debug, Default)]
+pub struct Modes {
+    pub diff: Option<compare::DiffSpec>,
+    pub watch: bool,
+}
+
+/// Open the other side of `--diff` and start comparing: the marks appear when the job ends.
+pub fn begin_diff(st: &mut AppState, image_path: &str, spec: &compare::DiffSpec) -> anyhow::Result<Vec<jobs::Effect>> {
+    let other = compare::Other::open(image_path, spec)?;
+    st.message = Some(other.label.clone());
+    st.diff = Some(compare::DiffState { other: std::sync::Arc::new(other), runs: Vec::new(), done: false });
+    Ok(update::start(st, jobs::Job::Diff(spec.clone())))
+}
+
 /// Run the TUI until `q`. The terminal is restored on every exit path: ratatui's init
 /// installs a panic hook that restores it before the panic message prints.
 ///
 /// The image is shared with the job threads (read) and written by this loop on save; a save
 /// waits (without blocking the screen) until no job reads the image.
-pub fn run(img: Image, goto_expr: Option<&str>) -> anyhow::Result<()> {
+pub fn run(img: Image, goto_expr: Option<&str>, modes: Modes) -> anyhow::Result<()> {
     let image_path = img.layers[0].name.clone();
     let shared = Arc::new(RwLock::new(img));
     let mut jobs = jobs::Threads::new(shared.clone(), image_path);
@@ -64,14 +81,33 @@ pub fn run(img: Image, goto_expr: Option<&str>) -> anyhow::Result<()> {
             st
         };
         jobs.run(update::start_up(&mut st));
+        if let Some(spec) = &modes.diff {
+            let path = shared.read().unwrap_or_else(|e| e.into_inner()).layers[0].name.clone();
+            let effects = begin_diff(&mut st, &path, spec)?;
+            jobs.run(effects);
+        }
+        let mut watcher = watching::Watcher::default();
+        st.watch_toggle = modes.watch;
         while !st.quit {
+            if std::mem::take(&mut st.watch_toggle) {
+                let path = shared.read().unwrap_or_else(|e| e.into_inner()).layers[0].name.clone();
+                watcher.toggle(&mut st, &path);
+            }
+            watcher.tick(&mut st, &shared);
             {
                 let img = shared.read().unwrap_or_else(|e| e.into_inner());
                 view::refresh(&mut st, &img);
                 terminal.draw(|f| draw::draw(f, &st, &img))?;
             }
-            // while a job runs, wake up often enough to show its progress and result
-            let wait = if st.jobs.is_empty() { Duration::from_millis(250) } else { Duration::from_millis(20) };
+            // while a job runs, wake up often enough to show its progress and result; while
+            // watching, often enough to show a write within the second
+            let wait = if !st.jobs.is_empty() {
+                Duration::from_millis(20)
+            } else if st.watch.on {
+                Duration::from_millis(100)
+            } else {
+                Duration::from_millis(250)
+            };
             let mut actions = Vec::new();
             if event::poll(wait)? {
                 match event::read()? {

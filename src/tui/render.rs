@@ -22,6 +22,19 @@ pub enum Format {
 
 /// Draw the app at `cols`x`rows` after feeding `keys`; returns the final buffer.
 pub fn frame(img: &mut Image, cols: u16, rows: u16, keys: &str, goto: Option<&str>, no_color: bool) -> anyhow::Result<Buffer> {
+    frame_with(img, cols, rows, keys, goto, no_color, None)
+}
+
+/// [`frame`] comparing the image with the other side of `diff` (marks after the diff job).
+pub fn frame_with(
+    img: &mut Image,
+    cols: u16,
+    rows: u16,
+    keys: &str,
+    goto: Option<&str>,
+    no_color: bool,
+    diff: Option<&super::compare::DiffSpec>,
+) -> anyhow::Result<Buffer> {
     let mut st = AppState::new(img, (cols, rows));
     st.no_color = st.no_color || no_color;
     update(&mut st, img, Action::Resize(cols, rows));
@@ -31,7 +44,10 @@ pub fn frame(img: &mut Image, cols: u16, rows: u16, keys: &str, goto: Option<&st
     // jobs run in place, so the frame shows their results as a terminal would once they end
     let mut jobs = Inline::new();
     let path = img.layers[0].name.clone();
-    let effects = super::update::start_up(&mut st);
+    let mut effects = super::update::start_up(&mut st);
+    if let Some(spec) = diff {
+        effects.extend(super::begin_diff(&mut st, &path, spec)?);
+    }
     settle(&mut st, img, &path, &mut jobs, effects);
     for k in parse_keys(keys) {
         if st.quit {

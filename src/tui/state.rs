@@ -150,6 +150,12 @@ pub struct AppState {
     pub view: super::view::ViewModel,
     /// Saves so far: the image's bytes changed, so the view model reads them again.
     pub saves: u64,
+    /// `--diff`: the other side and the differing ranges.
+    pub diff: Option<super::compare::DiffState>,
+    /// `--watch` / `W`: newly allocated units and counts.
+    pub watch: super::compare::WatchState,
+    /// Set by `update` (W); the loop that owns the image starts or stops watching.
+    pub watch_toggle: bool,
 }
 
 /// A running job as the status line shows it.
@@ -224,6 +230,9 @@ impl AppState {
             next_job: 1,
             view: Default::default(),
             saves: 0,
+            diff: None,
+            watch: Default::default(),
+            watch_toggle: false,
         };
         let damage = img.warnings.len() + img.chain_error.iter().count();
         if damage > 0 {

@@ -142,6 +142,17 @@ fn job_done(st: &mut AppState, img: &Image, job: Job, r: JobResult) -> Vec<Effec
             st.focus = Pane::Grid;
         }
         JobResult::Density(d) => st.density = d,
+        JobResult::Diff { runs, bytes } => {
+            st.message = Some(if runs.is_empty() {
+                "no differences".into()
+            } else {
+                format!("{} differing range(s), {} bytes; }} and {{ step through them", runs.len(), bytes)
+            });
+            if let Some(d) = st.diff.as_mut() {
+                d.runs = runs;
+                d.done = true;
+            }
+        }
         JobResult::Output { title, lines } => st.popup = Some(Popup { title, lines, scroll: 0 }),
         JobResult::Dir { cwd, rows, targets } => {
             st.picker = Some(Picker { kind: PickerKind::Files, title: format!("Files — {}", cwd), rows, targets, sel: 0 });
@@ -454,6 +465,18 @@ pub fn update(st: &mut AppState, img: &Image, action: Action) -> Vec<Effect> {
             st.dialog_error = None;
         }
         Action::ToggleSpace => toggle_space(st, img),
+        Action::NextDiff | Action::PrevDiff => match &st.diff {
+            None => st.message = Some("no comparison: start with --diff IMAGE, --diff-backing or --diff-snapshot NAME".into()),
+            Some(d) if !d.done => st.message = Some("still comparing…".into()),
+            Some(d) => {
+                let from = current_virt(st, img).unwrap_or(0);
+                match d.next(from, action == Action::NextDiff) {
+                    Some(v) => set_cursor(st, img, Space::Virt, 0, v),
+                    None => st.message = Some("no more differences".into()),
+                }
+            }
+        },
+        Action::ToggleWatch => st.watch_toggle = true,
         Action::NextAllocated | Action::PrevAllocated => {
             let from = current_virt(st, img).unwrap_or(0);
             match img.next_allocated(from, action == Action::NextAllocated) {

@@ -66,6 +66,9 @@ struct Key {
     highlights: Vec<(u64, u64)>,
     staged: usize,
     saves: u64,
+    /// Differences known so far, and the units marked as newly allocated.
+    diff_runs: usize,
+    fresh: Vec<(u64, u64)>,
 }
 
 impl ViewModel {
@@ -90,13 +93,18 @@ pub fn refresh(st: &mut AppState, img: &Image) {
         highlights: st.highlights.clone(),
         staged: st.staged_count(),
         saves: st.saves,
+        diff_runs: st.diff.as_ref().map_or(0, |d| d.runs.len() + d.done as usize),
+        fresh: st.watch.fresh.iter().map(|&(a, b, _)| (a, b)).collect(),
     };
     if st.view.key.as_ref() == Some(&key) {
         return;
     }
     let hex = hex(st, img);
     let (cells, sel_kind) = grid(st, img, grid_first);
-    let status = super::panes::hex::status_text(st, img);
+    let mut status = super::panes::hex::status_text(st, img);
+    if let Some(extra) = compare_status(st, img) {
+        status = format!("{} │ {}", extra, status);
+    }
     let allocating = super::update::allocating(st, img);
     let unit = unit_detail(st, img);
     let header_raw = st
@@ -139,7 +147,15 @@ fn hex(st: &AppState, img: &Image) -> Vec<HexRow> {
             Space::Virt => img.read(off, &mut bytes[..n]),
             Space::File => img.read_host(st.file_layer, off, &mut bytes[..n]),
         };
-        let colors = row_colors(st, img, off, n);
+        let mut colors = row_colors(st, img, off, n);
+        if let (Space::Virt, Some(d)) = (st.space, &st.diff) {
+            // bytes that differ from the other side
+            for (k, c) in colors.iter_mut().enumerate().take(n) {
+                if d.touches(off + k as u64, 1) {
+                    *c = Color::LightRed;
+                }
+            }
+        }
         out.push(HexRow { off, n, bytes, unreadable: res.is_err(), colors });
     }
     out
@@ -194,6 +210,13 @@ fn grid(st: &AppState, img: &Image, first: u64) -> (Vec<(&'static str, Color)>, 
                 // a located file's blocks
                 return ("◆◆", Color::LightYellow);
             }
+            if st.watch.touches(start, unit_size) {
+                // allocated by another process a moment ago
+                return ("++", Color::LightGreen);
+            }
+            if st.diff.as_ref().is_some_and(|d| d.touches(start, unit_size)) {
+                return ("≠≠", Color::LightRed);
+            }
             match img.unit_kind(u) {
                 Ok(k) => theme::unit(&k),
                 Err(_) => ("!!", Color::LightRed),
@@ -202,4 +225,33 @@ fn grid(st: &AppState, img: &Image, first: u64) -> (Vec<(&'static str, Color)>, 
         .collect();
     let sel_kind = img.unit_kind(st.grid_sel).map(|k| k.name()).unwrap_or_else(|e| e.to_string());
     (cells, sel_kind)
+}
+
+/// The status line's comparison and watch part: the other side's bytes of the cursor's row
+/// and where they differ; allocations seen while watching.
+fn compare_status(st: &AppState, img: &Image) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(d) = &st.diff {
+        let state = if d.done { format!("{} diff(s)", d.runs.len()) } else { "comparing…".into() };
+        if let Some(v) = super::update::current_virt(st, img) {
+            let row = v / 16 * 16;
+            let mut theirs = [0u8; 16];
+            let mut ours = [0u8; 16];
+            let n = img.virtual_size().saturating_sub(row).min(16) as usize;
+            if d.other.read(row, &mut theirs[..n]).is_ok() && img.read(row, &mut ours[..n]).is_ok() {
+                let hex: Vec<String> = (0..n)
+                    .map(|i| if theirs[i] == ours[i] { format!("{:02x}", theirs[i]) } else { format!("[{:02x}]", theirs[i]) })
+                    .collect();
+                parts.push(format!("{}: other 0x{:x}: {}", state, row, hex.join(" ")));
+            } else {
+                parts.push(state);
+            }
+        } else {
+            parts.push(state);
+        }
+    }
+    if st.watch.on {
+        parts.push(format!("watching: {} new range(s), {} bytes", st.watch.new_ranges, st.watch.new_bytes));
+    }
+    (!parts.is_empty()).then(|| parts.join(" │ "))
 }
