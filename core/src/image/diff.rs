@@ -15,6 +15,8 @@ use super::{Error, Result};
 
 /// Bytes read from each side at once.
 const CHUNK: u64 = 4 << 20;
+/// Disks at least this large are compared in two halves on two threads.
+const PARALLEL_FROM: u64 = 64 << 20;
 
 /// A guest disk to compare: the layers of a chain, top first (a suffix of an image's layers
 /// is the chain without its top).
@@ -174,11 +176,8 @@ fn nonzero(a: &[u8], out: &mut Vec<(u64, u64)>) {
     ranges_where(a.len(), |r| a[r].iter().all(|&x| x == 0), |j| a[j] != 0, out)
 }
 
-/// Compare two guest disks over the larger of their sizes (the shorter one reads zero past
-/// its end, as `qemu-img compare` does).
-pub fn diff(a: Side, b: Side, progress: Progress) -> Result<DiffReport> {
-    let (size_a, size_b) = (a.size(), b.size());
-    let size = size_a.max(size_b);
+/// The differing runs of `[start, size)` and the bytes read for them.
+fn diff_range(a: Side, b: Side, start: u64, size: u64, progress: Progress) -> Result<(Vec<Run>, u64)> {
     let mut wa = Walker::new(a);
     let mut wb = Walker::new(b);
     let mut runs: Vec<Run> = Vec::new();
@@ -186,10 +185,10 @@ pub fn diff(a: Side, b: Side, progress: Progress) -> Result<DiffReport> {
     let mut buf_a = Vec::new();
     let mut buf_b = Vec::new();
     let mut ranges = Vec::new();
-    let mut pos = 0u64;
+    let mut pos = start;
     while pos < size {
         if !progress(pos, size) {
-            return Err(Error::Invalid("diff cancelled".into()));
+            return Err(Error::Cancelled);
         }
         let ea = wa.at(pos, size - pos)?;
         let eb = wb.at(pos, size - pos)?;
@@ -241,10 +240,51 @@ pub fn diff(a: Side, b: Side, progress: Progress) -> Result<DiffReport> {
             }
             off += n;
             if !progress(pos + off, size) {
-                return Err(Error::Invalid("diff cancelled".into()));
+                return Err(Error::Cancelled);
             }
         }
         pos += len;
+    }
+    Ok((runs, bytes_read))
+}
+
+/// Compare two guest disks over the larger of their sizes (the shorter one reads zero past
+/// its end, as `qemu-img compare` does). Two halves are compared on two threads when there is
+/// enough to share; `progress` sees the first half's (done, total).
+pub fn diff(a: Side, b: Side, progress: Progress) -> Result<DiffReport> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (size_a, size_b) = (a.size(), b.size());
+    let size = size_a.max(size_b);
+    let mid = if size >= PARALLEL_FROM { size / 2 / CHUNK * CHUNK } else { size };
+    let stop = AtomicBool::new(false);
+    let (first, second) = std::thread::scope(|sc| {
+        let other = (mid < size).then(|| sc.spawn(|| diff_range(a, b, mid, size, &mut |_, _| !stop.load(Ordering::Relaxed))));
+        let first = diff_range(a, b, 0, mid, &mut |d, _| {
+            let go = progress(d, mid);
+            if !go {
+                stop.store(true, Ordering::Relaxed);
+            }
+            go
+        });
+        if first.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        let second = other.map(|h| h.join().unwrap_or_else(|_| Err(Error::Invalid("the diff thread failed".into()))));
+        (first, second)
+    });
+    let (mut runs, mut bytes_read) = first?;
+    if let Some(second) = second {
+        let (more, n) = second?;
+        bytes_read += n;
+        let mut more = more.into_iter();
+        // a run cut at the middle is one run
+        if let (Some(last), Some(next)) = (runs.last_mut(), more.as_slice().first()) {
+            if last.start + last.length == next.start && last.a.kind == next.a.kind && last.b.kind == next.b.kind && last.a.layer == next.a.layer && last.b.layer == next.b.layer {
+                last.length += next.length;
+                more.next();
+            }
+        }
+        runs.extend(more);
     }
     let differing_bytes = runs.iter().map(|r| r.length).sum();
     let first_difference = runs.first().map(|r| r.start / 512 * 512);
