@@ -18,13 +18,14 @@ use super::check::CheckReport;
 use super::io::HostFile;
 use super::mapping::{HostFileId, LayerExtent};
 use super::region::Region;
-use super::{qcow2, raw, vhd, Error, Result};
+use super::{qcow2, raw, vhd, vmdk, Error, Result};
 
 /// Every format vdiskview reads, in probing order: the first driver whose probe answers
 /// takes the file (raw last: it takes anything). Adding a format = one line here.
 pub static DRIVERS: &[&dyn FormatDriver] = &[
     &qcow2::DRIVER,
     &vhd::DRIVER,
+    &vmdk::DRIVER,
     &raw::DRIVER,
 ];
 
@@ -187,6 +188,7 @@ impl Format {
     pub const Raw: Format = Format(&raw::DRIVER);
     pub const Vhd: Format = Format(&vhd::DRIVER);
     pub const Qcow2: Format = Format(&qcow2::DRIVER);
+    pub const Vmdk: Format = Format(&vmdk::DRIVER);
 
     pub fn driver(self) -> &'static dyn FormatDriver {
         self.0

@@ -15,6 +15,7 @@ pub mod raw;
 pub mod region;
 pub mod summary;
 pub mod vhd;
+pub mod vmdk;
 pub mod write;
 
 #[cfg(test)]
