@@ -76,6 +76,9 @@ pub struct LayerInfoKeys {
     pub backing_full_from_chain: bool,
     pub backing_format: Option<String>,
     pub dirty: bool,
+    /// qemu's `actual-size` where it is more than the image file's (a VMDK's extent files
+    /// count too); `None`: the image file's allocated size.
+    pub actual_size: Option<u64>,
     /// vdiskview's own decoding of the layer (under `vdiskview.layers[i].<key>`), and the
     /// lines `info` prints for the top layer, headed by `key` in upper case.
     pub extra: Option<(&'static str, Value)>,

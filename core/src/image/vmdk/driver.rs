@@ -140,6 +140,8 @@ impl FormatLayer for Vmdk {
             k.backing_filename = Some(h.to_string());
             k.backing_format = Some("vmdk".into());
         }
+        // qemu adds up the descriptor and every extent file
+        k.actual_size = Some(self.host_files().iter().map(|f| f.allocated_size()).sum());
         k.extra = Some(("vmdk", vmdk_json(self)));
         k.extra_human = human_lines(self);
         k
