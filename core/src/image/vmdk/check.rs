@@ -1,6 +1,6 @@
 //! `check` for VMDK: qemu-img check's walk (every grain of every extent; the first grain that
-//! cannot be looked up or that points past the end of its file is one corruption and ends the
-//! walk, as qemu counts), plus findings qemu does not count, reported as warnings so the exit
+//! cannot be looked up or that points past the end of its file ends the walk, and qemu-img
+//! check then fails with exit code 1: a check error here), plus findings qemu does not count, reported as warnings so the exit
 //! code stays qemu's: grain directory and its redundant copy disagreeing, grain tables past
 //! the end of the file, grains used twice, the unclean-shutdown flag.
 
@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use super::sparse::{Grain, SECTOR};
 use super::{ExtentKind, Vmdk};
 use crate::image::check::{CheckReport, Finding, Severity};
+
 use crate::image::mapping::HostFileId;
 use crate::image::Format;
 
@@ -26,7 +27,7 @@ pub fn check(v: &Vmdk, name: &str) -> CheckReport {
             ExtentKind::Flat { offset } => {
                 if *offset >= f.len() {
                     r.push(Finding::new(
-                        Severity::Corruption,
+                        Severity::CheckError,
                         "data",
                         format!("cluster offset for sector {} points after EOF ({})", e.start / SECTOR, f.name),
                     ).virt(Some(e.start)));
@@ -67,7 +68,7 @@ pub fn check(v: &Vmdk, name: &str) -> CheckReport {
                         Ok(x) => x,
                         Err(err) => {
                             r.push(Finding::new(
-                                Severity::Corruption,
+                                Severity::CheckError,
                                 "gt",
                                 format!("could not get cluster_offset for sector {}: {}", (e.start + rel) / SECTOR, err),
                             ).virt(Some(e.start + rel)));
@@ -77,7 +78,7 @@ pub fn check(v: &Vmdk, name: &str) -> CheckReport {
                     if let Grain::At(at) = g {
                         if at >= f.len() {
                             r.push(place(at, sp.grain, Finding::new(
-                                Severity::Corruption,
+                                Severity::CheckError,
                                 "data",
                                 format!("cluster offset for sector {} points after EOF (0x{:x} in {})", (e.start + rel) / SECTOR, at, f.name),
                             )).virt(Some(e.start + rel)));

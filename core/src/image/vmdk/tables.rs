@@ -25,7 +25,7 @@ pub fn write_tables(out: &mut dyn Write, v: &Vmdk) -> std::io::Result<()> {
             e.access,
             if e.type_name.is_empty() { "SPARSE" } else { &e.type_name },
             e.start,
-            e.start + e.size - 1,
+            (e.start + e.size).saturating_sub(1),
             fname
         )?;
         let sp = match &e.kind {
