@@ -18,7 +18,7 @@ use super::check::CheckReport;
 use super::io::HostFile;
 use super::mapping::{HostFileId, LayerExtent};
 use super::region::Region;
-use super::{qcow2, raw, vhd, vmdk, Error, Result};
+use super::{qcow2, raw, vdi, vhd, vmdk, Error, Result};
 
 /// Every format vdiskview reads, in probing order: the first driver whose probe answers
 /// takes the file (raw last: it takes anything). Adding a format = one line here.
@@ -26,6 +26,7 @@ pub static DRIVERS: &[&dyn FormatDriver] = &[
     &qcow2::DRIVER,
     &vhd::DRIVER,
     &vmdk::DRIVER,
+    &vdi::DRIVER,
     &raw::DRIVER,
 ];
 
@@ -192,6 +193,7 @@ impl Format {
     pub const Vhd: Format = Format(&vhd::DRIVER);
     pub const Qcow2: Format = Format(&qcow2::DRIVER);
     pub const Vmdk: Format = Format(&vmdk::DRIVER);
+    pub const Vdi: Format = Format(&vdi::DRIVER);
 
     pub fn driver(self) -> &'static dyn FormatDriver {
         self.0

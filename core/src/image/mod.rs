@@ -14,6 +14,7 @@ pub mod qcow2;
 pub mod raw;
 pub mod region;
 pub mod summary;
+pub mod vdi;
 pub mod vhd;
 pub mod vmdk;
 pub mod write;
