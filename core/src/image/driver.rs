@@ -18,7 +18,7 @@ use super::check::CheckReport;
 use super::io::HostFile;
 use super::mapping::{HostFileId, LayerExtent};
 use super::region::Region;
-use super::{qcow2, raw, vdi, vhd, vmdk, Error, Result};
+use super::{foreign, qcow2, raw, vdi, vhd, vmdk, Error, Result};
 
 /// Every format vdiskview reads, in probing order: the first driver whose probe answers
 /// takes the file (raw last: it takes anything). Adding a format = one line here.
@@ -27,6 +27,13 @@ pub static DRIVERS: &[&dyn FormatDriver] = &[
     &vhd::DRIVER,
     &vmdk::DRIVER,
     &vdi::DRIVER,
+    // recognised by magic, not read: opening one is an error naming the format
+    &foreign::QED,
+    &foreign::PARALLELS,
+    &foreign::DMG,
+    &foreign::BOCHS,
+    &foreign::CLOOP,
+    &foreign::LUKS,
     &raw::DRIVER,
 ];
 

@@ -7,6 +7,7 @@ pub mod check;
 pub mod driver;
 pub mod error;
 pub mod expr;
+pub mod foreign;
 pub mod io;
 pub mod lock;
 pub mod mapping;
