@@ -6,6 +6,7 @@ pub mod check;
 pub mod header;
 mod driver;
 mod tables;
+mod write;
 
 pub use driver::DRIVER;
 
