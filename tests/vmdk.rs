@@ -317,3 +317,57 @@ fn tables_lists_descriptor_header_and_tables() {
     }
     let _: Value = vdiskview_json(&["info", "--output", "json", s(&p)]);
 }
+
+/// `write` allocates grains as qemu-io does: `qemu-img compare` identical, the same map
+/// (grains at the same offsets), `qemu-img check` clean, a parent untouched; the CID moves on.
+#[test]
+fn write_like_qemu_io() {
+    let writes: &[(u8, u64, u64)] = &[(0x5a, 100 << 10, 200 << 10), (0x11, 10 << 20, 64 << 10), (0x22, 3000, 5000), (0x33, 15 << 20, 1 << 20)];
+    for kind in ["monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat", "zeroed", "child"] {
+        let root = workspace();
+        let (qd, vd) = (root.path().join("q"), root.path().join("v"));
+        for d in [&qd, &vd] {
+            std::fs::create_dir(d).unwrap();
+            match kind {
+                "zeroed" => {
+                    qemu_img_in(d, &["create", "-q", "-f", "vmdk", "-o", "zeroed_grain=on", "a.vmdk", "16M"]);
+                    qemu_io_quiet(&d.join("a.vmdk"), &["write -z 0 4M"]);
+                }
+                "child" => {
+                    qemu_img_in(d, &["create", "-q", "-f", "vmdk", "p.vmdk", "16M"]);
+                    qemu_io_quiet(&d.join("p.vmdk"), &["write -P 7 0 16M"]);
+                    qemu_img_in(d, &["create", "-q", "-f", "vmdk", "-b", "p.vmdk", "-F", "vmdk", "a.vmdk"]);
+                }
+                sub => {
+                    qemu_img_in(d, &["create", "-q", "-f", "vmdk", "-o", &format!("subformat={sub}"), "a.vmdk", "16M"]);
+                }
+            }
+        }
+        let (qa, va) = (qd.join("a.vmdk"), vd.join("a.vmdk"));
+        let parent_before = std::fs::read(vd.join("p.vmdk")).ok();
+        let cid_before = vdiskview_json(&["info", "--output", "json", s(&va)])["format-specific"]["data"]["cid"].clone();
+        for &(pat, off, len) in writes {
+            qemu_io_quiet(&qa, &[&format!("write -P {pat} {off} {len}")]);
+            vdiskview_ok(&["write", "--offset", &off.to_string(), "--pattern", &pat.to_string(), "--length", &len.to_string(), s(&va)]);
+        }
+        qemu_img(&["compare", "-f", "vmdk", "-F", "vmdk", s(&qa), s(&va)]);
+        let q = qemu_img_output(&["check", "-f", "vmdk", s(&va)]);
+        assert!(q.status.success(), "{kind}: {}", String::from_utf8_lossy(&q.stdout));
+        assert_json_eq(&qemu_map_json(&va, "vmdk"), &qemu_map_json(&qa, "vmdk"), &format!("{kind}: map after writes"));
+        compare_all(&va);
+        let cid_after = vdiskview_json(&["info", "--output", "json", s(&va)])["format-specific"]["data"]["cid"].clone();
+        assert_ne!(cid_before, cid_after, "{kind}: the CID must change on write");
+        if kind == "child" {
+            assert!(parent_before == std::fs::read(vd.join("p.vmdk")).ok(), "{kind}: the parent was written");
+        }
+    }
+}
+
+#[test]
+fn stream_optimized_is_read_only() {
+    let dir = workspace();
+    let p = create(dir.path(), "so.vmdk", "subformat=streamOptimized");
+    let out = vdiskview(&["write", "--offset", "0", "--pattern", "1", "--length", "512", s(&p)]);
+    assert_clean_error(&out, "write to streamOptimized");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("read-only"));
+}

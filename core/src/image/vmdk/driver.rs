@@ -14,7 +14,7 @@ use crate::image::driver::{BackingRef, Format, FormatDriver, FormatLayer, LayerI
 use crate::image::io::HostFile;
 use crate::image::mapping::{HostFileId, LayerExtent};
 use crate::image::region::Region;
-use crate::image::{Error, Result};
+use crate::image::Result;
 
 pub struct Driver;
 pub static DRIVER: Driver = Driver;
@@ -152,8 +152,8 @@ impl FormatLayer for Vmdk {
     fn check(&self, name: &str) -> Result<CheckReport> {
         Ok(super::check::check(self, name))
     }
-    fn write(&mut self, _virt: u64, _data: &[u8], _below: &dyn Fn(u64, &mut [u8]) -> Result<()>) -> Result<()> {
-        Err(Error::unsupported(format!("{}: vdiskview reads VMDK images but does not write them yet", self.file.name)))
+    fn write(&mut self, virt: u64, data: &[u8], below: &dyn Fn(u64, &mut [u8]) -> Result<()>) -> Result<()> {
+        Vmdk::write(self, virt, data, below)
     }
     fn as_any(&self) -> &dyn Any {
         self

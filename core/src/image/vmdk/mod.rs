@@ -10,6 +10,7 @@ pub mod descriptor;
 pub mod sparse;
 mod driver;
 mod tables;
+mod write;
 
 pub use driver::DRIVER;
 
@@ -71,6 +72,8 @@ pub struct Vmdk {
     pub extents: Vec<Extent>,
     pub virtual_size: u64,
     pub warnings: Vec<String>,
+    /// The CID was renewed by a write of this session.
+    pub cid_updated: bool,
 }
 
 fn read_text(file: &HostFile, off: u64, max: u64) -> Result<String> {
@@ -148,6 +151,7 @@ impl Vmdk {
             extents: vec![extent],
             virtual_size: size,
             warnings,
+            cid_updated: false,
         })
     }
 
@@ -246,6 +250,7 @@ impl Vmdk {
             extents,
             virtual_size: start,
             warnings,
+            cid_updated: false,
         })
     }
 

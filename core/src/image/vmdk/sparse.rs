@@ -316,6 +316,11 @@ impl SparseExtent {
         Ok(t)
     }
 
+    /// Drop a cached grain table after its entries were written.
+    pub fn forget_gt(&self, sector: u32) {
+        self.gts.lock().unwrap().remove(&sector);
+    }
+
     /// The grain holding extent byte `rel`, and how many grains from it share the answer
     /// without looking further (the rest of a grain table whose directory entry is empty).
     pub fn lookup(&self, file: &HostFile, rel: u64) -> Result<(Grain, u64)> {
