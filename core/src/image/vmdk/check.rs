@@ -2,7 +2,8 @@
 //! cannot be looked up or that points past the end of its file ends the walk, and qemu-img
 //! check then fails with exit code 1: a check error here), plus findings qemu does not count, reported as warnings so the exit
 //! code stays qemu's: grain directory and its redundant copy disagreeing, grain tables past
-//! the end of the file, grains used twice, the unclean-shutdown flag.
+//! the end of the file, grains used twice, compressed grains whose marker names another
+//! grain or an impossible size or that do not inflate, the unclean-shutdown flag.
 
 use std::collections::HashMap;
 
@@ -75,6 +76,28 @@ pub fn check(v: &Vmdk, name: &str) -> CheckReport {
                             break 'extents;
                         }
                     };
+                    if let (Grain::At(at), true) = (g, sp.compressed && sp.markers) {
+                        // a compressed grain's marker names the grain it holds
+                        let guest_sector = (rel - rel % sp.grain) / SECTOR;
+                        match sp.marker(f, at) {
+                            Ok((lba, size)) if lba != guest_sector || size == 0 || size as u64 > 2 * sp.grain => {
+                                r.push(place(at, 12, Finding::new(
+                                    Severity::Warning,
+                                    "compressed",
+                                    format!(
+                                        "grain marker at 0x{:x} of {}: LBA 0x{:x} and size {} for the grain at guest sector 0x{:x}",
+                                        at, f.name, lba, size, guest_sector
+                                    ),
+                                )).virt(Some(e.start + rel)));
+                            }
+                            Ok(_) => {
+                                if let Err(err) = sp.inflate(f, at) {
+                                    r.push(place(at, 12, Finding::new(Severity::Warning, "compressed", err.to_string())).virt(Some(e.start + rel)));
+                                }
+                            }
+                            Err(_) => {}
+                        }
+                    }
                     if let Grain::At(at) = g {
                         if at >= f.len() {
                             r.push(place(at, sp.grain, Finding::new(

@@ -254,6 +254,21 @@ pub fn regions(v: &Vmdk) -> Vec<Region> {
             r.fields = h.fields();
             out.push(r);
         }
+        if sp.markers {
+            // streamOptimized metadata markers: a sector before the directory, each table and
+            // the footer, and the end-of-stream marker after the footer
+            let mut at: Vec<u64> = vec![sp.gd_offset.saturating_sub(SECTOR)];
+            at.extend(sp.gd.iter().filter(|&&g| g > 1).map(|&g| (g as u64 - 1) * SECTOR));
+            if sp.first_header.is_some() {
+                at.push(sp.header.offset - SECTOR);
+                at.push(sp.header.offset + SECTOR);
+            }
+            for m in at {
+                if let Some(r) = marker_region(v, m) {
+                    out.push(r);
+                }
+            }
+        }
         let gd_len = (sp.gd.len() as u64 * 4).next_multiple_of(SECTOR);
         out.push(Region::new(sp.gd_offset, gd_len, "gd", "grain directory"));
         if let Some(off) = sp.rgd_offset {
@@ -308,4 +323,28 @@ pub fn regions(v: &Vmdk) -> Vec<Region> {
         kept.push(r);
     }
     kept
+}
+
+/// A metadata marker of a streamOptimized extent at `at`, when the sector holds one.
+fn marker_region(v: &Vmdk, at: u64) -> Option<Region> {
+    let mut b = [0u8; 16];
+    v.file.read_exact_at(at, &mut b, "marker").ok()?;
+    let (val, size, kind) = (u64::from_le_bytes(b[..8].try_into().ok()?), u32::from_le_bytes(b[8..12].try_into().ok()?), u32::from_le_bytes(b[12..16].try_into().ok()?));
+    if size != 0 {
+        return None;
+    }
+    let name = match kind {
+        sparse::MARKER_EOS if val == 0 => "end-of-stream marker (type 0x0)".to_string(),
+        sparse::MARKER_GT => format!("grain table marker (type 0x1, {} sectors)", val),
+        sparse::MARKER_GD => format!("grain directory marker (type 0x2, {} sectors)", val),
+        sparse::MARKER_FOOTER => format!("footer marker (type 0x3, {} sectors)", val),
+        _ => return None,
+    };
+    let mut r = Region::new(at, SECTOR, "marker", name);
+    r.fields = vec![
+        crate::image::region::Field { off: at, len: 8, name: "Value (sectors)".into(), value: format!("0x{:x}", val) },
+        crate::image::region::Field { off: at + 8, len: 4, name: "Size".into(), value: "0".into() },
+        crate::image::region::Field { off: at + 12, len: 4, name: "Type".into(), value: format!("0x{:x}", kind) },
+    ];
+    Some(r)
 }
