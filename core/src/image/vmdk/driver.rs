@@ -241,7 +241,9 @@ pub fn regions(v: &Vmdk) -> Vec<Region> {
     let len = v.file.len();
     if let Some((off, l)) = v.desc_at {
         if l > 0 && off < len {
-            out.push(Region::new(off, l.min(len - off), "descriptor", "descriptor"));
+            let mut r = Region::new(off, l.min(len - off), "descriptor", "descriptor");
+            r.fields = descriptor_fields(&v.desc_text, off);
+            out.push(r);
         }
     }
     for e in &v.extents {
@@ -347,4 +349,29 @@ fn marker_region(v: &Vmdk, at: u64) -> Option<Region> {
         crate::image::region::Field { off: at + 12, len: 4, name: "Type".into(), value: format!("0x{:x}", kind) },
     ];
     Some(r)
+}
+
+/// The descriptor's lines as fields (Header pane, hex overlays): `key = value` lines by key,
+/// extent lines as "Extent N".
+fn descriptor_fields(text: &str, base: u64) -> Vec<crate::image::region::Field> {
+    let mut out = Vec::new();
+    let mut at = 0u64;
+    let mut extent = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim();
+        if !t.is_empty() && !t.starts_with('#') {
+            let (name, value) = match t.split_once('=') {
+                Some((k, v)) if !t.starts_with("RW ") && !t.starts_with("RDONLY ") && !t.starts_with("NOACCESS ") => {
+                    (k.trim().to_string(), v.trim().trim_matches('"').to_string())
+                }
+                _ => {
+                    extent += 1;
+                    (format!("Extent {}", extent - 1), t.to_string())
+                }
+            };
+            out.push(crate::image::region::Field { off: base + at, len: line.trim_end().len() as u64, name, value });
+        }
+        at += line.len() as u64;
+    }
+    out
 }
