@@ -197,3 +197,17 @@ fn write_like_qemu_io() {
         assert_bytes_eq(&std::fs::read(&b).unwrap(), &std::fs::read(&a).unwrap(), opts);
     }
 }
+
+/// A qcow2 overlay over a VDI.
+#[test]
+fn qcow2_over_vdi() {
+    let dir = workspace();
+    let base = create(dir.path(), "base.vdi", &[], "16M");
+    qemu_io_quiet(&base, &["write -P 0x10 0 3M"]);
+    qemu_img_in(dir.path(), &["create", "-q", "-f", "qcow2", "-b", "base.vdi", "-F", "vdi", "top.qcow2"]);
+    let top = dir.path().join("top.qcow2");
+    qemu_io("qcow2", &top, &["write -P 3 1M 64k"]);
+    let p = s(&top);
+    assert_json_eq(&vdiskview_json(&["map", "--output", "json", p]), &qemu_map_json(&top, "qcow2"), "map qcow2 over vdi");
+    assert_bytes_eq(&vdiskview_ok(&["read", p]), &qemu_convert_raw(&top, "qcow2"), "read qcow2 over vdi");
+}

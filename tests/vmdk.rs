@@ -371,3 +371,22 @@ fn stream_optimized_is_read_only() {
     assert_clean_error(&out, "write to streamOptimized");
     assert!(String::from_utf8_lossy(&out.stderr).contains("read-only"));
 }
+
+/// A qcow2 overlay over a multi-file VMDK: the chain mixes formats as qemu's does.
+#[test]
+fn qcow2_over_vmdk() {
+    let dir = workspace();
+    let base = create(dir.path(), "base.vmdk", "subformat=twoGbMaxExtentSparse");
+    qemu_io_quiet(&base, &["write -P 0x10 0 4M", "write -P 0x11 30M 1M"]);
+    qemu_img_in(dir.path(), &["create", "-q", "-f", "qcow2", "-b", "base.vmdk", "-F", "vmdk", "top.qcow2"]);
+    let top = dir.path().join("top.qcow2");
+    qemu_io("qcow2", &top, &["write -P 3 1M 64k"]);
+    let p = s(&top);
+    assert_json_eq(&vdiskview_json(&["map", "--output", "json", p]), &qemu_map_json(&top, "qcow2"), "map qcow2 over vmdk");
+    assert_eq!(
+        String::from_utf8_lossy(&vdiskview_ok(&["map", p])),
+        String::from_utf8_lossy(&qemu_map_human(&top, "qcow2").stdout),
+        "human map qcow2 over vmdk"
+    );
+    assert_bytes_eq(&vdiskview_ok(&["read", p]), &qemu_convert_raw(&top, "qcow2"), "read qcow2 over vmdk");
+}
