@@ -120,6 +120,8 @@ pub fn check(v: &Vmdk, name: &str) -> CheckReport {
                             }
                         }
                     }
+                    // data grains one at a time (each is checked); empty runs whole
+                    let n = if matches!(g, Grain::At(_)) { 1 } else { n };
                     rel += n * sp.grain - rel % sp.grain;
                 }
             }

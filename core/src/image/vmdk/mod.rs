@@ -300,6 +300,7 @@ impl Vmdk {
                     Grain::Unallocated => LayerKind::Unallocated { host: None },
                     Grain::Zeroed => LayerKind::Zero { host: None },
                     Grain::At(at) if sp.compressed => {
+                        let len = (grain - in_grain).min(avail);
                         let csize = if sp.markers { sp.marker(f, at).map(|(_, s)| s as u64 + 12).unwrap_or(0) } else { grain };
                         return Ok(LayerExtent {
                             len,

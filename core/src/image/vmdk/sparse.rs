@@ -321,8 +321,9 @@ impl SparseExtent {
         self.gts.lock().unwrap().remove(&sector);
     }
 
-    /// The grain holding extent byte `rel`, and how many grains from it share the answer
-    /// without looking further (the rest of a grain table whose directory entry is empty).
+    /// The grain holding extent byte `rel`, and how many grains from it (within its grain
+    /// table) share the answer: the rest of a table whose directory entry is empty, a run of
+    /// unallocated or zeroed entries, or data grains stored one after the other.
     pub fn lookup(&self, file: &HostFile, rel: u64) -> Result<(Grain, u64)> {
         let g = rel / self.grain;
         let gdi = g / self.gtes_per_gt;
@@ -333,8 +334,24 @@ impl SparseExtent {
         if gde == 0 {
             return Ok((Grain::Unallocated, self.gtes_per_gt - gti));
         }
-        let gte = self.gt(file, gde)?[gti as usize];
-        Ok((self.classify(gte), 1))
+        let gt = self.gt(file, gde)?;
+        let first = self.classify(gt[gti as usize]);
+        // the following entries of the same table that say the same (data: the next grains
+        // of the file), so a caller walks a table in runs, not grain by grain
+        let step = (self.grain / SECTOR) as u32;
+        let mut n = 1u64;
+        for (k, &gte) in gt[gti as usize + 1..].iter().enumerate() {
+            let same = match first {
+                Grain::At(_) if self.compressed => false,
+                Grain::At(_) => gt[gti as usize].checked_add((k as u32 + 1).wrapping_mul(step)) == Some(gte),
+                other => self.classify(gte) == other,
+            };
+            if !same {
+                break;
+            }
+            n += 1;
+        }
+        Ok((first, n))
     }
 
     pub fn classify(&self, gte: u32) -> Grain {
