@@ -98,6 +98,16 @@ impl FormatDriver for Foreign {
         Ok((self.probe)(&head, &tail))
     }
     fn open(&self, file: HostFile) -> Result<Box<dyn FormatLayer>> {
+        if !self.probe(&file)? {
+            // forced with --format on a file that is not one
+            return Err(Error::unsupported(format!(
+                "{}: not a {} image, and vdiskview does not read {} images; it reads {} images",
+                file.name,
+                self.title,
+                self.title,
+                readable_formats()
+            )));
+        }
         Err(Error::unsupported(format!(
             "{}: this is a {} image; vdiskview reads {} images",
             file.name,

@@ -159,7 +159,10 @@ impl Vmdk {
         let text = read_text(&file, 0, descriptor::MAX_DESCRIPTOR)?;
         let desc = Descriptor::parse(&text).map_err(|e| Error::corrupt(format!("{}: {}", file.name, e)))?;
         let Some(ct) = desc.create_type.clone() else {
-            return Err(Error::corrupt(format!("{}: invalid VMDK descriptor: no createType", file.name)));
+            return Err(Error::corrupt(format!(
+                "{}: not a VMDK image: neither a sparse extent ('KDMV') nor a descriptor with a createType",
+                file.name
+            )));
         };
         if desc.extents.is_empty() {
             return Err(Error::corrupt(format!("{}: the VMDK descriptor names no extents", file.name)));
