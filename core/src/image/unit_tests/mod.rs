@@ -10,6 +10,7 @@ mod probe;
 mod qcow2;
 mod raw;
 mod vhd;
+mod vmdk;
 
 use std::path::Path;
 

@@ -218,7 +218,7 @@ impl SparseExtent {
             let at = (len / SECTOR) * SECTOR - 3 * SECTOR;
             let mut b = vec![0u8; 3 * SECTOR as usize];
             file.read_exact_at(at, &mut b, "VMDK footer")?;
-            let marker_ok = le64(&b, 0) == 0 && le32(&b, 8) == 0 && le32(&b, 12) == MARKER_FOOTER;
+            let marker_ok = le32(&b, 8) == 0 && le32(&b, 12) == MARKER_FOOTER;
             let eos_ok = le64(&b, 1024) == 0 && le32(&b, 1032) == 0 && le32(&b, 1036) == MARKER_EOS;
             if !marker_ok || !eos_ok || &b[512..516] != MAGIC {
                 return Err(Error::corrupt(format!(
