@@ -116,3 +116,37 @@ impl FormatDriver for Foreign {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn magics() {
+        let mut p = b"WithoutFreeSpace".to_vec();
+        p.extend_from_slice(&2u32.to_le_bytes());
+        assert!(parallels(&p, b""));
+        p[16] = 1;
+        assert!(!parallels(&p, b""), "version 1 is not probed by qemu either");
+        assert!(qed(b"QED\0rest", b""));
+        assert!(luks(b"LUKS\xba\xbe\0\x02", b""));
+        assert!(!luks(b"LUKS\xba\xbe\0\x07", b""));
+        let mut tail = vec![0u8; 512];
+        tail[..4].copy_from_slice(b"koly");
+        assert!(dmg(b"", &tail));
+        assert!(!dmg(b"", b"koly"), "the trailer is a whole 512-byte block");
+        let mut h = vec![0u8; 64];
+        h[..23].copy_from_slice(b"Bochs Virtual HD Image\0");
+        h[32..40].copy_from_slice(b"Redolog\0");
+        assert!(bochs(&h, b""));
+        assert!(!bochs(b"Bochs", b""));
+        assert!(cloop(b"#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n...", b""));
+    }
+
+    #[test]
+    fn the_message_lists_what_is_read() {
+        let s = readable_formats();
+        assert!(s.contains("VMDK") && s.contains("VDI") && s.ends_with("and raw"), "{s}");
+        assert!(!s.contains("PARALLELS") && !s.contains("QED"), "{s}");
+    }
+}

@@ -9,6 +9,7 @@ mod build;
 mod probe;
 mod qcow2;
 mod raw;
+mod vdi;
 mod vhd;
 mod vmdk;
 
