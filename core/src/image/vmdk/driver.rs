@@ -86,7 +86,13 @@ impl FormatLayer for Vmdk {
     }
     fn backing(&self) -> Option<BackingRef> {
         let hint = self.parent_hint()?;
-        Some(BackingRef { name: hint.to_string(), candidates: vec![hint.to_string()], format: Some(Format::Vmdk) })
+        let mut candidates = vec![hint.to_string()];
+        // VMware may write the parent's absolute (even Windows) path: try its file name
+        // beside the delta disk too
+        if let Some(base) = hint.rsplit(['/', '\\']).next().filter(|b| !b.is_empty() && *b != hint) {
+            candidates.push(base.to_string());
+        }
+        Some(BackingRef { name: hint.to_string(), candidates, format: Some(Format::Vmdk) })
     }
     fn regions(&self) -> Vec<Region> {
         regions(self)
