@@ -25,6 +25,34 @@ pub fn check(v: &Vmdk, name: &str) -> CheckReport {
         let place = |off: u64, len: u64, fnd: Finding| if id == HostFileId::Image { fnd.at(off, len) } else { fnd };
         match &e.kind {
             ExtentKind::Zero => {}
+            ExtentKind::SeSparse(se) => {
+                let mut rel = 0;
+                while rel < e.size {
+                    let (g, n) = match se.lookup(f, rel) {
+                        Ok(x) => x,
+                        Err(err) => {
+                            r.push(Finding::new(
+                                Severity::CheckError,
+                                "gt",
+                                format!("could not get cluster_offset for sector {}: {}", (e.start + rel) / SECTOR, err),
+                            ).virt(Some(e.start + rel)));
+                            break 'extents;
+                        }
+                    };
+                    if let Grain::At(at) = g {
+                        if at >= f.len() {
+                            r.push(Finding::new(
+                                Severity::CheckError,
+                                "data",
+                                format!("cluster offset for sector {} points after EOF (0x{:x} in {})", (e.start + rel) / SECTOR, at, f.name),
+                            ).virt(Some(e.start + rel)));
+                            break 'extents;
+                        }
+                    }
+                    let n = if matches!(g, Grain::At(_)) { 1 } else { n };
+                    rel += n * se.grain - rel % se.grain;
+                }
+            }
             ExtentKind::Flat { offset } => {
                 if *offset >= f.len() {
                     r.push(Finding::new(

@@ -119,15 +119,14 @@ impl FormatLayer for Vmdk {
             .iter()
             .map(|e| {
                 let mut m = Map::new();
-                let sp = e.sparse();
-                if sp.is_some_and(|s| s.compressed) {
+                if e.compressed() {
                     m.insert("compressed".into(), json!(true));
                 }
                 m.insert("virtual-size".into(), json!(e.size));
                 let fname = e.file.and_then(|id| self.host_file(id)).map(|f| f.name.clone()).unwrap_or_default();
                 m.insert("filename".into(), json!(fname));
-                if let Some(s) = sp {
-                    m.insert("cluster-size".into(), json!(s.grain));
+                if let Some(g) = e.grain() {
+                    m.insert("cluster-size".into(), json!(g));
                 }
                 m.insert("format".into(), json!(e.type_name));
                 Value::Object(m)

@@ -7,6 +7,7 @@
 
 pub mod check;
 pub mod descriptor;
+pub mod sesparse;
 pub mod sparse;
 mod driver;
 mod tables;
@@ -29,6 +30,8 @@ pub enum ExtentKind {
     Flat { offset: u64 },
     /// A hosted sparse extent (`KDMV`).
     Sparse(Box<SparseExtent>),
+    /// An ESXi seSparse extent (read-only).
+    SeSparse(Box<sesparse::SeSparseExtent>),
     /// Reads as zero, stored nowhere.
     Zero,
 }
@@ -49,7 +52,18 @@ pub struct Extent {
 
 impl Extent {
     pub fn is_flat(&self) -> bool {
-        !matches!(self.kind, ExtentKind::Sparse(_))
+        !matches!(self.kind, ExtentKind::Sparse(_) | ExtentKind::SeSparse(_))
+    }
+    /// The grain size of a sparse extent.
+    pub fn grain(&self) -> Option<u64> {
+        match &self.kind {
+            ExtentKind::Sparse(s) => Some(s.grain),
+            ExtentKind::SeSparse(s) => Some(s.grain),
+            _ => None,
+        }
+    }
+    pub fn compressed(&self) -> bool {
+        self.sparse().is_some_and(|s| s.compressed)
     }
     pub fn sparse(&self) -> Option<&SparseExtent> {
         match &self.kind {
@@ -219,10 +233,10 @@ impl Vmdk {
                 }
                 "ZERO" => (None, ExtentKind::Zero),
                 "SESPARSE" => {
-                    return Err(Error::unsupported(format!(
-                        "{}: seSparse (ESXi) extents are recognised but not read by vdiskview",
-                        file.name
-                    )))
+                    let id = open_file(line.file.as_deref().unwrap_or_default())?;
+                    let HostFileId::Extent(i) = id else { unreachable!() };
+                    let se = sesparse::SeSparseExtent::open(&extent_files[i as usize])?;
+                    (Some(id), ExtentKind::SeSparse(Box::new(se)))
                 }
                 t => return Err(Error::unsupported(format!("{}: unsupported VMDK extent type '{}'", file.name, t))),
             };
@@ -292,6 +306,31 @@ impl Vmdk {
                 };
                 Ok(LayerExtent { len: len.max(1).min(avail), kind })
             }
+            ExtentKind::SeSparse(se) => {
+                let id = e.file.expect("a sparse extent has a file");
+                let f = self.host_file(id).expect("extent file");
+                let grain = se.grain;
+                let in_grain = rel % grain;
+                let (first, n) = se.lookup(f, rel)?;
+                let mut len = (n * grain - in_grain).min(avail);
+                let kind = match first {
+                    Grain::Unallocated => LayerKind::Unallocated { host: None },
+                    Grain::Zeroed => LayerKind::Zero { host: None },
+                    Grain::At(at) => LayerKind::Data { file: id, host: at + in_grain, passthrough: false },
+                };
+                while len < avail {
+                    let (g, n) = se.lookup(f, rel + len)?;
+                    let same = match (first, g) {
+                        (Grain::At(a), Grain::At(b)) => b == a + in_grain + len,
+                        (a, b) => a == b,
+                    };
+                    if !same {
+                        break;
+                    }
+                    len = (len + n * grain).min(avail);
+                }
+                Ok(LayerExtent { len, kind })
+            }
             ExtentKind::Sparse(sp) => {
                 let id = e.file.expect("a sparse extent has a file");
                 let f = self.host_file(id).expect("extent file");
@@ -354,13 +393,13 @@ impl Vmdk {
     /// qemu's cluster size: the grain of the first extent when every extent is alike.
     pub fn cluster_size(&self) -> Option<u64> {
         let first = self.extents.first()?;
-        let alike = self.extents.iter().all(|e| {
-            e.is_flat() == first.is_flat()
-                && e.sparse().map(|s| (s.compressed, s.grain)) == first.sparse().map(|s| (s.compressed, s.grain))
-        });
+        let alike = self
+            .extents
+            .iter()
+            .all(|e| e.is_flat() == first.is_flat() && e.compressed() == first.compressed() && e.grain() == first.grain());
         if !alike {
             return None;
         }
-        first.sparse().map(|s| s.grain)
+        first.grain()
     }
 }

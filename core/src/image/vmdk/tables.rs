@@ -35,6 +35,15 @@ pub fn write_tables(out: &mut dyn Write, v: &Vmdk) -> std::io::Result<()> {
                 continue;
             }
             ExtentKind::Zero => continue,
+            ExtentKind::SeSparse(se) => {
+                writeln!(out, "seSparse constant header (file offset 0x0):")?;
+                write_fields(out, &se.fields())?;
+                writeln!(out, "Grain directory (file offset 0x{:x}, {} entries):", se.gd_offset, se.gd.len())?;
+                for (j, &g) in se.gd.iter().enumerate().filter(|(_, g)| **g != 0) {
+                    writeln!(out, "GD#{:04} -> 0x{:016x}", j, g)?;
+                }
+                continue;
+            }
         };
         let f = v.host_file(e.file.expect("sparse file")).expect("extent file");
         if let Some(h) = &sp.first_header {

@@ -22,6 +22,9 @@ impl Vmdk {
             let rel = v - e.start;
             let room = e.size - rel;
             let (n, id) = match &e.kind {
+                ExtentKind::SeSparse(_) => {
+                    return Err(Error::unsupported(format!("{}: seSparse extents are read-only in vdiskview (as in qemu)", self.file.name)))
+                }
                 ExtentKind::Zero => {
                     return Err(Error::unsupported(format!("{}: guest 0x{:x} lies in a ZERO extent, which stores nothing", self.file.name, v)))
                 }
