@@ -105,10 +105,7 @@ impl Vmdk {
         }
         let mut magic = [0u8; 4];
         file.read_exact_at(0, &mut magic, "VMDK magic")?;
-        if &magic == sparse::COWD_MAGIC {
-            return Err(Error::unsupported(format!("{}: VMDK3 (COWD, ESX 2 vmfsSparse) extents are not supported", file.name)));
-        }
-        if &magic == sparse::MAGIC {
+        if &magic == sparse::MAGIC || &magic == sparse::COWD_MAGIC {
             Self::open_monolithic(file)
         } else {
             Self::open_descriptor_file(file)
@@ -120,12 +117,16 @@ impl Vmdk {
         let h = &sp.header;
         let mut warnings = sp.warnings.clone();
         // the embedded descriptor (qemu reads it at sector 1 whatever the header says)
-        let (desc_off, desc_len) = if h.desc_offset != 0 && h.desc_size != 0 {
+        let (desc_off, desc_len) = if h.cowd {
+            (0, 0)
+        } else if h.desc_offset != 0 && h.desc_size != 0 {
             (h.desc_offset.saturating_mul(SECTOR), h.desc_size.saturating_mul(SECTOR))
         } else {
             (SECTOR, 20 * SECTOR)
         };
-        let (desc_text, desc_at) = if desc_off < file.len() {
+        let (desc_text, desc_at) = if desc_len == 0 {
+            (String::new(), None)
+        } else if desc_off < file.len() {
             (read_text(&file, desc_off, desc_len)?, Some((desc_off, desc_len.min(file.len() - desc_off))))
         } else {
             warnings.push(format!("embedded descriptor at 0x{:x} lies past the end of the file", desc_off));
@@ -138,7 +139,9 @@ impl Vmdk {
                 Descriptor::default()
             }
         };
-        let create_type = if sp.compressed {
+        let create_type = if sp.header.cowd {
+            "vmfsSparse".to_string()
+        } else if sp.compressed {
             "streamOptimized".to_string()
         } else {
             desc.create_type.clone().unwrap_or_else(|| "monolithicSparse".into())
@@ -213,8 +216,8 @@ impl Vmdk {
                     let f = &extent_files[i as usize];
                     let mut magic = [0u8; 4];
                     f.read_exact_at(0, &mut magic, "VMDK extent magic")?;
-                    if &magic != sparse::MAGIC {
-                        return Err(Error::unsupported(format!("{}: extent {} is not a hosted sparse (KDMV) extent", file.name, f.name)));
+                    if &magic != sparse::MAGIC && &magic != sparse::COWD_MAGIC {
+                        return Err(Error::unsupported(format!("{}: extent {} is neither a hosted sparse (KDMV) nor a VMFS sparse (COWD) extent", file.name, f.name)));
                     }
                     let sp = SparseExtent::open(f)?;
                     if sp.compressed {

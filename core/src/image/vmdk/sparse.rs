@@ -70,7 +70,25 @@ pub struct SparseHeader {
     pub overhead: u64,
     pub unclean: bool,
     pub compression: u16,
+    /// A VMDK3 (`COWD`, vmfsSparse) header: 4096-entry tables, the directory size stored.
+    pub cowd: bool,
+    /// COWD: the grain directory's entry count as stored.
+    pub gd_entries: Option<u64>,
 }
+
+pub const COWD_FIELDS: &[FieldDef] = &[
+    FieldDef::new(0, 4, "Magic"),
+    FieldDef::new(4, 4, "Version"),
+    FieldDef::new(8, 4, "Flags"),
+    FieldDef::new(12, 4, "Capacity"),
+    FieldDef::new(16, 4, "Grain size"),
+    FieldDef::new(20, 4, "GD offset"),
+    FieldDef::new(24, 4, "GD entries"),
+    FieldDef::new(28, 4, "Next free sector"),
+    FieldDef::new(32, 4, "Cylinders"),
+    FieldDef::new(36, 4, "Heads"),
+    FieldDef::new(40, 4, "Sectors per track"),
+];
 
 impl SparseHeader {
     pub fn parse(offset: u64, b: &[u8]) -> Result<SparseHeader> {
@@ -92,6 +110,33 @@ impl SparseHeader {
             overhead: le64(b, 64),
             unclean: b[72] != 0,
             compression: le16(b, 77),
+            cowd: false,
+            gd_entries: None,
+        })
+    }
+
+    /// A VMDK3 (`COWD`) header, in the same terms.
+    pub fn parse_cowd(b: &[u8]) -> Result<SparseHeader> {
+        if b.len() < 44 || &b[0..4] != COWD_MAGIC {
+            return Err(Error::corrupt("not a VMDK3 sparse extent: no 'COWD' magic"));
+        }
+        Ok(SparseHeader {
+            offset: 0,
+            bytes: b[..512.min(b.len())].to_vec(),
+            version: le32(b, 4),
+            flags: le32(b, 8),
+            capacity: le32(b, 12) as u64,
+            grain_sectors: le32(b, 16) as u64,
+            desc_offset: 0,
+            desc_size: 0,
+            gtes_per_gt: 4096,
+            rgd_offset: 0,
+            gd_offset: le32(b, 20) as u64,
+            overhead: 0,
+            unclean: false,
+            compression: 0,
+            cowd: true,
+            gd_entries: Some(le32(b, 24) as u64),
         })
     }
 
@@ -122,6 +167,22 @@ impl SparseHeader {
     }
 
     pub fn fields(&self) -> Vec<Field> {
+        if self.cowd {
+            let b = &self.bytes;
+            return COWD_FIELDS
+                .iter()
+                .map(|d| {
+                    let v = le32(b, d.off);
+                    let value = match d.off {
+                        0 => "COWD".to_string(),
+                        12 | 16 | 20 | 28 => format!("{} sectors (0x{:x})", v, v as u64 * SECTOR),
+                        _ => v.to_string(),
+                    };
+                    let (off, len) = d.at(self.offset);
+                    Field { off, len, name: d.name.into(), value }
+                })
+                .collect();
+        }
         let sectors = |v: u64| {
             if v == GD_AT_END {
                 "0xffffffffffffffff (at the end: see the footer)".to_string()
@@ -207,9 +268,12 @@ fn read_u32s(file: &HostFile, off: u64, n: u64, what: &str) -> Result<Vec<u32>> 
 impl SparseExtent {
     pub fn open(file: &HostFile) -> Result<SparseExtent> {
         let name = &file.name;
-        let first = SparseHeader::read(file, 0).map_err(|e| Error::corrupt(format!("{}: {}", name, e)))?;
+        let mut b = vec![0u8; SECTOR as usize];
+        file.read_exact_at(0, &mut b, "VMDK sparse header")?;
+        let first = if &b[..4] == COWD_MAGIC { SparseHeader::parse_cowd(&b) } else { SparseHeader::parse(0, &b) }
+            .map_err(|e| Error::corrupt(format!("{}: {}", name, e)))?;
         let mut warnings = Vec::new();
-        let (header, first_header) = if first.gd_offset == GD_AT_END {
+        let (header, first_header) = if first.gd_offset == GD_AT_END && !first.cowd {
             // streamOptimized: footer marker, footer (a header copy), end-of-stream marker
             let len = file.len();
             if len < 3 * SECTOR + SECTOR {
@@ -235,14 +299,14 @@ impl SparseExtent {
         if h.version > 3 {
             return Err(Error::unsupported(format!("{}: VMDK sparse extent version {} is not supported", name, h.version)));
         }
-        if h.gtes_per_gt == 0 || h.gtes_per_gt > 512 {
+        if h.gtes_per_gt == 0 || h.gtes_per_gt > 512 && !h.cowd {
             return Err(Error::corrupt(format!("{}: invalid grain table size {} (1 to 512 entries)", name, h.gtes_per_gt)));
         }
         if h.grain_sectors == 0 || h.grain_sectors > MAX_GRAIN_SECTORS {
             return Err(Error::corrupt(format!("{}: invalid grain size of {} sectors", name, h.grain_sectors)));
         }
         let per_gt = h.gtes_per_gt as u64 * h.grain_sectors;
-        let gd_entries = h.capacity.div_ceil(per_gt);
+        let gd_entries = h.gd_entries.unwrap_or_else(|| h.capacity.div_ceil(per_gt));
         if gd_entries > MAX_GD_ENTRIES {
             return Err(Error::corrupt(format!("{}: grain directory of {} entries is too big", name, gd_entries)));
         }
@@ -256,7 +320,7 @@ impl SparseExtent {
         let gd_offset = h.gd_offset.checked_mul(SECTOR).ok_or_else(|| Error::corrupt(format!("{}: invalid grain directory offset", name)))?;
         let gd = read_u32s(file, gd_offset, gd_entries, "grain directory")?;
         let (mut rgd_offset, mut rgd) = (None, None);
-        if h.flags & FLAG_RGD != 0 && h.rgd_offset != 0 {
+        if h.flags & FLAG_RGD != 0 && h.rgd_offset != 0 && !h.cowd {
             let off = h.rgd_offset.saturating_mul(SECTOR);
             match read_u32s(file, off, gd_entries, "redundant grain directory") {
                 Ok(v) => {
@@ -277,8 +341,8 @@ impl SparseExtent {
             rgd_offset,
             rgd,
             compressed: h.compressed(),
-            markers: h.flags & FLAG_MARKERS != 0,
-            zero_grain: h.flags & FLAG_ZERO_GRAIN != 0,
+            markers: h.flags & FLAG_MARKERS != 0 && !h.cowd,
+            zero_grain: h.flags & FLAG_ZERO_GRAIN != 0 && !h.cowd,
             header,
             first_header,
             warnings,
