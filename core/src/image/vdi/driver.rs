@@ -79,8 +79,8 @@ impl FormatLayer for Vdi {
     }
     fn info(&self, _name: &str) -> LayerInfoKeys {
         let h = &self.header;
-        let mut k = LayerInfoKeys::default();
-        k.extra = Some((
+        let mut k = LayerInfoKeys {
+            extra: Some((
             "vdi",
             json!({
                 "image-type": h.type_name(),
@@ -99,7 +99,9 @@ impl FormatLayer for Vdi {
                 "uuid-link": uuid(&h.uuid_link),
                 "uuid-parent": uuid(&h.uuid_parent),
             }),
-        ));
+            )),
+            ..Default::default()
+        };
         k.extra_human = h
             .fields()
             .into_iter()

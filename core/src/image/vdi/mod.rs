@@ -53,7 +53,7 @@ impl Vdi {
         if h.image_type != TYPE_DYNAMIC && h.image_type != TYPE_STATIC {
             return unsupported(format!("image type {} ({})", h.image_type, h.type_name()));
         }
-        if h.offset_bmap as u64 % SECTOR != 0 || h.offset_data as u64 % SECTOR != 0 {
+        if !(h.offset_bmap as u64).is_multiple_of(SECTOR) || !(h.offset_data as u64).is_multiple_of(SECTOR) {
             return unsupported("block map or data offset not sector aligned".into());
         }
         if h.sector_size as u64 != SECTOR {
@@ -90,7 +90,7 @@ impl Vdi {
         file.read_exact_at(h.offset_bmap as u64, &mut raw, "VDI block map")?;
         let bmap = raw.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         let mut warnings = Vec::new();
-        if h.disk_size % SECTOR != 0 {
+        if !h.disk_size.is_multiple_of(SECTOR) {
             warnings.push(format!("odd disk size {} rounded up to {}", h.disk_size, disk_size));
         }
         Ok(Vdi { file, header: h, bmap, virtual_size: disk_size, warnings })
