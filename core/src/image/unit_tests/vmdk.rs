@@ -201,4 +201,7 @@ RW 512 SPARSE \"m.vmdk\"\nRW 8 FLAT \"f.vmdk\" 4\nRW 16 ZERO\n";
     let fs = img.top().info("d.vmdk").format_specific.unwrap();
     let formats: Vec<&str> = fs["data"]["extents"].as_array().unwrap().iter().map(|x| x["format"].as_str().unwrap()).collect();
     assert_eq!(formats, ["SPARSE", "FLAT", "ZERO"]);
+    // qemu skips ZERO extents: info says its disk differs
+    let problems = img.top().info("d.vmdk").problems;
+    assert!(problems.iter().any(|p| p.contains("ZERO")), "{problems:?}");
 }

@@ -147,6 +147,7 @@ impl FormatLayer for Vmdk {
         }
         // qemu adds up the descriptor and every extent file
         k.actual_size = Some(self.host_files().iter().map(|f| f.allocated_size()).sum());
+        k.problems = qemu_refuses(self);
         k.extra = Some(("vmdk", vmdk_json(self)));
         k.extra_human = human_lines(self);
         k
@@ -317,9 +318,6 @@ pub fn regions(v: &Vmdk) -> Vec<Region> {
             }
         }
     }
-    if v.extents.iter().all(|e| e.file != Some(HostFileId::Image)) {
-        // a descriptor file: nothing but text
-    }
     out.sort_by_key(|r| r.start);
     // regions must not nest: drop any that starts inside the previous one
     let mut kept: Vec<Region> = Vec::with_capacity(out.len());
@@ -377,6 +375,32 @@ fn descriptor_fields(text: &str, base: u64) -> Vec<crate::image::region::Field> 
             out.push(crate::image::region::Field { off: base + at, len: line.trim_end().len() as u64, name, value });
         }
         at += line.len() as u64;
+    }
+    out
+}
+
+/// What in a descriptor qemu would not read as vdiskview does (`info` lists them).
+fn qemu_refuses(v: &Vmdk) -> Vec<String> {
+    let mut out = Vec::new();
+    let name = &v.file.name;
+    let from_descriptor = v.extents.iter().any(|e| e.file != Some(HostFileId::Image));
+    const QEMU_TYPES: [&str; 6] = ["monolithicFlat", "vmfs", "vmfsSparse", "seSparse", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat"];
+    if from_descriptor {
+        if let Some(ct) = &v.desc.create_type {
+            if !QEMU_TYPES.contains(&ct.as_str()) {
+                out.push(format!("{}: qemu does not open descriptor files of createType '{}'", name, ct));
+            }
+        }
+    }
+    for (i, e) in v.extents.iter().enumerate() {
+        if e.access != "RW" {
+            out.push(format!("{}: extent {} is {}: qemu skips extents that are not RW (its disk is smaller)", name, i, e.access));
+        } else if matches!(e.kind, ExtentKind::Zero) {
+            out.push(format!("{}: extent {} is ZERO: qemu skips such extents (its disk is smaller)", name, i));
+        }
+    }
+    if v.extents.iter().any(|e| e.sparse().is_some_and(|s| s.header.cowd)) && !from_descriptor {
+        out.push(format!("{}: qemu does not open a VMFS sparse (COWD) file without its descriptor", name));
     }
     out
 }
