@@ -489,3 +489,36 @@ fn vmfs_sparse_cowd_extent() {
     let t = vdiskview_text(&["tables", s(&p)]);
     assert!(t.contains("Magic : COWD") && t.contains("GD entries : 2"), "{t}");
 }
+
+/// Descriptor files with hostile extent lines: errors or answers, never a panic.
+#[test]
+fn damaged_descriptors_never_panic() {
+    let dir = workspace();
+    std::fs::write(dir.path().join("x.bin"), vec![7u8; 4096]).unwrap();
+    let head = "version=1\nCID=1\nparentCID=ffffffff\ncreateType=\"twoGbMaxExtentFlat\"\n# e\n";
+    let lines = [
+        "RW 18446744073709551615 FLAT \"x.bin\" 0",
+        "RW 100 FLAT \"x.bin\" 18446744073709551615",
+        "RW 100 FLAT \"x.bin\" 36028797018963968",
+        "RW 9223372036854775807 FLAT \"x.bin\" 0\nRW 9223372036854775807 FLAT \"x.bin\" 0",
+        "RW 100 SPARSE \"x.bin\"",
+        "RW 100 SESPARSE \"x.bin\"",
+        "RW 100 VMFSSPARSE \"missing.bin\"",
+        "RW 100 FLAT \"x.bin\" 2000\nRW 0 FLAT \"x.bin\" 0\nRW 8 ZERO",
+        "RW 100 WEIRD \"x.bin\"",
+        "RW 100 FLAT \"../../../../../../dev/null\" 0",
+        "RW 100 FLAT \"x.bin\"",
+    ];
+    for l in lines {
+        let p = dir.path().join("d.vmdk");
+        std::fs::write(&p, format!("{head}{l}\n")).unwrap();
+        for cmd in [&["info", "--output", "json"][..], &["map", "--output", "json"], &["read"], &["check"], &["tables"]] {
+            let mut args = cmd.to_vec();
+            args.push(s(&p));
+            let out = vdiskview_timeout(&args, std::time::Duration::from_secs(30));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_ne!(out.status.code(), Some(101), "{l:?}: {args:?} panicked: {stderr}");
+            assert!(out.status.code().is_some(), "{l:?}: {args:?} killed by a signal");
+        }
+    }
+}

@@ -208,7 +208,12 @@ impl Vmdk {
             let (id, kind) = match line.kind.as_str() {
                 "FLAT" | "VMFS" | "VMFSRAW" | "VMFSRDM" => {
                     let id = open_file(line.file.as_deref().unwrap_or_default())?;
-                    (Some(id), ExtentKind::Flat { offset: line.offset.saturating_mul(SECTOR) })
+                    let offset = line
+                        .offset
+                        .checked_mul(SECTOR)
+                        .filter(|o| o.checked_add(size).is_some_and(|e| e <= i64::MAX as u64))
+                        .ok_or_else(|| Error::corrupt(format!("{}: flat extent offset of {} sectors is too big", file.name, line.offset)))?;
+                    (Some(id), ExtentKind::Flat { offset })
                 }
                 "SPARSE" | "VMFSSPARSE" => {
                     let id = open_file(line.file.as_deref().unwrap_or_default())?;

@@ -131,7 +131,7 @@ impl SeSparseExtent {
         if let Some(t) = self.gts.lock().unwrap().get(&index) {
             return Ok(t.clone());
         }
-        let at = self.tables_offset + index as u64 * self.gt_bytes();
+        let at = self.tables_offset.saturating_add(index as u64 * self.gt_bytes());
         let mut raw = vec![0u8; self.gt_bytes() as usize];
         file.read_zero_fill(at, &mut raw)?;
         let t: Arc<Vec<u64>> = Arc::new(raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect());
@@ -149,7 +149,11 @@ impl SeSparseExtent {
             1 | 2 => Grain::Zeroed,
             3 => {
                 let cluster = ((e & 0x0fff_0000_0000_0000) >> 48) | ((e & 0x0000_ffff_ffff_ffff) << 12);
-                Grain::At(self.grains_offset.saturating_add(cluster.saturating_mul(self.grain)))
+                let at = self.grains_offset.saturating_add(cluster.saturating_mul(self.grain));
+                if at > i64::MAX as u64 {
+                    return Err(Error::corrupt(format!("{}: seSparse grain table entry 0x{:016x} points beyond any file", file.name, e)));
+                }
+                Grain::At(at)
             }
             _ => return Err(Error::corrupt(format!("{}: invalid seSparse grain table entry 0x{:016x}", file.name, e))),
         })
