@@ -87,3 +87,40 @@ fn what_qemu_refuses_is_refused() {
     let e = open_err(&p, &OpenOptions::default());
     assert!(!e.to_string().is_empty());
 }
+
+/// Random byte changes in the header and block map: answers or errors, never a panic.
+#[test]
+fn mutations_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = vdi(1, &[1, 0xffff_ffff, 0, 0xffff_fffe], &[(0, 0xaa), (1, 0xbb)]);
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..300 {
+        let mut b = base.clone();
+        for _ in 0..1 + rnd() % 4 {
+            let i = (rnd() % 0x220) as usize;
+            b[i] = if rnd() % 2 == 0 { rnd() as u8 } else { 0xff };
+        }
+        if rnd() % 8 == 0 {
+            let n = (rnd() % b.len() as u64) as usize;
+            b.truncate(n);
+        }
+        let p = write_file(dir.path(), "m.vdi", &b);
+        let Ok(img) = crate::image::open(&p, &Default::default()) else { continue };
+        let size = img.virtual_size().min(64 << 20);
+        if let Ok(ext) = img.extents(0, size) {
+            for e in ext.iter().take(64) {
+                let mut buf = vec![0u8; e.len.min(1 << 12) as usize];
+                let _ = img.read_extent(e, &mut buf);
+            }
+        }
+        let _ = img.top().regions();
+        let _ = img.top().tables(&mut std::io::sink());
+        let _ = check_image(&img);
+    }
+}
