@@ -2,7 +2,8 @@
 # Make the seed corpora of the fuzz targets in fuzz/corpus/TARGET/ (gitignored): small images
 # made by qemu-img/qemu-io (qcow2 of every cluster kind, snapshots, bitmaps, backing file),
 # VHDs (qemu-made fixed/dynamic, and dynamic/differencing VHDs with 4 KiB blocks written here),
-# partition tables by sfdisk/sgdisk, a tiny ext2, compressed clusters, offset expressions.
+# partition tables by sfdisk/sgdisk, a tiny ext2, compressed clusters, offset expressions,
+# VMDK (sparse, zeroed grains, streamOptimized, descriptors) and VDI (dynamic, static).
 # Needs qemu-utils, fdisk, gdisk, e2fsprogs, zstd, python3.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -184,5 +185,23 @@ mke2fs -q -F -t ext2 -b 1024 -N 16 "$W/ext2" >/dev/null 2>&1
 echo 'Hello, Sailor!' > "$W/hello"
 debugfs -w -R "write $W/hello hello.txt" "$W/ext2" >/dev/null 2>&1
 cp "$W/ext2" "$C/partitions/ext2"
+# --- VMDK (monolithic: the fuzz target opens one file) and VDI ------------------------------
+mkdir -p "$C/vmdk_image" "$C/vdi_image" "$C/vmdk_descriptor"
+vio() { local fmt=$1 f=$2; shift 2; local a=(); for c in "$@"; do a+=(-c "$c"); done; qemu-io -f "$fmt" "${a[@]}" "$f" >/dev/null; }
+q create -f vmdk "$W/sparse.vmdk" 1M
+vio vmdk "$W/sparse.vmdk" "write -P 0x5a 0 4k" "write -P 0x11 512k 64k"
+q create -f vmdk -o zeroed_grain=on "$W/zeroed.vmdk" 1M
+vio vmdk "$W/zeroed.vmdk" "write -P 1 0 64k" "write -z 64k 128k"
+head -c 200000 /dev/urandom > "$W/r.raw"
+q convert -f raw -O vmdk -o subformat=streamOptimized "$W/r.raw" "$W/stream.vmdk"
+q create -f vdi "$W/dynamic.vdi" 3M
+vio vdi "$W/dynamic.vdi" "write -P 2 1M 4k"
+q create -f vdi -o static=on "$W/static.vdi" 1M
+for f in "$W"/*.vmdk; do cp "$f" "$C/vmdk_image/$(basename "$f" .vmdk)"; done
+for f in "$W"/*.vdi; do cp "$f" "$C/vdi_image/$(basename "$f" .vdi)"; done
+dd if="$W/sparse.vmdk" bs=512 skip=1 count=20 status=none > "$C/vmdk_descriptor/embedded"
+q create -f vmdk -o subformat=twoGbMaxExtentSparse "$W/two.vmdk" 3G
+cp "$W/two.vmdk" "$C/vmdk_descriptor/two-gb"
+
 echo "seeds in $(pwd)/$C:"
 for d in "$C"/*; do echo "  $(basename "$d"): $(ls "$d" | wc -l) files, $(du -sk "$d" | cut -f1) KiB"; done

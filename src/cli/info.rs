@@ -140,7 +140,7 @@ pub fn layer_report(img: &Image, i: usize) -> InfoReport {
         filename: li.name.clone(),
         cluster_size: l.cluster_size(),
         format: l.format().qemu_name(),
-        actual_size: f.allocated_size(),
+        actual_size: k.actual_size.unwrap_or_else(|| f.allocated_size()),
         encrypted: k.encrypted,
         format_specific: k.format_specific,
         full_backing_filename,
@@ -220,6 +220,21 @@ fn human(img: &Image, r: &InfoReport) -> String {
                         s += &format!("                [{}]: {}\n", j, f.as_str().unwrap_or(""));
                     }
                     s += &format!("            name: {}\n            granularity: {}\n", b["name"].as_str().unwrap_or(""), b["granularity"]);
+                }
+                continue;
+            }
+            if let Some(list) = val.as_array().filter(|l| l.iter().all(Value::is_object)) {
+                // a list of objects (VMDK extents) as qemu-img prints one
+                s += &format!("    {}:\n", k.replace('-', " "));
+                for (i, item) in list.iter().enumerate() {
+                    s += &format!("        [{}]:\n", i);
+                    for (ik, iv) in item.as_object().into_iter().flatten() {
+                        let iv = match iv {
+                            Value::String(x) => x.clone(),
+                            x => x.to_string(),
+                        };
+                        s += &format!("            {}: {}\n", ik.replace('-', " "), iv);
+                    }
                 }
                 continue;
             }

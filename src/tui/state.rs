@@ -173,7 +173,7 @@ impl AppState {
         let top = img.top();
         let mut header = Vec::new();
         for r in top.regions() {
-            let keep = matches!(r.structure, "footer" | "dynamic-header" | "header" | "header-extension");
+            let keep = matches!(r.structure, "footer" | "dynamic-header" | "header" | "header-extension" | "descriptor");
             if !keep {
                 continue;
             }

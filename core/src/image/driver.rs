@@ -18,7 +18,7 @@ use super::check::CheckReport;
 use super::io::HostFile;
 use super::mapping::{HostFileId, LayerExtent};
 use super::region::Region;
-use super::{qcow2, raw, vhd, vhdx, Error, Result};
+use super::{foreign, qcow2, raw, vdi, vhd, vhdx, vmdk, Error, Result};
 
 /// Every format vdiskview reads, in probing order: the first driver whose probe answers
 /// takes the file (raw last: it takes anything). Adding a format = one line here.
@@ -26,6 +26,15 @@ pub static DRIVERS: &[&dyn FormatDriver] = &[
     &qcow2::DRIVER,
     &vhdx::DRIVER,
     &vhd::DRIVER,
+    &vmdk::DRIVER,
+    &vdi::DRIVER,
+    // recognised by magic, not read: opening one is an error naming the format
+    &foreign::QED,
+    &foreign::PARALLELS,
+    &foreign::DMG,
+    &foreign::BOCHS,
+    &foreign::CLOOP,
+    &foreign::LUKS,
     &raw::DRIVER,
 ];
 
@@ -76,6 +85,9 @@ pub struct LayerInfoKeys {
     pub backing_full_from_chain: bool,
     pub backing_format: Option<String>,
     pub dirty: bool,
+    /// qemu's `actual-size` where it is more than the image file's (a VMDK's extent files
+    /// count too); `None`: the image file's allocated size.
+    pub actual_size: Option<u64>,
     /// vdiskview's own decoding of the layer (under `vdiskview.layers[i].<key>`), and the
     /// lines `info` prints for the top layer, headed by `key` in upper case.
     pub extra: Option<(&'static str, Value)>,
@@ -201,6 +213,8 @@ impl Format {
     pub const Raw: Format = Format(&raw::DRIVER);
     pub const Vhd: Format = Format(&vhd::DRIVER);
     pub const Qcow2: Format = Format(&qcow2::DRIVER);
+    pub const Vmdk: Format = Format(&vmdk::DRIVER);
+    pub const Vdi: Format = Format(&vdi::DRIVER);
 
     pub fn driver(self) -> &'static dyn FormatDriver {
         self.0

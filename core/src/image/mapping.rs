@@ -4,11 +4,13 @@
 //! ([`super::Image::resolve`]) turns those into [`Extent`]s that say which layer holds the
 //! bytes. Nothing outside the image model computes host offsets.
 
-/// Which host file of a layer holds bytes: the image file itself or a qcow2 external data file.
+/// Which host file of a layer holds bytes: the image file itself, a qcow2 external data file,
+/// or one of the extent files a VMDK descriptor names (numbered in descriptor order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HostFileId {
     Image,
     DataFile,
+    Extent(u32),
 }
 
 /// What one layer says of a guest range, ignoring the layers below it.

@@ -8,6 +8,7 @@ pub mod diff;
 pub mod driver;
 pub mod error;
 pub mod expr;
+pub mod foreign;
 pub mod io;
 pub mod lock;
 pub mod mapping;
@@ -15,9 +16,11 @@ pub mod qcow2;
 pub mod raw;
 pub mod region;
 pub mod summary;
-pub mod watch;
+pub mod vdi;
 pub mod vhd;
 pub mod vhdx;
+pub mod vmdk;
+pub mod watch;
 pub mod write;
 
 #[cfg(test)]

@@ -53,6 +53,7 @@ impl FormatLayer for Qcow2 {
         match id {
             HostFileId::Image => Some(&self.file),
             HostFileId::DataFile => self.data_file.as_ref(),
+            HostFileId::Extent(_) => None,
         }
     }
     fn cluster_size(&self) -> Option<u64> {

@@ -400,6 +400,7 @@ impl Qcow2 {
         let Some(f) = (match id {
             HostFileId::Image => Some(&self.file),
             HostFileId::DataFile => self.data_file.as_ref(),
+            HostFileId::Extent(_) => None,
         }) else {
             return ext;
         };

@@ -9,7 +9,9 @@ mod build;
 mod probe;
 mod qcow2;
 mod raw;
+mod vdi;
 mod vhd;
+mod vmdk;
 
 use std::path::Path;
 

@@ -1,0 +1,162 @@
+//! VDI behind the format-driver boundary: probing, and what the rest of vdiskview may ask of
+//! an opened VDI (map, regions, info keys, tables, check). Writes are not supported yet.
+
+use std::any::Any;
+use std::io::Write;
+
+use serde_json::json;
+
+use super::header::{uuid, HEADER_SIZE, SIGNATURE};
+use super::{is_allocated, Vdi};
+use crate::image::bytes::le32;
+use crate::image::check::CheckReport;
+use crate::image::driver::{Format, FormatDriver, FormatLayer, LayerInfoKeys};
+use crate::image::io::HostFile;
+use crate::image::mapping::{HostFileId, LayerExtent};
+use crate::image::region::Region;
+use crate::image::Result;
+
+pub struct Driver;
+pub static DRIVER: Driver = Driver;
+
+/// Most data regions listed (a damaged block map may name a block many times).
+const MAX_REGIONS: usize = 1 << 20;
+
+impl FormatDriver for Driver {
+    fn name(&self) -> &'static str {
+        "vdi"
+    }
+    fn qemu_name(&self) -> &'static str {
+        "vdi"
+    }
+    /// The signature after the 64-byte text, as qemu probes.
+    fn probe(&self, file: &HostFile) -> Result<bool> {
+        if file.len() < 68 {
+            return Ok(false);
+        }
+        let mut b = [0u8; 68];
+        file.read_exact_at(0, &mut b, "VDI probe")?;
+        Ok(le32(&b, 64) == SIGNATURE)
+    }
+    fn open(&self, file: HostFile) -> Result<Box<dyn FormatLayer>> {
+        Ok(Box::new(Vdi::open(file)?))
+    }
+}
+
+impl FormatLayer for Vdi {
+    fn format(&self) -> Format {
+        Format::Vdi
+    }
+    fn virtual_size(&self) -> u64 {
+        self.virtual_size
+    }
+    fn status(&self, virt: u64, max: u64) -> Result<LayerExtent> {
+        Vdi::status(self, virt, max)
+    }
+    fn host(&self, id: HostFileId) -> Option<&HostFile> {
+        (id == HostFileId::Image).then_some(&self.file)
+    }
+    fn cluster_size(&self) -> Option<u64> {
+        Some(self.block_size())
+    }
+    fn unit_name(&self) -> &'static str {
+        "block"
+    }
+    fn table_name(&self) -> &'static str {
+        "Block map"
+    }
+    fn unit_is_block(&self) -> bool {
+        true
+    }
+    fn zero_means_unallocated(&self) -> bool {
+        true
+    }
+    fn regions(&self) -> Vec<Region> {
+        regions(self)
+    }
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
+    }
+    fn info(&self, _name: &str) -> LayerInfoKeys {
+        let h = &self.header;
+        let mut k = LayerInfoKeys {
+            extra: Some((
+            "vdi",
+            json!({
+                "image-type": h.type_name(),
+                "version": format!("{}.{}", h.version >> 16, h.version & 0xffff),
+                "description": h.description,
+                "block-map-offset": h.offset_bmap,
+                "data-offset": h.offset_data,
+                "disk-size": h.disk_size,
+                "block-size": h.block_size,
+                "block-extra": h.block_extra,
+                "blocks-in-image": h.blocks_in_image,
+                "blocks-allocated": h.blocks_allocated,
+                "geometry": {"cylinders": h.cylinders, "heads": h.heads, "sectors": h.sectors, "sector-size": h.sector_size},
+                "uuid-create": uuid(&h.uuid_create),
+                "uuid-modify": uuid(&h.uuid_modify),
+                "uuid-link": uuid(&h.uuid_link),
+                "uuid-parent": uuid(&h.uuid_parent),
+            }),
+            )),
+            ..Default::default()
+        };
+        k.extra_human = h
+            .fields()
+            .into_iter()
+            .filter(|f| f.name != "Text" && !f.value.is_empty())
+            .map(|f| format!("{}: {}", f.name, f.value))
+            .chain(std::iter::once(format!("Allocated blocks: {} of {}", self.allocated_blocks(), self.bmap.len())))
+            .collect();
+        k
+    }
+    fn tables(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        super::tables::write_tables(out, self)
+    }
+    fn check(&self, name: &str) -> Result<CheckReport> {
+        Ok(super::check::check(self, name))
+    }
+    fn write(&mut self, virt: u64, data: &[u8], _below: &dyn Fn(u64, &mut [u8]) -> Result<()>) -> Result<()> {
+        Vdi::write(self, virt, data)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+fn regions(v: &Vdi) -> Vec<Region> {
+    let h = &v.header;
+    let len = v.file.len();
+    let mut out = Vec::new();
+    let mut r = Region::new(0, HEADER_SIZE, "header", "VDI header");
+    r.fields = h.fields();
+    out.push(r);
+    out.push(Region::new(h.offset_bmap as u64, (v.bmap.len() as u64 * 4).next_multiple_of(512), "block-map", "block map"));
+    let bs = v.block_size();
+    let mut seen = std::collections::HashSet::new();
+    for (i, &e) in v.bmap.iter().enumerate() {
+        if out.len() >= MAX_REGIONS {
+            break;
+        }
+        if !is_allocated(e) || !seen.insert(e) {
+            continue;
+        }
+        let at = v.block_offset(e);
+        if at >= len {
+            continue;
+        }
+        let mut d = Region::new(at, bs.min(len - at), "data", format!("block {} data", i));
+        d.virt = Some(i as u64 * bs);
+        out.push(d);
+    }
+    out.sort_by_key(|r| r.start);
+    let mut kept: Vec<Region> = Vec::with_capacity(out.len());
+    for r in out {
+        if kept.last().is_some_and(|p: &Region| r.start < p.start + p.len) {
+            continue;
+        }
+        kept.push(r);
+    }
+    kept
+}

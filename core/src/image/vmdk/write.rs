@@ -1,0 +1,156 @@
+//! Writing a VMDK as qemu does: in place for flat extents and allocated grains; a new grain
+//! at the end of its extent file otherwise (the whole grain: the layers below, or zeros for a
+//! zeroed grain, around the new bytes), then its grain table entry and the redundant table's,
+//! then, once per session, a new CID in the descriptor so delta disks made over this one see
+//! that it changed. streamOptimized (compressed) extents stay read-only.
+
+use super::sparse::{Grain, SECTOR};
+use super::{ExtentKind, Vmdk};
+use crate::image::mapping::HostFileId;
+use crate::image::write::step;
+use crate::image::{Error, Result};
+
+pub type Below<'a> = &'a dyn Fn(u64, &mut [u8]) -> Result<()>;
+
+impl Vmdk {
+    pub fn write(&mut self, virt: u64, data: &[u8], below: Below) -> Result<()> {
+        let mut pos = 0usize;
+        while pos < data.len() {
+            let v = virt + pos as u64;
+            let i = self.extents.partition_point(|e| e.start + e.size <= v);
+            let e = self.extents.get(i).ok_or_else(|| Error::Invalid(format!("guest offset 0x{:x} is past the last extent", v)))?;
+            let rel = v - e.start;
+            let room = e.size - rel;
+            let (n, id) = match &e.kind {
+                ExtentKind::SeSparse(_) => {
+                    return Err(Error::unsupported(format!("{}: seSparse extents are read-only in vdiskview (as in qemu)", self.file.name)))
+                }
+                ExtentKind::Zero => {
+                    return Err(Error::unsupported(format!("{}: guest 0x{:x} lies in a ZERO extent, which stores nothing", self.file.name, v)))
+                }
+                ExtentKind::Flat { offset } => {
+                    let n = (room as usize).min(data.len() - pos);
+                    let id = e.file.expect("flat file");
+                    let f = self.host_file(id).expect("extent file");
+                    f.write_at(offset + rel, &data[pos..pos + n])?;
+                    f.sync()?;
+                    step("vmdk flat data");
+                    (n, id)
+                }
+                ExtentKind::Sparse(sp) => {
+                    if sp.compressed {
+                        return Err(Error::unsupported(format!(
+                            "{}: streamOptimized (compressed) VMDK extents are read-only in vdiskview",
+                            self.file.name
+                        )));
+                    }
+                    let grain = sp.grain;
+                    let in_grain = rel % grain;
+                    let n = ((grain - in_grain).min(room) as usize).min(data.len() - pos);
+                    let id = e.file.expect("sparse file");
+                    self.write_grain(i, id, v, rel, &data[pos..pos + n], below)?;
+                    (n, id)
+                }
+            };
+            let _ = id;
+            pos += n;
+        }
+        if !self.cid_updated {
+            self.update_cid()?;
+            self.cid_updated = true;
+        }
+        Ok(())
+    }
+
+    fn write_grain(&mut self, ext: usize, id: HostFileId, virt: u64, rel: u64, piece: &[u8], below: Below) -> Result<()> {
+        let e = &self.extents[ext];
+        let ExtentKind::Sparse(sp) = &e.kind else { unreachable!() };
+        let f = self.host_file(id).expect("extent file");
+        let grain = sp.grain;
+        let in_grain = rel % grain;
+        let g = rel / grain;
+        let gdi = (g / sp.gtes_per_gt) as usize;
+        let gti = g % sp.gtes_per_gt;
+        let gde = *sp.gd.get(gdi).ok_or_else(|| Error::corrupt(format!("{}: grain {} is beyond the grain directory", f.name, g)))?;
+        if gde == 0 {
+            return Err(Error::unsupported(format!(
+                "{}: grain directory entry {} has no grain table; vdiskview (like qemu) does not allocate grain tables",
+                f.name, gdi
+            )));
+        }
+        let (state, _) = sp.lookup(f, rel)?;
+        if let Grain::At(at) = state {
+            if at >= f.len() || at < sp.header.overhead.saturating_mul(SECTOR) {
+                return Err(Error::corrupt(format!(
+                    "{}: the grain for guest 0x{:x} is at 0x{:x}, outside the file's grain area; not writing there",
+                    f.name, virt, at
+                )));
+            }
+            f.write_at(at + in_grain, piece)?;
+            f.sync()?;
+            step("vmdk grain data");
+            return Ok(());
+        }
+        // a new grain at the end of the file, rounded up to the grain size as qemu does
+        let at = f.len().div_ceil(SECTOR).div_ceil(grain / SECTOR) * grain;
+        if at / SECTOR > u32::MAX as u64 {
+            return Err(Error::Invalid(format!("{}: the extent file is too large for another grain", f.name)));
+        }
+        let grain_virt = virt - in_grain;
+        let mut buf = vec![0u8; grain as usize];
+        if state == Grain::Unallocated {
+            below(grain_virt, &mut buf)?;
+        }
+        buf[in_grain as usize..in_grain as usize + piece.len()].copy_from_slice(piece);
+        f.write_at(at, &buf)?;
+        f.sync()?;
+        step("vmdk new grain");
+        let entry = ((at / SECTOR) as u32).to_le_bytes();
+        f.write_at(gde as u64 * SECTOR + gti * 4, &entry)?;
+        if let Some(rgde) = sp.rgd.as_ref().and_then(|r| r.get(gdi)).copied().filter(|&r| r != 0) {
+            f.write_at(rgde as u64 * SECTOR + gti * 4, &entry)?;
+        }
+        f.sync()?;
+        step("vmdk grain table entry");
+        sp.forget_gt(gde);
+        Ok(())
+    }
+
+    /// A new CID in the descriptor (same width, in place), as qemu writes on a session's first
+    /// write.
+    fn update_cid(&mut self) -> Result<()> {
+        let Some((base, _)) = self.desc_at else { return Ok(()) };
+        let mut at = 0usize;
+        for line in self.desc_text.split_inclusive('\n') {
+            let t = line.trim_end();
+            if let Some(v) = t.strip_prefix("CID=") {
+                let w = v.len();
+                if (1..=8).contains(&w) && v.chars().all(|c| c.is_ascii_hexdigit()) {
+                    // same width as the old value (qemu writes it unpadded), so it fits in place
+                    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+                    let mut x = nanos ^ (self.cid as u64).rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15;
+                    x ^= x >> 29;
+                    let bits = 4 * w as u32;
+                    let mask = if bits == 32 { u32::MAX } else { (1u32 << bits) - 1 };
+                    let top = if w > 1 { 1u32 << (bits - 4) } else { 1 };
+                    let mut cid = ((x.wrapping_mul(0xbf58_476d_1ce4_e5b9) >> 32) as u32 & mask) | top;
+                    if cid == self.cid {
+                        cid = (cid ^ 1) | top;
+                    }
+                    if cid == super::descriptor::NO_PARENT_CID {
+                        cid ^= 2;
+                    }
+                    let text = format!("{:0w$x}", cid, w = w);
+                    self.file.write_at(base + (at + 4) as u64, text.as_bytes())?;
+                    self.file.sync()?;
+                    step("vmdk cid");
+                    self.desc_text.replace_range(at + 4..at + 4 + w, &text);
+                    self.cid = cid;
+                }
+                return Ok(());
+            }
+            at += line.len();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,65 @@
+//! VMDK and VDI through the plugin under a real nbdkit: what nbdcopy reads equals qemu-img
+//! convert; writes through the plugin equal qemu-io's.
+
+mod common;
+
+use std::path::Path;
+
+use common::{qemu_convert_raw, run, with_nbdkit};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn io(fmt: &str, img: &Path, cmds: &[&str]) {
+    let mut args = vec!["qemu-io", "-f", fmt];
+    for c in cmds {
+        args.push("-c");
+        args.push(c);
+    }
+    args.push(s(img));
+    let out = run(&args);
+    assert!(!out.contains("failed"), "{}", out);
+}
+
+#[test]
+fn nbdcopy_equals_qemu_for_vmdk_and_vdi() {
+    let d = tempfile::Builder::new().prefix("vdvw-nbd-").tempdir().unwrap();
+    let p = |n: &str| d.path().join(n);
+    run(&["qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse", s(&p("two.vmdk")), "12M"]);
+    io("vmdk", &p("two.vmdk"), &["write -P 0x11 0 100k", "write -P 0x22 5M 3000"]);
+    run(&["qemu-img", "create", "-q", "-f", "vmdk", "-b", "two.vmdk", "-F", "vmdk", s(&p("delta.vmdk"))]);
+    io("vmdk", &p("delta.vmdk"), &["write -P 0x33 64k 64k"]);
+    run(&["qemu-img", "convert", "-O", "vmdk", "-o", "subformat=streamOptimized", s(&p("two.vmdk")), s(&p("so.vmdk"))]);
+    run(&["qemu-img", "create", "-q", "-f", "vdi", s(&p("d.vdi")), "6M"]);
+    io("vdi", &p("d.vdi"), &["write -P 0x44 1M 5000"]);
+    for (name, fmt) in [("two.vmdk", "vmdk"), ("delta.vmdk", "vmdk"), ("so.vmdk", "vmdk"), ("d.vdi", "vdi")] {
+        let out = p(&format!("{}.out", name));
+        let o = with_nbdkit(&p(name), &["readonly=true"], &format!("nbdcopy \"$uri\" {}", s(&out)));
+        assert!(o.status.success(), "{}: nbdcopy failed: {}", name, String::from_utf8_lossy(&o.stderr));
+        let got = std::fs::read(&out).unwrap();
+        assert!(got == qemu_convert_raw(&p(name), fmt), "{}: nbdcopy differs from qemu-img convert", name);
+    }
+}
+
+#[test]
+fn writes_through_the_plugin_equal_qemu_io() {
+    let d = tempfile::Builder::new().prefix("vdvw-nbd-").tempdir().unwrap();
+    let cmds = ["write -P 0x42 1000 70000", "write -P 0x43 6M 3000", "write -P 0x44 8388000 192"];
+    for (fmt, opts) in [("vmdk", "subformat=monolithicSparse"), ("vmdk", "subformat=twoGbMaxExtentFlat"), ("vdi", "static=off")] {
+        let a = d.path().join(format!("a-{}.{}", opts.replace('=', "-"), fmt));
+        let b = d.path().join(format!("b-{}.{}", opts.replace('=', "-"), fmt));
+        run(&["qemu-img", "create", "-q", "-f", fmt, "-o", opts, s(&a), "8M"]);
+        run(&["qemu-img", "create", "-q", "-f", fmt, "-o", opts, s(&b), "8M"]);
+        let mut script = String::from("qemu-io -f raw");
+        for c in cmds {
+            script += &format!(" -c '{}'", c);
+        }
+        script += " \"$uri\"";
+        let o = with_nbdkit(&a, &[], &script);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        io(fmt, &b, &cmds);
+        run(&["qemu-img", "compare", "-f", fmt, "-F", fmt, s(&a), s(&b)]);
+        run(&["qemu-img", "check", "-q", "-f", fmt, s(&a)]);
+    }
+}
