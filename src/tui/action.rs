@@ -52,6 +52,10 @@ pub enum Action {
     JobProgress { id: u64, done: u64, total: u64 },
     /// A job ended; its result (found offset, findings, listing, output…) is inside.
     JobDone(u64, super::jobs::Outcome),
+    /// `z`: the focused pane fills the screen, or not.
+    Zoom,
+    /// `I`: show or hide the data inspector.
+    ToggleInspector,
     Resize(u16, u16),
     Click(u16, u16),
     Scroll(i32),

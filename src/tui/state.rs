@@ -21,6 +21,8 @@ pub enum Pane {
     Grid,
     Hex,
     Bitmap,
+    /// The data inspector: the bytes at the cursor read as integers, GUIDs, time stamps (`I`).
+    Inspector,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +152,13 @@ pub struct AppState {
     pub view: super::view::ViewModel,
     /// Saves so far: the image's bytes changed, so the view model reads them again.
     pub saves: u64,
+    /// `z`: the focused pane fills the screen.
+    pub zoom: bool,
+    /// Panes by when they last had the focus, most recent first: a place on screen that holds
+    /// several panes (tabs on a small terminal) shows the one used last.
+    pub recent: Vec<Pane>,
+    /// `I`: the data inspector is shown.
+    pub inspector: bool,
 }
 
 /// A running job as the status line shows it.
@@ -224,6 +233,9 @@ impl AppState {
             next_job: 1,
             view: Default::default(),
             saves: 0,
+            zoom: false,
+            recent: vec![Pane::Header],
+            inspector: false,
         };
         let damage = img.warnings.len() + img.chain_error.iter().count();
         if damage > 0 {
@@ -268,10 +280,32 @@ impl AppState {
     }
 
     pub fn panes(&self) -> Vec<Pane> {
-        if self.is_qcow2 {
+        let mut v = if self.is_qcow2 {
             vec![Pane::Header, Pane::L1, Pane::Grid, Pane::Hex, Pane::Bitmap]
         } else {
             vec![Pane::Header, Pane::Grid, Pane::Hex, Pane::Bitmap]
+        };
+        if self.inspector {
+            // beside the hex view, in Tab order too
+            v.insert(v.len() - 1, Pane::Inspector);
+        }
+        v
+    }
+
+    /// Of `panes`, the one to show: the focused one, else the one used last, else the first.
+    pub fn shown_of(&self, panes: &[Pane]) -> Pane {
+        if panes.contains(&self.focus) {
+            return self.focus;
+        }
+        self.recent.iter().copied().find(|p| panes.contains(p)).unwrap_or(panes[0])
+    }
+
+    /// Remember the focused pane as the most recent (after every update).
+    pub fn note_focus(&mut self) {
+        if self.recent.first() != Some(&self.focus) {
+            let f = self.focus;
+            self.recent.retain(|p| *p != f);
+            self.recent.insert(0, f);
         }
     }
 }

@@ -79,14 +79,15 @@ pub fn unit(kind: &UnitKind) -> (&'static str, Color) {
     }
 }
 
-pub fn legend() -> Vec<(UnitKind, &'static str)> {
+/// The grid legend: kind, long name, short name (for narrow panes).
+pub fn legend() -> Vec<(UnitKind, &'static str, &'static str)> {
     vec![
-        (UnitKind::Data { depth: 0 }, "allocated"),
-        (UnitKind::Partial, "partial"),
-        (UnitKind::Data { depth: 1 }, "backing depth n"),
-        (UnitKind::Shared, "shared"),
-        (UnitKind::Zero { depth: 0 }, "zero"),
-        (UnitKind::Compressed { depth: 0 }, "compressed"),
-        (UnitKind::Unallocated, "unallocated"),
+        (UnitKind::Data { depth: 0 }, "allocated", "alloc"),
+        (UnitKind::Unallocated, "unallocated", "unalloc"),
+        (UnitKind::Zero { depth: 0 }, "zero", "zero"),
+        (UnitKind::Data { depth: 1 }, "backing depth n", "depth n"),
+        (UnitKind::Partial, "partial", "part"),
+        (UnitKind::Compressed { depth: 0 }, "compressed", "comp"),
+        (UnitKind::Shared, "shared", "shared"),
     ]
 }

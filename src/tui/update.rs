@@ -372,6 +372,12 @@ pub fn space_size(st: &AppState, img: &Image) -> u64 {
 }
 
 pub fn update(st: &mut AppState, img: &Image, action: Action) -> Vec<Effect> {
+    let effects = update_inner(st, img, action);
+    st.note_focus();
+    effects
+}
+
+fn update_inner(st: &mut AppState, img: &Image, action: Action) -> Vec<Effect> {
     if matches!(action, Action::JobProgress { .. } | Action::JobDone(..)) {
         return job_action(st, img, action);
     }
@@ -427,6 +433,15 @@ pub fn update(st: &mut AppState, img: &Image, action: Action) -> Vec<Effect> {
             st.focus = panes[if action == Action::NextPane { (i + 1) % n } else { (i + n - 1) % n }];
         }
         Action::NextDirtyBitmap => next_dirty_bitmap(st, img),
+        Action::Zoom => st.zoom = !st.zoom,
+        Action::ToggleInspector => {
+            st.inspector = !st.inspector;
+            if st.inspector {
+                st.focus = Pane::Inspector;
+            } else if st.focus == Pane::Inspector {
+                st.focus = Pane::Hex;
+            }
+        }
         Action::ToggleHostGrid => {
             if st.host_map.is_some() {
                 st.grid_host = !st.grid_host;
@@ -498,7 +513,7 @@ fn move_in_pane(st: &mut AppState, img: &Image, mv: Action) {
             if units == 0 {
                 return;
             }
-            let (cols, rows) = grid_shape(st);
+            let (cols, rows) = grid_shape(st, img);
             let s = st.grid_sel;
             st.grid_sel = match mv {
                 Action::Left => s.saturating_sub(1),
@@ -529,7 +544,7 @@ fn move_in_pane(st: &mut AppState, img: &Image, mv: Action) {
             };
             select(st, img);
         }
-        Pane::Hex => {
+        Pane::Hex | Pane::Inspector => {
             let size = space_size(st, img);
             if size == 0 {
                 return;
@@ -586,7 +601,7 @@ fn select(st: &mut AppState, img: &Image) {
                 }
             }
         }
-        Pane::Hex => {}
+        Pane::Hex | Pane::Inspector => {}
     }
 }
 
@@ -769,18 +784,18 @@ fn click(st: &mut AppState, img: &Image, x: u16, y: u16) {
     let (ix, iy) = (x.saturating_sub(r.x + 1) as u64, y.saturating_sub(r.y + 1) as u64);
     match pane {
         Pane::Header => {
-            let first = super::panes::header::first_row(st, r);
-            let i = first + iy as usize;
-            if i < st.header.len() {
+            if let Some(i) = super::panes::header::field_at_row(st, r, iy as usize) {
                 st.header_sel = i;
                 select(st, img);
             }
         }
         Pane::Grid => {
-            let (cols, _) = grid_shape(st);
+            let g = super::layout::grid_geom(st, st.grid_units(img));
+            let cols = g.cols;
+            let (cx, cy) = (ix / g.cw as u64, iy / g.ch as u64);
             let first = super::panes::grid::first_row(st, img) * cols;
-            let u = first + iy * cols + ix / 2;
-            if u < st.grid_units(img) && ix / 2 < cols {
+            let u = first + cy * cols + cx;
+            if u < st.grid_units(img) && cx < cols {
                 st.grid_sel = u;
                 select(st, img);
             }
@@ -800,7 +815,7 @@ fn click(st: &mut AppState, img: &Image, x: u16, y: u16) {
                 select(st, img);
             }
         }
-        Pane::Bitmap => {}
+        Pane::Bitmap | Pane::Inspector => {}
     }
 }
 

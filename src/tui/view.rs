@@ -40,6 +40,12 @@ pub struct ViewModel {
     pub unit: UnitDetail,
     /// The raw bytes (at most 8) of each Header pane field, as the file holds them.
     pub header_raw: Vec<Vec<u8>>,
+    /// The status line's parts (long and short forms), for fitting it to the width.
+    pub status_parts: Vec<super::panes::hex::Part>,
+    /// The data inspector (when shown): the readings of the bytes at the cursor, staged
+    /// edits laid over, and where the cursor is (both spaces, the structure and field).
+    pub inspector: Vec<super::inspector::Row>,
+    pub inspector_at: Vec<String>,
 }
 
 /// What the Bitmap pane shows of the selected block/cluster, read from the image.
@@ -66,6 +72,10 @@ struct Key {
     highlights: Vec<(u64, u64)>,
     staged: usize,
     saves: u64,
+    inspector: bool,
+    /// The staged edits change the inspector's bytes: their last change.
+    undo: usize,
+    redo: usize,
 }
 
 impl ViewModel {
@@ -77,7 +87,7 @@ impl ViewModel {
 
 /// Bring the view model up to date with the state; a no-op when nothing visible moved.
 pub fn refresh(st: &mut AppState, img: &Image) {
-    let grid_first = super::panes::grid::first_row(st, img) * grid_shape(st).0;
+    let grid_first = super::panes::grid::first_row(st, img) * grid_shape(st, img).0;
     let key = Key {
         space: st.space,
         file_layer: st.file_layer,
@@ -90,13 +100,17 @@ pub fn refresh(st: &mut AppState, img: &Image) {
         highlights: st.highlights.clone(),
         staged: st.staged_count(),
         saves: st.saves,
+        inspector: st.inspector,
+        undo: st.undo.len(),
+        redo: st.redo.len(),
     };
     if st.view.key.as_ref() == Some(&key) {
         return;
     }
     let hex = hex(st, img);
     let (cells, sel_kind) = grid(st, img, grid_first);
-    let status = super::panes::hex::status_text(st, img);
+    let status_parts = super::panes::hex::status_parts(st, img);
+    let status = status_parts.iter().map(|p| p.long.clone()).collect::<Vec<_>>().join(" │ ");
     let allocating = super::update::allocating(st, img);
     let unit = unit_detail(st, img);
     let header_raw = st
@@ -108,7 +122,44 @@ pub fn refresh(st: &mut AppState, img: &Image) {
             raw
         })
         .collect();
-    st.view = ViewModel { key: Some(key), hex, grid_first, grid_cells: cells, grid_sel_kind: sel_kind, status, allocating, unit, header_raw };
+    let (inspector, inspector_at) = if st.inspector { inspect(st, img, &status_parts) } else { Default::default() };
+    st.view = ViewModel {
+        key: Some(key),
+        hex,
+        grid_first,
+        grid_cells: cells,
+        grid_sel_kind: sel_kind,
+        status,
+        allocating,
+        unit,
+        header_raw,
+        status_parts,
+        inspector,
+        inspector_at,
+    };
+}
+
+/// The inspector's readings of the 16 bytes from the cursor (fewer at the end of the space)
+/// and where they are.
+fn inspect(st: &AppState, img: &Image, parts: &[super::panes::hex::Part]) -> (Vec<super::inspector::Row>, Vec<String>) {
+    let size = super::update::space_size(st, img);
+    let n = size.saturating_sub(st.cursor).min(16) as usize;
+    let mut b = vec![0u8; n];
+    let r = match st.space {
+        Space::Virt => img.read(st.cursor, &mut b),
+        Space::File => img.read_host(st.file_layer, st.cursor, &mut b),
+    };
+    if let Err(e) = r {
+        return (Vec::new(), vec![format!("cannot read 0x{:x}: {}", st.cursor, e)]);
+    }
+    for (i, x) in b.iter_mut().enumerate() {
+        if let Some(v) = st.staged_at(st.cursor + i as u64) {
+            *x = v;
+        }
+    }
+    // where: both offsets, then the structure and field (the status line's long forms)
+    let at = parts.iter().filter(|p| p.worth != 5).map(|p| p.long.clone()).collect();
+    (super::inspector::rows(&b), at)
 }
 
 fn unit_detail(st: &AppState, img: &Image) -> UnitDetail {
@@ -183,7 +234,7 @@ fn row_colors(st: &AppState, img: &Image, row: u64, n: usize) -> [Color; 16] {
 
 /// The guest grid's visible cells (the host view draws from the host map in the state).
 fn grid(st: &AppState, img: &Image, first: u64) -> (Vec<(&'static str, Color)>, String) {
-    let (cols, rows) = grid_shape(st);
+    let (cols, rows) = grid_shape(st, img);
     let units = img.unit_count();
     let unit_size = img.unit_size();
     let end = first.saturating_add(cols * rows).min(units);
