@@ -97,7 +97,7 @@ pub fn status_line(st: &AppState, width: usize) -> Line<'static> {
         parts.push((Part::new(long, short, 11), Color::LightYellow));
     }
     let (mode, short) = if st.writable { ("WRITE", "RW") } else { ("READ-ONLY", "RO") };
-    parts.push((Part::new(mode.into(), short.into(), 3), if st.writable { Color::LightRed } else { Color::DarkGray }));
+    parts.push((Part::new(mode.into(), short.into(), 8).shorten_at(6), if st.writable { Color::LightRed } else { Color::DarkGray }));
     if st.staged_count() > 0 {
         let alloc = st.view.allocating;
         let note = if alloc > 0 { format!(", {} will allocate", alloc) } else { String::new() };
@@ -110,7 +110,7 @@ pub fn status_line(st: &AppState, width: usize) -> Line<'static> {
         parts.push((p.clone(), Color::Reset));
     }
     // the keys hint last, after a wider gap
-    parts.push((Part::new(HINT.into(), "F1 help".into(), 1).shorten_at(0), Color::DarkGray));
+    parts.push((Part::new(HINT.into(), "F1 help".into(), 7).shorten_at(0), Color::DarkGray));
     const HINT: &str = "F1 help  g jump  : command  q quit";
     let sep = |p: &Part| if p.long == HINT { "   " } else { " │ " };
     let total = |ps: &[(Part, Color)], short: &[bool]| -> usize {

@@ -158,7 +158,9 @@ fn inspect(st: &AppState, img: &Image, parts: &[super::panes::hex::Part]) -> (Ve
         }
     }
     // where: both offsets, then the structure and field (the status line's long forms)
-    let at = parts.iter().filter(|p| p.worth != 5).map(|p| p.long.clone()).collect();
+    // where: both offsets on one line, then the structure and field (the status line's forms)
+    let mut at: Vec<String> = vec![parts.iter().take(2).map(|p| p.short.clone()).collect::<Vec<_>>().join("  ")];
+    at.extend(parts.iter().skip(2).filter(|p| p.worth != 5).map(|p| p.long.clone()));
     (super::inspector::rows(&b), at)
 }
 
