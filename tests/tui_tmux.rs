@@ -36,7 +36,7 @@ impl Tmux {
     /// (tmux would read "0x100000" as a key code).
     fn send(&self, keys: &[&str]) {
         for k in keys {
-            let named = ["Enter", "Escape", "Tab", "BTab", "Up", "Down", "Left", "Right", "PageUp", "PageDown", "Home", "End"]
+            let named = ["Enter", "Escape", "F1", "Tab", "BTab", "Up", "Down", "Left", "Right", "PageUp", "PageDown", "Home", "End"]
                 .contains(k)
                 || k.starts_with("C-");
             let mut cmd = Command::new("tmux");
@@ -124,7 +124,7 @@ fn vhd_in_tmux() {
     // the jump focuses the hex pane (thick border) with the row on top
     let s = t.wait_for("┃00200000  ");
     assert!(!s.contains("Jump to"));
-    t.send(&["?"]);
+    t.send(&["F1"]);
     t.wait_for("Help");
     t.send(&["Escape"]);
     t.wait_gone("Help");
@@ -308,7 +308,7 @@ fn job_keeps_the_screen_live(t: &Tmux, start: &[&str], busy: &str, cancelled: &s
     let s = poll(t, "the job cancelled", Duration::from_secs(5), |s| !status_line(s).contains(busy));
     assert!(status_line(&s).contains(cancelled), "{}", status_line(&s));
     // the UI is free: keys still work after the cancel
-    t.send(&["?"]);
+    t.send(&["F1"]);
     t.wait_for("Help");
     t.send(&["Escape"]);
     t.wait_gone("Help");

@@ -17,6 +17,13 @@ pub enum Action {
     OpenJump,
     OpenCommand,
     OpenSearch,
+    /// `?`: the search dialog, searching backward.
+    OpenSearchBack,
+    /// `n`: the last search again, in its direction; `N`: the other way.
+    SearchNext,
+    SearchPrev,
+    /// In the search dialog: text matches either case, or not.
+    ToggleCase,
     ToggleSpace,
     NextAllocated,
     PrevAllocated,

@@ -176,11 +176,16 @@ fn centered(area: Rect, w: u16, h: u16) -> Rect {
 
 fn dialog(f: &mut Frame, st: &AppState, d: Dialog) {
     let area = f.area();
-    let r = centered(area, 64, 5);
+    let r = centered(area, 76, 5);
+    let search_title = format!(
+        " Search {} (hex 'de ?? be ef', or text; {}, C-t toggles) ",
+        if st.search_back { "backward" } else { "forward" },
+        if st.search_icase { "any case" } else { "exact case" }
+    );
     let title = match d {
         Dialog::Jump => " Jump to (0x200000, 4M+512*3, v: f: s: b: c:) ",
         Dialog::Command => " Command (info, map, tables, where 0x1000, dump, …) ",
-        Dialog::Search => " Search (hex 'de ad' / 0xdead, or text) ",
+        Dialog::Search => search_title.as_str(),
     };
     f.render_widget(Clear, r);
     let block = Block::default().borders(Borders::ALL).title(title).border_style(theme::border(st, true));
@@ -189,6 +194,7 @@ fn dialog(f: &mut Frame, st: &AppState, d: Dialog) {
     let [input, err] = Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(inner);
     let prefix = match d {
         Dialog::Command => ":",
+        Dialog::Search if st.search_back => "?",
         Dialog::Search => "/",
         Dialog::Jump => ">",
     };

@@ -27,8 +27,9 @@ pub enum Effect {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Job {
-    /// Forward from `from` in `space` (`layer` for file space) for `pattern`.
-    Search { space: Space, layer: usize, from: u64, pattern: Vec<u8> },
+    /// From `from` in `space` (`layer` for file space) for `pattern`, forward or backward,
+    /// wrapping round once.
+    Search { space: Space, layer: usize, from: u64, pattern: super::search::Pattern, backward: bool },
     Check,
     HostMap,
     /// Allocation share of the top layer in `buckets` buckets, for the overview heatmap.
@@ -61,6 +62,8 @@ impl Job {
 #[derive(Debug)]
 pub enum JobResult {
     Found(Option<u64>),
+    /// Found after wrapping round the end (or the start, searching backward).
+    Wrapped(u64),
     Findings(Picker),
     HostMap(HostMap),
     Density(Vec<f32>),
@@ -113,7 +116,10 @@ impl Ctx<'_> {
 /// and kept by the caller (it holds an `Rc`, so it cannot cross threads).
 pub fn work(job: &Job, img: &Image, image_path: &str, fs: &mut Option<ExtFs>, ctx: &Ctx) -> JobResult {
     let r = match job {
-        Job::Search { space, layer, from, pattern } => super::search::search(img, *space, *layer, *from, pattern, ctx).map(JobResult::Found),
+        Job::Search { space, layer, from, pattern, backward } => super::search::search(img, *space, *layer, *from, pattern, *backward, ctx).map(|r| match r {
+            Some((o, true)) => JobResult::Wrapped(o),
+            r => JobResult::Found(r.map(|(o, _)| o)),
+        }),
         Job::Check => findings(img),
         Job::HostMap => host_map(img),
         Job::Density { buckets } => Ok(JobResult::Density(density(img, *buckets, ctx))),

@@ -49,11 +49,14 @@ pub fn bindings() -> Vec<Binding> {
         b(Normal, &[(Enter, N)], "Enter", Select, "show the selected field/block in the hex view"),
         b(Normal, &[(Char('g'), N)], "g", OpenJump, "jump: 0x200000, 4M+512*3, v:/f: space, s: sector, b: block, c: cluster"),
         b(Normal, &[(Char('v'), N)], "v", ToggleSpace, "hex view: toggle guest (virtual) / host (file) space"),
-        b(Normal, &[(Char('n'), N)], "n", NextAllocated, "next allocated block/cluster"),
-        b(Normal, &[(Char('N'), S), (Char('N'), N)], "N", PrevAllocated, "previous allocated block/cluster"),
-        b(Normal, &[(Char('/'), N)], "/", OpenSearch, "search bytes (hex: 'de ad be ef', or text) in the current space"),
+        b(Normal, &[(Char(']'), N)], "]", NextAllocated, "next allocated block/cluster"),
+        b(Normal, &[(Char('['), N)], "[", PrevAllocated, "previous allocated block/cluster"),
+        b(Normal, &[(Char('/'), N)], "/", OpenSearch, "search forward: hex 'de ?? be ef' (?? any byte) or text, in the current space"),
+        b(Normal, &[(Char('?'), N), (Char('?'), S)], "?", OpenSearchBack, "search backward"),
+        b(Normal, &[(Char('n'), N)], "n", SearchNext, "next match of the last search (wraps round the end)"),
+        b(Normal, &[(Char('N'), S), (Char('N'), N)], "N", SearchPrev, "previous match of the last search"),
         b(Normal, &[(Char(':'), N), (Char(':'), S)], ":", OpenCommand, "command line: :info :map :tables :where 0x1000 …"),
-        b(Normal, &[(Char('?'), N), (Char('?'), S), (F(1), N)], "?", Help, "this help"),
+        b(Normal, &[(F(1), N), (Char('H'), S), (Char('H'), N)], "F1 H", Help, "this help"),
         b(Normal, &[(Char('z'), N)], "z", Zoom, "zoom: the focused pane fills the screen (again: back)"),
         b(Normal, &[(Char('I'), S), (Char('I'), N)], "I", ToggleInspector, "data inspector: the bytes at the cursor as integers, floats, GUIDs, time stamps"),
         b(Normal, &[(Char('f'), N)], "f", OpenFiles, "Files view: browse the guest's ext filesystem (also :ls)"),
@@ -116,7 +119,8 @@ pub fn help_lines() -> Vec<(String, String)> {
         out.push((String::new(), String::new()));
     }
     out.push(("Dialogs:".into(), String::new()));
-    out.push(("Enter".into(), "run / jump".into()));
+    out.push(("Enter".into(), "run / jump / search".into()));
+    out.push(("C-t".into(), "search dialog: text matches either case / exact case".into()));
     out.push(("Esc".into(), "cancel".into()));
     out.push(("mouse".into(), "click selects a pane, a cell or a byte; the wheel scrolls".into()));
     out

@@ -159,6 +159,19 @@ pub struct AppState {
     pub recent: Vec<Pane>,
     /// `I`: the data inspector is shown.
     pub inspector: bool,
+    /// The last search (`n`/`N` repeat it; its matches are highlighted) and its direction.
+    pub search: Option<LastSearch>,
+    /// Text searches ignore case (Ctrl-t in the search dialog toggles it).
+    pub search_icase: bool,
+    /// The open search dialog searches backward (`?`).
+    pub search_back: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastSearch {
+    pub text: String,
+    pub pattern: super::search::Pattern,
+    pub backward: bool,
 }
 
 /// A running job as the status line shows it.
@@ -236,6 +249,9 @@ impl AppState {
             zoom: false,
             recent: vec![Pane::Header],
             inspector: false,
+            search: None,
+            search_icase: true,
+            search_back: false,
         };
         let damage = img.warnings.len() + img.chain_error.iter().count();
         if damage > 0 {

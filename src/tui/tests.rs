@@ -112,7 +112,8 @@ fn jump_errors_stay_in_the_dialog() {
 #[test]
 fn help_popup_lists_every_binding() {
     let mut img = demo();
-    let s = screen(&mut img, 160, 48, "?");
+    // F1 (and H): ? searches backward, as in a pager
+    let s = screen(&mut img, 160, 48, "F1");
     assert!(s.contains("Help"));
     for b in bindings().iter().filter(|b| b.mode == Mode::Normal) {
         assert!(s.contains(b.desc), "help lacks '{}':\n{}", b.desc, s);
@@ -496,7 +497,7 @@ fn slow_keys_ask_for_jobs_instead_of_doing_the_work() {
     let img = qcow2_chain(dir.path());
     let mut st = state(&img, 160, 48);
     let e = keys_effects(&mut st, &img, "/ 0x3333 Enter");
-    assert_eq!(started(&e), vec![Job::Search { space: Space::Virt, layer: 0, from: 1, pattern: vec![0x33, 0x33] }]);
+    assert_eq!(started(&e), vec![Job::Search { space: Space::Virt, layer: 0, from: 1, pattern: super::search::Pattern::exact(&[0x33, 0x33]), backward: false }]);
     // nothing was searched yet: the cursor stays, the job shows
     assert_eq!(st.cursor, 0);
     assert_eq!(st.jobs.len(), 1);
@@ -567,7 +568,7 @@ fn esc_cancels_the_job_and_its_late_result_is_dropped() {
     // a real worker stops a search at its next chunk when the flag is set
     let cancel = std::sync::atomic::AtomicBool::new(true);
     let ctx = super::jobs::Ctx { cancel: &cancel, progress: &|_, _| {} };
-    let job = super::jobs::Job::Search { space: Space::Virt, layer: 0, from: 0, pattern: b"absent".to_vec() };
+    let job = super::jobs::Job::Search { space: Space::Virt, layer: 0, from: 0, pattern: super::search::Pattern::exact(b"absent"), backward: false };
     assert!(matches!(super::jobs::work(&job, &img, "", &mut None, &ctx), JobResult::Cancelled));
 }
 
@@ -695,4 +696,66 @@ fn inspector_follows_the_cursor_in_both_spaces() {
     update(&mut st, &img, Action::ToggleInspector);
     let s = whole(&img, &mut st);
     assert!(s.contains(" Inspector ") && s.contains(" Bitmap "), "{}", s);
+}
+
+fn run_keys(st: &mut AppState, img: &Image, keys: &str) {
+    let path = img.layers[0].name.clone();
+    for k in keymap::parse_keys(keys) {
+        let e = handle_key(st, img, k);
+        super::render::settle(st, img, &path, &mut super::jobs::Inline::new(), e);
+    }
+    super::view::refresh(st, img);
+}
+
+/// `/` then `n`/`N` walk the matches like a pager, wrapping with a word in the status line;
+/// `?` searches backward; a miss says so in the status line, not in a dialog; hex takes `??`.
+#[test]
+fn search_like_a_pager() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = qcow2_chain(dir.path());
+    let mut st = state(&img, 160, 48);
+    // 0x33 fills guest 64k..128k; 0x44 (compressed) 2M..2M+64k
+    run_keys(&mut st, &img, "/ 33 Space ?? Space 33 Enter");
+    assert_eq!((st.space, st.cursor), (Space::Virt, 0x10000));
+    assert_eq!(st.message.as_deref(), Some("found at 0x10000"));
+    // the matches on screen are highlighted
+    assert!(st.view.matches.iter().any(|&(o, l)| o == 0x10000 && l == 3), "{:?}", &st.view.matches[..3.min(st.view.matches.len())]);
+    run_keys(&mut st, &img, "n");
+    assert_eq!(st.cursor, 0x10001);
+    run_keys(&mut st, &img, "N N");
+    assert_eq!(st.cursor, 0x1fffd, "N from the first match wraps round to the last");
+    assert!(st.message.as_deref().unwrap_or("").contains("wrapped"), "{:?}", st.message);
+    // backward from 2M+16: the nearest match starting before the cursor
+    run_keys(&mut st, &img, "g v:0x200010 Enter ? 0x4444 Enter");
+    assert_eq!(st.cursor, 0x20000f);
+    run_keys(&mut st, &img, "n");
+    assert_eq!(st.cursor, 0x20000e, "n repeats the backward search backward");
+    run_keys(&mut st, &img, "g 0 Enter / nowhere-in-this-disk Enter");
+    assert!(st.dialog.is_none());
+    assert_eq!(st.message.as_deref(), Some("not found: nowhere-in-this-disk"));
+    let s = whole(&img, &mut st);
+    assert!(status_line_of(&s).contains("not found: nowhere-in-this-disk"), "{}", s);
+}
+
+fn status_line_of(s: &str) -> String {
+    s.lines().last().unwrap_or("").to_string()
+}
+
+#[test]
+fn text_search_ignores_case_unless_toggled() {
+    let img = demo();
+    let mut st = state(&img, 160, 48);
+    // the footer's cookie is "conectix"
+    run_keys(&mut st, &img, "g f:0 Enter / CONECTIX Enter");
+    assert_eq!((st.space, st.cursor), (Space::File, 0x200a00), "the footer");
+    assert_eq!(st.message.as_deref(), Some("found at 0x200a00"));
+    run_keys(&mut st, &img, "n");
+    assert_eq!(st.cursor, 0, "the footer copy at the start of the file, round the end");
+    assert!(st.message.as_deref().unwrap_or("").contains("wrapped"), "{:?}", st.message);
+    // C-t in the dialog: exact case; CONECTIX is then nowhere
+    run_keys(&mut st, &img, "/ C-t CONECTIX Enter");
+    assert!(st.message.as_deref().unwrap_or("").starts_with("not found"), "{:?}", st.message);
+    assert!(!st.search_icase);
+    let p = super::search::parse("de ?? be ef", true).unwrap();
+    assert!(p.matches(&[0xde, 0x00, 0xbe, 0xef]) && !p.matches(&[0xde, 0x00, 0xbe, 0xee]));
 }

@@ -28,6 +28,9 @@ pub fn handle_key(st: &mut AppState, img: &Image, key: KeyEvent) -> Vec<Effect> 
         }
         return Vec::new();
     }
+    if st.dialog == Some(Dialog::Search) && key.code == KeyCode::Char('t') && key.modifiers.contains(crossterm::event::KeyModifiers::CONTROL) {
+        return update(st, img, Action::ToggleCase);
+    }
     if st.dialog.is_some() {
         return match key.code {
             KeyCode::Esc => update(st, img, Action::Cancel),
@@ -126,14 +129,23 @@ fn job_action(st: &mut AppState, img: &Image, action: Action) -> Vec<Effect> {
 
 fn job_done(st: &mut AppState, img: &Image, job: Job, r: JobResult) -> Vec<Effect> {
     match r {
-        JobResult::Found(Some(off)) => {
-            if let Job::Search { space, layer, .. } = job {
+        JobResult::Found(Some(off)) | JobResult::Wrapped(off) => {
+            if let Job::Search { space, layer, backward, .. } = job {
+                let wrapped = matches!(r, JobResult::Wrapped(_));
                 st.focus = Pane::Hex;
                 set_cursor(st, img, space, layer, off);
-                st.message = Some(format!("found at 0x{:x}", off));
+                keep_visible(st);
+                st.message = Some(if wrapped {
+                    format!("found at 0x{:x} (wrapped round the {})", off, if backward { "start" } else { "end" })
+                } else {
+                    format!("found at 0x{:x}", off)
+                });
             }
         }
-        JobResult::Found(None) => st.message = Some("not found".into()),
+        JobResult::Found(None) => {
+            let what = st.search.as_ref().map(|s| format!(": {}", s.text)).unwrap_or_default();
+            st.message = Some(format!("not found{}", what));
+        }
         JobResult::Findings(p) => st.picker = Some(p),
         JobResult::HostMap(m) => {
             st.host_map = Some(m);
@@ -455,7 +467,19 @@ fn update_inner(st: &mut AppState, img: &Image, action: Action) -> Vec<Effect> {
             let lines = keymap::help_lines().into_iter().map(|(k, d)| format!("{:<10} {}", k, d)).collect();
             st.popup = Some(Popup { title: "Help".into(), lines, scroll: 0 });
         }
-        Action::OpenJump | Action::OpenCommand | Action::OpenSearch => {
+        Action::SearchNext | Action::SearchPrev => {
+            let Some(last) = st.search.clone() else {
+                st.message = Some("no search yet: / searches forward, ? backward".into());
+                return Vec::new();
+            };
+            let backward = last.backward != (action == Action::SearchPrev);
+            return start_search(st, last.pattern, backward);
+        }
+        Action::ToggleCase => {
+            st.search_icase = !st.search_icase;
+        }
+        Action::OpenJump | Action::OpenCommand | Action::OpenSearch | Action::OpenSearchBack => {
+            st.search_back = action == Action::OpenSearchBack;
             st.dialog = Some(match action {
                 Action::OpenJump => Dialog::Jump,
                 Action::OpenCommand => Dialog::Command,
@@ -745,17 +769,24 @@ fn submit(st: &mut AppState, img: &Image, text: &str) -> Vec<Effect> {
                 Err(e) => st.popup = Some(Popup { title: format!(":{}", text.trim()), lines: vec![e], scroll: 0 }),
             }
         }
-        Some(Dialog::Search) => match super::search::pattern(text) {
+        Some(Dialog::Search) => match super::search::parse(text, st.search_icase) {
             Ok(pattern) => {
                 st.dialog = None;
-                let job = Job::Search { space: st.space, layer: st.file_layer, from: st.cursor + 1, pattern };
-                return start(st, job);
+                st.search = Some(super::state::LastSearch { text: text.to_string(), pattern: pattern.clone(), backward: st.search_back });
+                return start_search(st, pattern, st.search_back);
             }
             Err(e) => st.dialog_error = Some(e),
         },
         None => {}
     }
     Vec::new()
+}
+
+/// Search from the cursor: forward from the byte after it, backward from the bytes before.
+fn start_search(st: &mut AppState, pattern: super::search::Pattern, backward: bool) -> Vec<Effect> {
+    let from = if backward { st.cursor } else { st.cursor + 1 };
+    let job = Job::Search { space: st.space, layer: st.file_layer, from, pattern, backward };
+    start(st, job)
 }
 
 /// The words of a `:` subcommand on this image (`map` -> `map IMAGE`), or why not.

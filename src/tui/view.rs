@@ -46,6 +46,8 @@ pub struct ViewModel {
     /// edits laid over, and where the cursor is (both spaces, the structure and field).
     pub inspector: Vec<super::inspector::Row>,
     pub inspector_at: Vec<String>,
+    /// The last search's matches among the bytes on screen: (start, length).
+    pub matches: Vec<(u64, u64)>,
 }
 
 /// What the Bitmap pane shows of the selected block/cluster, read from the image.
@@ -73,6 +75,7 @@ struct Key {
     staged: usize,
     saves: u64,
     inspector: bool,
+    search: Option<super::search::Pattern>,
     /// The staged edits change the inspector's bytes: their last change.
     undo: usize,
     redo: usize,
@@ -101,6 +104,7 @@ pub fn refresh(st: &mut AppState, img: &Image) {
         staged: st.staged_count(),
         saves: st.saves,
         inspector: st.inspector,
+        search: st.search.as_ref().map(|s| s.pattern.clone()),
         undo: st.undo.len(),
         redo: st.redo.len(),
     };
@@ -122,6 +126,7 @@ pub fn refresh(st: &mut AppState, img: &Image) {
             raw
         })
         .collect();
+    let matches = matches(st, img, &hex);
     let (inspector, inspector_at) = if st.inspector { inspect(st, img, &status_parts) } else { Default::default() };
     st.view = ViewModel {
         key: Some(key),
@@ -136,7 +141,26 @@ pub fn refresh(st: &mut AppState, img: &Image) {
         status_parts,
         inspector,
         inspector_at,
+        matches,
     };
+}
+
+/// Where the last search's pattern matches among the bytes on screen (a match may run past
+/// the last row: the bytes after it are read too).
+fn matches(st: &AppState, img: &Image, rows: &[HexRow]) -> Vec<(u64, u64)> {
+    let (Some(s), Some(first)) = (&st.search, rows.first()) else { return Vec::new() };
+    let mut hay: Vec<u8> = rows.iter().flat_map(|r| r.bytes[..r.n].iter().copied()).collect();
+    let end = first.off + hay.len() as u64;
+    let size = super::update::space_size(st, img);
+    let mut tail = vec![0u8; (s.pattern.len() as u64 - 1).min(size - end.min(size)) as usize];
+    let r = match st.space {
+        Space::Virt => img.read(end, &mut tail),
+        Space::File => img.read_host(st.file_layer, end, &mut tail),
+    };
+    if r.is_ok() {
+        hay.extend(tail);
+    }
+    s.pattern.find_all(&hay).take(256).map(|i| (first.off + i as u64, s.pattern.len() as u64)).collect()
 }
 
 /// The inspector's readings of the 16 bytes from the cursor (fewer at the end of the space)

@@ -39,6 +39,13 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
                     style = style.bg(Color::Indexed(22));
                 }
             }
+            if st.view.matches.iter().any(|&(m, l)| off >= m && off - m < l) {
+                style = if st.no_color {
+                    style.add_modifier(Modifier::UNDERLINED | Modifier::REVERSED)
+                } else {
+                    style.bg(Color::Yellow).fg(Color::Black)
+                };
+            }
             if staged.is_some() {
                 style = theme::fg(st, Color::LightRed).add_modifier(Modifier::BOLD | Modifier::UNDERLINED);
             }
