@@ -346,3 +346,59 @@ fn search_runs_as_a_job_with_progress_and_esc_cancels_it() {
     t.send(&["absent string"]);
     job_keeps_the_screen_live(&t, &["Enter"], "searching [", "cancelled: searching");
 }
+
+/// Zoom, a visual selection and `:export` (the file holds exactly what `read` prints for the
+/// same range), then a search walked with n and N.
+#[test]
+fn zoom_selection_export_and_search_in_tmux() {
+    let dir = support::workspace();
+    let img = dir.path().join("d.vhd");
+    let p = img.to_str().unwrap();
+    qemu(&["qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=dynamic", p, "16M"]);
+    qemu(&["qemu-io", "-f", "vpc", "-c", "write -P 0xab 0 64k", "-c", "write -P 0xcd 4M 4k", p]);
+    let t = Tmux::start(&[p], &[]);
+    t.wait_for("Bitmap");
+    // z: the focused Header pane fills the screen, the others are tabs
+    t.send(&["z"]);
+    t.wait_for("z: unzoom");
+    t.wait_gone("┌ Hex");
+    t.send(&["z"]);
+    t.wait_for("┌ Hex");
+    // select 0xfff0..=0x1000f (across the end of the written data) and export it
+    t.send(&["g"]);
+    t.wait_for("Jump to");
+    t.send(&["v:0xfff0", "Enter"]);
+    t.wait_for("guest 0xfff0");
+    t.send(&["V", "Down", "Down"]);
+    let s = t.wait_for("sel guest 0xfff0–0x10010");
+    assert!(status_line(&s).contains("33 bytes"), "{}", status_line(&s));
+    let out = dir.path().join("sel.bin");
+    t.send(&[":"]);
+    t.wait_for("Command");
+    t.send(&[&format!("export {}", out.display()), "Enter"]);
+    t.wait_for("exported 33 byte(s)");
+    let read = Command::new(env!("CARGO_BIN_EXE_vdiskview")).args(["read", p, "--offset", "0xfff0", "--length", "33"]).output().unwrap();
+    assert!(read.status.success());
+    assert_eq!(std::fs::read(&out).unwrap(), read.stdout);
+    assert_eq!(read.stdout.len(), 33);
+    t.send(&["Escape"]);
+    t.wait_for("selection ended");
+    // search the 0xcd run: n walks on, N back
+    t.send(&["g"]);
+    t.wait_for("Jump to");
+    t.send(&["0", "Enter"]);
+    t.send(&["/"]);
+    t.wait_for("Search forward");
+    t.send(&["cd cd", "Enter"]);
+    t.wait_for("found at 0x400000");
+    t.send(&["n"]);
+    t.wait_for("found at 0x400001");
+    // one at a time: a search started while one runs replaces it
+    t.send(&["N"]);
+    t.wait_for("found at 0x400000 ");
+    t.send(&["N"]);
+    let s = t.wait_for("wrapped");
+    assert!(guest(&s).contains("0x400ffe"), "{}", status_line(&s));
+    t.send(&["q"]);
+    wait_exit(&t);
+}

@@ -59,6 +59,10 @@ pub enum Action {
     JobProgress { id: u64, done: u64, total: u64 },
     /// A job ended; its result (found offset, findings, listing, output…) is inside.
     JobDone(u64, super::jobs::Outcome),
+    /// `V`: start (or end) a visual selection in the hex view; moves extend it.
+    VisualSelect,
+    /// `y`: copy the selection as hex to the clipboard (OSC 52).
+    Yank,
     /// `z`: the focused pane fills the screen, or not.
     Zoom,
     /// `I`: show or hide the data inspector.

@@ -23,6 +23,11 @@ pub enum Effect {
     Start(u64, Job),
     /// Stop job `id`: its flag is set, and whatever it still sends is dropped by `update`.
     Cancel(u64),
+    /// Put text on the system clipboard: OSC 52 to the terminal (tmux and most terminals
+    /// pass it on).
+    Clipboard(String),
+    /// Write a small file (marks): the state directory is created first.
+    WriteFile(std::path::PathBuf, String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +46,10 @@ pub enum Job {
     ListDir(String),
     /// Where a guest file's bytes are.
     Locate(String),
+    /// The selected bytes as hex for the clipboard (`y`).
+    Copy { space: Space, layer: usize, start: u64, len: u64 },
+    /// The selected bytes into a file (`:export FILE`).
+    Export { space: Space, layer: usize, start: u64, len: u64, path: String },
 }
 
 impl Job {
@@ -54,6 +63,8 @@ impl Job {
             Job::Command { title, .. } => title.clone(),
             Job::ListDir(d) => format!("listing {}", d),
             Job::Locate(p) => format!("locating {}", p),
+            Job::Copy { .. } => "copying".into(),
+            Job::Export { path, .. } => format!("exporting to {}", path),
         }
     }
 }
@@ -70,6 +81,9 @@ pub enum JobResult {
     Output { title: String, lines: Vec<String> },
     Dir { cwd: String, rows: Vec<String>, targets: Vec<Target> },
     Located { path: String, size: u64, extents: Vec<(u64, u64)>, count: usize },
+    /// The selection as hex, for the clipboard.
+    Copied { hex: String, len: u64 },
+    Exported { path: String, len: u64 },
     Cancelled,
     Failed(String),
 }
@@ -126,11 +140,75 @@ pub fn work(job: &Job, img: &Image, image_path: &str, fs: &mut Option<ExtFs>, ct
         Job::Command { title, words } => Ok(command(title, words)),
         Job::ListDir(dir) => open_fs(img, image_path, fs).and_then(|fs| list(fs, dir)),
         Job::Locate(path) => open_fs(img, image_path, fs).and_then(|fs| locate(fs, path)),
+        Job::Copy { space, layer, start, len } => {
+            let mut hex = String::with_capacity(*len as usize * 2);
+            copy_range(img, *space, *layer, *start, *len, ctx, |b| {
+                for x in b {
+                    hex.push_str(&format!("{:02x}", x));
+                }
+                Ok(())
+            })
+            .map(|_| JobResult::Copied { hex, len: *len })
+        }
+        Job::Export { space, layer, start, len, path } => export(img, *space, *layer, *start, *len, path, ctx),
     };
     if ctx.cancelled() {
         return JobResult::Cancelled;
     }
     r.unwrap_or_else(JobResult::Failed)
+}
+
+/// Read `[start, start+len)` of a space in 1 MiB pieces, handing each to `out`.
+fn copy_range(img: &Image, space: Space, layer: usize, start: u64, len: u64, ctx: &Ctx, mut out: impl FnMut(&[u8]) -> Result<(), String>) -> Result<(), String> {
+    let mut buf = vec![0u8; (1u64 << 20).min(len) as usize];
+    let mut done = 0;
+    while done < len {
+        if ctx.cancelled() {
+            return Err("cancelled".into());
+        }
+        (ctx.progress)(done, len);
+        let n = (len - done).min(buf.len() as u64) as usize;
+        match space {
+            Space::Virt => img.read(start + done, &mut buf[..n]),
+            Space::File => img.read_host(layer, start + done, &mut buf[..n]),
+        }
+        .map_err(|e| e.to_string())?;
+        out(&buf[..n])?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+fn export(img: &Image, space: Space, layer: usize, start: u64, len: u64, path: &str, ctx: &Ctx) -> Result<JobResult, String> {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| format!("{}: {}", path, e))?);
+    copy_range(img, space, layer, start, len, ctx, |b| f.write_all(b).map_err(|e| format!("{}: {}", path, e)))?;
+    f.flush().map_err(|e| format!("{}: {}", path, e))?;
+    Ok(JobResult::Exported { path: path.to_string(), len })
+}
+
+/// The OSC 52 sequence that sets the clipboard to `text`.
+pub fn osc52(text: &str) -> String {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(b.len() * 4 / 3 + 12);
+    out.push_str("\x1b]52;c;");
+    for c in b.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            out.push(if i <= c.len() { B64[(n >> shift & 63) as usize] as char } else { '=' });
+        }
+    }
+    out.push('\x07');
+    out
+}
+
+/// Write a small file, its folder first.
+pub fn write_file(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    std::fs::write(path, text)
 }
 
 fn findings(img: &Image) -> Result<JobResult, String> {
@@ -274,10 +352,17 @@ impl Inline {
 
     pub fn run(&mut self, img: &Image, image_path: &str, effects: Vec<Effect>) {
         for e in effects {
-            if let Effect::Start(id, job) = e {
-                let never = AtomicBool::new(false);
-                let r = work(&job, img, image_path, &mut self.fs, &Ctx { cancel: &never, progress: &|_, _| {} });
-                self.pending.push(Action::JobDone(id, Outcome::new(r)));
+            match e {
+                Effect::Start(id, job) => {
+                    let never = AtomicBool::new(false);
+                    let r = work(&job, img, image_path, &mut self.fs, &Ctx { cancel: &never, progress: &|_, _| {} });
+                    self.pending.push(Action::JobDone(id, Outcome::new(r)));
+                }
+                // no terminal here: what was copied stays in the state (last_copied)
+                Effect::Clipboard(_) | Effect::Cancel(_) => {}
+                Effect::WriteFile(p, text) => {
+                    let _ = write_file(&p, &text);
+                }
             }
         }
     }
@@ -316,6 +401,17 @@ impl Threads {
                         c.store(true, Ordering::Relaxed);
                     }
                     self.cancels.retain(|(i, _)| *i != id);
+                }
+                Effect::Clipboard(text) => {
+                    use std::io::Write;
+                    let mut out = std::io::stdout();
+                    let _ = out.write_all(osc52(&text).as_bytes()).and_then(|_| out.flush());
+                }
+                Effect::WriteFile(p, text) => {
+                    if let Err(e) = write_file(&p, &text) {
+                        let r = JobResult::Failed(format!("{}: {}", p.display(), e));
+                        let _ = self.tx.send(Action::JobDone(0, Outcome::new(r)));
+                    }
                 }
                 Effect::Start(id, job) => {
                     let cancel = Arc::new(AtomicBool::new(false));

@@ -57,6 +57,8 @@ pub fn bindings() -> Vec<Binding> {
         b(Normal, &[(Char('N'), S), (Char('N'), N)], "N", SearchPrev, "previous match of the last search"),
         b(Normal, &[(Char(':'), N), (Char(':'), S)], ":", OpenCommand, "command line: :info :map :tables :where 0x1000 …"),
         b(Normal, &[(F(1), N), (Char('H'), S), (Char('H'), N)], "F1 H", Help, "this help"),
+        b(Normal, &[(Char('V'), S), (Char('V'), N)], "V", VisualSelect, "select bytes in the hex view from the cursor (moves extend it; V or Esc ends it)"),
+        b(Normal, &[(Char('y'), N)], "y", Yank, "copy the selection as hex to the clipboard (OSC 52); :export FILE writes its bytes"),
         b(Normal, &[(Char('z'), N)], "z", Zoom, "zoom: the focused pane fills the screen (again: back)"),
         b(Normal, &[(Char('I'), S), (Char('I'), N)], "I", ToggleInspector, "data inspector: the bytes at the cursor as integers, floats, GUIDs, time stamps"),
         b(Normal, &[(Char('f'), N)], "f", OpenFiles, "Files view: browse the guest's ext filesystem (also :ls)"),

@@ -165,6 +165,11 @@ pub struct AppState {
     pub search_icase: bool,
     /// The open search dialog searches backward (`?`).
     pub search_back: bool,
+    /// `V`: where the visual selection started (space, file layer, offset); the cursor is its
+    /// other end.
+    pub sel_anchor: Option<(Space, usize, u64)>,
+    /// The hex text last put on the clipboard (`y`).
+    pub last_copied: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -252,6 +257,8 @@ impl AppState {
             search: None,
             search_icase: true,
             search_back: false,
+            sel_anchor: None,
+            last_copied: None,
         };
         let damage = img.warnings.len() + img.chain_error.iter().count();
         if damage > 0 {
@@ -262,6 +269,13 @@ impl AppState {
             ));
         }
         st
+    }
+
+    /// The selected bytes, first and last (inclusive), in the current space; none when the
+    /// selection was made in another space or file.
+    pub fn selection(&self) -> Option<(u64, u64)> {
+        let (space, layer, a) = self.sel_anchor?;
+        (space == self.space && (space == Space::Virt || layer == self.file_layer)).then(|| (a.min(self.cursor), a.max(self.cursor)))
     }
 
     pub fn staged_count(&self) -> usize {

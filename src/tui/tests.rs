@@ -759,3 +759,34 @@ fn text_search_ignores_case_unless_toggled() {
     let p = super::search::parse("de ?? be ef", true).unwrap();
     assert!(p.matches(&[0xde, 0x00, 0xbe, 0xef]) && !p.matches(&[0xde, 0x00, 0xbe, 0xee]));
 }
+
+/// V selects, moves extend the selection, y copies it as hex, :export writes exactly its
+/// bytes; the status line gives start, end and length in both spaces.
+#[test]
+fn selection_copy_and_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = demo();
+    let mut st = state(&img, 160, 48);
+    run_keys(&mut st, &img, "g v:0x1be Enter V Down Right");
+    assert_eq!(st.selection(), Some((0x1be, 0x1cf)));
+    let s = whole(&img, &mut st);
+    let status = status_line_of(&s);
+    assert!(status.contains("sel guest 0x1be–0x1cf") && status.contains("18 bytes"), "{}", status);
+    // the guest bytes of the MBR's partition entries live in the file's block 0
+    let (_, f) = img.to_file(0x1be).unwrap().unwrap();
+    assert!(status.contains(&format!("file 0x{:x}–0x{:x}", f, f + 17)), "{}", status);
+    run_keys(&mut st, &img, "y");
+    let mut want = vec![0u8; 18];
+    img.read(0x1be, &mut want).unwrap();
+    let hex: String = want.iter().map(|b| format!("{:02x}", b)).collect();
+    assert_eq!(st.last_copied.as_deref(), Some(hex.as_str()));
+    assert!(super::jobs::osc52("hi").starts_with("\x1b]52;c;aGk="));
+    let out = dir.path().join("sel.bin");
+    run_keys(&mut st, &img, &format!(": export Space {} Enter", out.display()));
+    assert_eq!(std::fs::read(&out).unwrap(), want, "{:?}", st.message);
+    assert_eq!(st.message.as_deref(), Some(format!("exported 18 byte(s) to {}", out.display()).as_str()));
+    // Esc ends the selection; y then says how to start one
+    run_keys(&mut st, &img, "Esc y");
+    assert!(st.selection().is_none());
+    assert!(st.message.as_deref().unwrap_or("").contains("V starts a selection"));
+}

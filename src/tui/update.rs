@@ -109,6 +109,10 @@ fn job_action(st: &mut AppState, img: &Image, action: Action) -> Vec<Effect> {
             }
         }
         Action::CancelJob => {
+            if st.jobs.is_empty() && st.sel_anchor.take().is_some() {
+                st.message = Some("selection ended".into());
+                return Vec::new();
+            }
             if let Some(j) = st.jobs.pop() {
                 st.message = Some(format!("cancelled: {}", j.job.label()));
                 return vec![Effect::Cancel(j.id)];
@@ -171,6 +175,12 @@ fn job_done(st: &mut AppState, img: &Image, job: Job, r: JobResult) -> Vec<Effec
                 None => st.message = Some(format!("{}: {} bytes, no data blocks (empty or sparse)", path, size)),
             }
         }
+        JobResult::Copied { hex, len } => {
+            st.message = Some(format!("copied {} byte(s) as hex to the clipboard (OSC 52)", len));
+            st.last_copied = Some(hex.clone());
+            return vec![Effect::Clipboard(hex)];
+        }
+        JobResult::Exported { path, len } => st.message = Some(format!("exported {} byte(s) to {}", len, path)),
         JobResult::Cancelled => {}
         JobResult::Failed(e) => st.message = Some(e),
     }
@@ -445,7 +455,24 @@ fn update_inner(st: &mut AppState, img: &Image, action: Action) -> Vec<Effect> {
             st.focus = panes[if action == Action::NextPane { (i + 1) % n } else { (i + n - 1) % n }];
         }
         Action::NextDirtyBitmap => next_dirty_bitmap(st, img),
-        Action::Zoom => st.zoom = !st.zoom,
+        Action::Zoom => {
+            st.zoom = !st.zoom;
+            keep_visible(st);
+        }
+        Action::VisualSelect => {
+            if st.sel_anchor.take().is_none() {
+                st.sel_anchor = Some((st.space, st.file_layer, st.cursor));
+                st.focus = Pane::Hex;
+            }
+        }
+        Action::Yank => match st.selection() {
+            // the clipboard takes hex text; a terminal passes on some 100 KB of OSC 52
+            Some((a, b)) if b - a + 1 > 32 << 10 => {
+                st.message = Some(format!("{} bytes is too many for the clipboard (32 KiB at most): use :export FILE", b - a + 1))
+            }
+            Some((a, b)) => return start(st, Job::Copy { space: st.space, layer: st.file_layer, start: a, len: b - a + 1 }),
+            None => st.message = Some("nothing selected: V starts a selection in the hex view".into()),
+        },
         Action::ToggleInspector => {
             st.inspector = !st.inspector;
             if st.inspector {
@@ -754,6 +781,15 @@ fn submit(st: &mut AppState, img: &Image, text: &str) -> Vec<Effect> {
             st.dialog = None;
             let dir = text.trim().strip_prefix("ls ").map(|d| d.trim().to_string()).unwrap_or_else(|| st.cwd.clone());
             return start(st, Job::ListDir(dir));
+        }
+        Some(Dialog::Command) if text.trim() == "export" || text.trim().starts_with("export ") => {
+            st.dialog = None;
+            let path = text.trim().strip_prefix("export").unwrap_or("").trim().to_string();
+            match st.selection() {
+                _ if path.is_empty() => st.message = Some(":export FILE writes the selected bytes to FILE".into()),
+                Some((a, b)) => return start(st, Job::Export { space: st.space, layer: st.file_layer, start: a, len: b - a + 1, path }),
+                None => st.message = Some("nothing selected: V starts a selection in the hex view".into()),
+            }
         }
         Some(Dialog::Command) if text.trim() == "check" => {
             st.dialog = None;

@@ -76,6 +76,7 @@ struct Key {
     saves: u64,
     inspector: bool,
     search: Option<super::search::Pattern>,
+    selection: Option<(u64, u64)>,
     /// The staged edits change the inspector's bytes: their last change.
     undo: usize,
     redo: usize,
@@ -105,6 +106,7 @@ pub fn refresh(st: &mut AppState, img: &Image) {
         saves: st.saves,
         inspector: st.inspector,
         search: st.search.as_ref().map(|s| s.pattern.clone()),
+        selection: st.selection(),
         undo: st.undo.len(),
         redo: st.redo.len(),
     };
@@ -183,6 +185,7 @@ fn inspect(st: &AppState, img: &Image, parts: &[super::panes::hex::Part]) -> (Ve
     }
     // where: both offsets, then the structure and field (the status line's long forms)
     // where: both offsets on one line, then the structure and field (the status line's forms)
+    let parts: Vec<&super::panes::hex::Part> = parts.iter().filter(|p| !p.long.starts_with("sel ")).collect();
     let mut at: Vec<String> = vec![parts.iter().take(2).map(|p| p.short.clone()).collect::<Vec<_>>().join("  ")];
     at.extend(parts.iter().skip(2).filter(|p| p.worth != 5).map(|p| p.long.clone()));
     (super::inspector::rows(&b), at)

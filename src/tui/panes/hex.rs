@@ -39,6 +39,9 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
                     style = style.bg(Color::Indexed(22));
                 }
             }
+            if st.selection().is_some_and(|(a, b)| off >= a && off <= b) {
+                style = if st.no_color { style.add_modifier(Modifier::REVERSED) } else { style.bg(Color::Indexed(24)).fg(Color::White) };
+            }
             if st.view.matches.iter().any(|&(m, l)| off >= m && off - m < l) {
                 style = if st.no_color {
                     style.add_modifier(Modifier::UNDERLINED | Modifier::REVERSED)
@@ -107,10 +110,37 @@ impl Part {
     }
 }
 
+/// The selection in both spaces: `sel guest 0x10–0x2f · file 0xa10–0xa2f · 32 bytes`.
+fn selection_part(st: &AppState, img: &Image, a: u64, b: u64) -> Part {
+    let len = b - a + 1;
+    let other = |o: u64| -> Option<u64> {
+        match st.space {
+            Space::Virt => img.to_file(o).ok().flatten().map(|(_, f)| f),
+            Space::File => img.to_virt(st.file_layer, o).ok().flatten(),
+        }
+    };
+    let (here, there) = match st.space {
+        Space::Virt => ("guest", "file"),
+        Space::File => ("file", "guest"),
+    };
+    let mut long = format!("sel {} 0x{:x}–0x{:x}", here, a, b);
+    match (other(a), other(b)) {
+        (Some(x), Some(y)) => long += &format!(" · {} 0x{:x}–0x{:x}", there, x, y),
+        (Some(x), None) => long += &format!(" · {} 0x{:x}–?", there, x),
+        (None, Some(y)) => long += &format!(" · {} ?–0x{:x}", there, y),
+        (None, None) => long += &format!(" · {} —", there),
+    }
+    long += &format!(" · {} bytes", len);
+    Part::new(long, format!("sel 0x{:x}–0x{:x} ({} B)", a, b, len), 10)
+}
+
 /// What the status line says about the cursor: guest and file offsets, the unit, the
 /// structure. Reads the image: the view model calls it when the cursor moves.
 pub fn status_parts(st: &AppState, img: &Image) -> Vec<Part> {
     let mut parts = Vec::new();
+    if let Some((a, b)) = st.selection() {
+        parts.push(selection_part(st, img, a, b));
+    }
     let virt = crate::tui::update::current_virt(st, img);
     let file = match st.space {
         Space::File => Some((st.file_layer, st.cursor)),
