@@ -402,3 +402,32 @@ fn zoom_selection_export_and_search_in_tmux() {
     t.send(&["q"]);
     wait_exit(&t);
 }
+
+/// A mark set in one run is there in the next (state under $XDG_STATE_HOME).
+#[test]
+fn marks_survive_a_restart_in_tmux() {
+    let dir = support::workspace();
+    let state = dir.path().join("state");
+    let img = dir.path().join("d.vhd");
+    let p = img.to_str().unwrap();
+    qemu(&["qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=dynamic", p, "16M"]);
+    let env = [("XDG_STATE_HOME", state.to_str().unwrap())];
+    let t = Tmux::start(&[p], &env);
+    t.wait_for("Bitmap");
+    t.send(&["g"]);
+    t.wait_for("Jump to");
+    t.send(&["v:0x3000", "Enter"]);
+    t.wait_for("guest 0x3000");
+    t.send(&["m", "q"]);
+    t.wait_for("mark q at guest 0x3000");
+    t.send(&["q"]);
+    wait_exit(&t);
+    drop(t);
+    let t = Tmux::start(&[p], &env);
+    t.wait_for("Bitmap");
+    t.send(&["'", "q"]);
+    let s = t.wait_for("guest 0x3000");
+    assert!(s.contains("┃00003000  "), "{}", s);
+    t.send(&["q"]);
+    wait_exit(&t);
+}

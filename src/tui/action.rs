@@ -63,6 +63,14 @@ pub enum Action {
     VisualSelect,
     /// `y`: copy the selection as hex to the clipboard (OSC 52).
     Yank,
+    /// `m`: the next key (a-z) names a mark to set here; `'`: a mark to jump to.
+    MarkPending,
+    JumpPending,
+    SetMark(char),
+    JumpMark(char),
+    /// `C-o` / `C-i`: back and forward in the jump history.
+    JumpBack,
+    JumpForward,
     /// `z`: the focused pane fills the screen, or not.
     Zoom,
     /// `I`: show or hide the data inspector.

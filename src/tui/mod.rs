@@ -7,6 +7,7 @@ pub mod inspector;
 pub mod jobs;
 pub mod keymap;
 pub mod layout;
+pub mod marks;
 pub mod panes;
 pub mod picker;
 pub mod render;
@@ -57,6 +58,7 @@ pub fn run(img: Image, goto_expr: Option<&str>) -> anyhow::Result<()> {
         let mut st = {
             let img = shared.read().unwrap_or_else(|e| e.into_inner());
             let mut st = AppState::new(&img, (size.width, size.height));
+            marks::attach_env(&mut st);
             update(&mut st, &img, Action::Resize(size.width, size.height));
             if let Some(g) = goto_expr {
                 goto(&mut st, &img, g)?;

@@ -23,6 +23,7 @@ pub enum Format {
 /// Draw the app at `cols`x`rows` after feeding `keys`; returns the final buffer.
 pub fn frame(img: &mut Image, cols: u16, rows: u16, keys: &str, goto: Option<&str>, no_color: bool) -> anyhow::Result<Buffer> {
     let mut st = AppState::new(img, (cols, rows));
+    super::marks::attach_env(&mut st);
     st.no_color = st.no_color || no_color;
     update(&mut st, img, Action::Resize(cols, rows));
     if let Some(g) = goto {

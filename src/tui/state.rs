@@ -170,6 +170,14 @@ pub struct AppState {
     pub sel_anchor: Option<(Space, usize, u64)>,
     /// The hex text last put on the clipboard (`y`).
     pub last_copied: Option<String>,
+    /// `m`/`'` typed: the next key names the mark.
+    pub pending: Option<char>,
+    /// Marks a-z, and the file they persist in (none: not kept between runs).
+    pub marks: std::collections::BTreeMap<char, super::marks::Pos>,
+    pub marks_file: Option<std::path::PathBuf>,
+    /// The jump history: where C-o goes back to, and C-i forward again.
+    pub back: Vec<super::marks::Pos>,
+    pub fwd: Vec<super::marks::Pos>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -259,6 +267,11 @@ impl AppState {
             search_back: false,
             sel_anchor: None,
             last_copied: None,
+            pending: None,
+            marks: Default::default(),
+            marks_file: None,
+            back: Vec::new(),
+            fwd: Vec::new(),
         };
         let damage = img.warnings.len() + img.chain_error.iter().count();
         if damage > 0 {

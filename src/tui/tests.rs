@@ -790,3 +790,37 @@ fn selection_copy_and_export() {
     assert!(st.selection().is_none());
     assert!(st.message.as_deref().unwrap_or("").contains("V starts a selection"));
 }
+
+/// m{a-z} sets a mark that a later run of the same image finds again; C-o / C-i walk the
+/// jump history.
+#[test]
+fn marks_persist_and_the_jump_history_walks() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = demo();
+    let mut st = state(&img, 160, 48);
+    super::marks::attach(&mut st, dir.path());
+    run_keys(&mut st, &img, "g v:0x1000 Enter m a g f:0x200a18 Enter m b");
+    assert_eq!(st.message.as_deref(), Some("mark b at file 0x200a18"));
+    let file = super::marks::file_for(dir.path(), "assets/demo.vhd");
+    assert!(std::fs::read_to_string(&file).unwrap().contains("a guest 0 0x1000"));
+    // a new run of the same image
+    let mut st = state(&img, 160, 48);
+    super::marks::attach(&mut st, dir.path());
+    run_keys(&mut st, &img, "' a");
+    assert_eq!((st.space, st.cursor), (Space::Virt, 0x1000));
+    run_keys(&mut st, &img, "' b");
+    assert_eq!((st.space, st.cursor), (Space::File, 0x200a18));
+    run_keys(&mut st, &img, "' z");
+    assert_eq!(st.message.as_deref(), Some("no mark z (mz sets it)"));
+    // history: 0 -> 0x1000 -> 0x200a18 (marks) -> 0x100 (g)
+    run_keys(&mut st, &img, "g v:0x100 Enter C-o");
+    assert_eq!((st.space, st.cursor), (Space::File, 0x200a18));
+    run_keys(&mut st, &img, "C-o C-o");
+    assert_eq!((st.space, st.cursor), (Space::Virt, 0));
+    run_keys(&mut st, &img, "C-i");
+    assert_eq!((st.space, st.cursor), (Space::Virt, 0x1000));
+    run_keys(&mut st, &img, "C-n C-n");
+    assert_eq!((st.space, st.cursor), (Space::Virt, 0x100));
+    run_keys(&mut st, &img, "C-n");
+    assert!(st.message.as_deref().unwrap_or("").contains("no later place"));
+}

@@ -68,6 +68,16 @@ pub fn handle_key(st: &mut AppState, img: &Image, key: KeyEvent) -> Vec<Effect> 
         }
         return Vec::new();
     }
+    if let Some(p) = st.pending.take() {
+        return match key.code {
+            KeyCode::Char(c) if c.is_ascii_lowercase() => update(st, img, if p == 'm' { Action::SetMark(c) } else { Action::JumpMark(c) }),
+            KeyCode::Esc => Vec::new(),
+            _ => {
+                st.message = Some(format!("marks are named a-z ({} cancelled)", p));
+                Vec::new()
+            }
+        };
+    }
     let mode = if st.popup.is_some() { Mode::Popup } else { Mode::Normal };
     match keymap::lookup(mode, &key) {
         Some(a) => update(st, img, a),
@@ -136,6 +146,7 @@ fn job_done(st: &mut AppState, img: &Image, job: Job, r: JobResult) -> Vec<Effec
         JobResult::Found(Some(off)) | JobResult::Wrapped(off) => {
             if let Job::Search { space, layer, backward, .. } = job {
                 let wrapped = matches!(r, JobResult::Wrapped(_));
+                super::marks::push_jump(st);
                 st.focus = Pane::Hex;
                 set_cursor(st, img, space, layer, off);
                 keep_visible(st);
@@ -166,6 +177,7 @@ fn job_done(st: &mut AppState, img: &Image, job: Job, r: JobResult) -> Vec<Effec
         JobResult::Located { path, size, extents, count } => {
             st.highlights = extents;
             st.picker = None;
+            super::marks::push_jump(st);
             st.focus = Pane::Hex;
             match st.highlights.first() {
                 Some(&(v, _)) => {
@@ -455,6 +467,34 @@ fn update_inner(st: &mut AppState, img: &Image, action: Action) -> Vec<Effect> {
             st.focus = panes[if action == Action::NextPane { (i + 1) % n } else { (i + n - 1) % n }];
         }
         Action::NextDirtyBitmap => next_dirty_bitmap(st, img),
+        Action::MarkPending => st.pending = Some('m'),
+        Action::JumpPending => st.pending = Some('\''),
+        Action::SetMark(c) => {
+            st.marks.insert(c, super::marks::here(st));
+            st.message = Some(format!("mark {} at {} 0x{:x}", c, if st.space == Space::Virt { "guest" } else { "file" }, st.cursor));
+            if let Some(p) = &st.marks_file {
+                return vec![Effect::WriteFile(p.clone(), super::marks::text(st))];
+            }
+        }
+        Action::JumpMark(c) => match st.marks.get(&c).copied() {
+            Some(pos) => {
+                super::marks::push_jump(st);
+                go_to(st, img, pos);
+            }
+            None => st.message = Some(format!("no mark {} (m{} sets it)", c, c)),
+        },
+        Action::JumpBack | Action::JumpForward => {
+            let back = action == Action::JumpBack;
+            let next = if back { st.back.pop() } else { st.fwd.pop() };
+            match next {
+                Some(pos) => {
+                    let here = super::marks::here(st);
+                    if back { st.fwd.push(here) } else { st.back.push(here) }
+                    go_to(st, img, pos);
+                }
+                None => st.message = Some(format!("no {} in the jump history", if back { "earlier place" } else { "later place" })),
+            }
+        }
         Action::Zoom => {
             st.zoom = !st.zoom;
             keep_visible(st);
@@ -534,7 +574,10 @@ fn update_inner(st: &mut AppState, img: &Image, action: Action) -> Vec<Effect> {
             set_cursor(st, img, st.space, st.file_layer, v.min(size.saturating_sub(1)));
         }
         Action::Click(x, y) => click(st, img, x, y),
-        Action::Select => select(st, img),
+        Action::Select => {
+            super::marks::push_jump(st);
+            select(st, img);
+        }
         mv => move_in_pane(st, img, mv),
     }
     Vec::new()
@@ -694,6 +737,13 @@ pub fn set_cursor(st: &mut AppState, img: &Image, space: Space, layer: usize, of
     }
 }
 
+/// Put the hex cursor on a remembered place (a mark, the history), in view.
+fn go_to(st: &mut AppState, img: &Image, (space, layer, off): super::marks::Pos) {
+    let layer = layer.min(img.layers.len().saturating_sub(1));
+    st.focus = Pane::Hex;
+    set_cursor(st, img, space, layer, off);
+}
+
 fn keep_visible(st: &mut AppState) {
     let rows = hex_rows(st);
     let row = st.cursor / 16 * 16;
@@ -761,6 +811,7 @@ fn submit(st: &mut AppState, img: &Image, text: &str) -> Vec<Effect> {
     match st.dialog {
         Some(Dialog::Jump) => match parse_jump(st, img, text) {
             Ok((space, off)) => {
+                super::marks::push_jump(st);
                 let layer = if space == Space::File && st.space == Space::File { st.file_layer } else { 0 };
                 st.dialog = None;
                 st.focus = Pane::Hex;
