@@ -431,3 +431,35 @@ fn marks_survive_a_restart_in_tmux() {
     t.send(&["q"]);
     wait_exit(&t);
 }
+
+/// A config file that rebinds a key (and one with a mistake: one line naming it, no panic).
+#[test]
+fn config_file_rebinds_a_key_in_tmux() {
+    let dir = support::workspace();
+    let cfg = dir.path().join("vdiskview").join("config.toml");
+    std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+    std::fs::write(&cfg, "theme = \"light\"\n[keys]\nzoom = \"Z\"\n").unwrap();
+    // found through XDG_CONFIG_HOME
+    let t = Tmux::start(&[], &[("XDG_CONFIG_HOME", dir.path().to_str().unwrap())]);
+    t.wait_for("Bitmap");
+    t.send(&["z"]);
+    t.send(&["F1"]);
+    t.wait_for("Help");
+    // the help shows the key as bound (the screen may be caught mid-frame: wait for it)
+    t.wait_for("Z          zoom");
+    t.send(&["Escape"]);
+    t.wait_gone("Help");
+    assert!(!t.capture().contains("z: unzoom"), "z is not bound any more");
+    t.send(&["Z"]);
+    t.wait_for("Z: unzoom");
+    t.send(&["q"]);
+    wait_exit(&t);
+    // a mistake on line 3: one line, exit status 2-ish, no panic
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "theme = \"light\"\n[keys]\nzoom = \"Ctrl+Z\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vdiskview")).args(["--config", bad.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{}", err);
+    assert!(err.contains(&format!("{}:3:", bad.display())) && !err.contains("panicked"), "{}", err);
+}

@@ -71,8 +71,11 @@ fn tab_bar(f: &mut Frame, st: &AppState, img: &Image, r: Rect, tabs: &[Pane], sh
         spans.push(Span::styled(text, style));
         spans.push(Span::raw(" "));
     }
-    let zoom = if st.zoom { "z: unzoom" } else { "z: zoom" };
-    for hint in [format!("Tab: next pane · {}", zoom), format!("Tab · {}", zoom), "Tab".to_string()] {
+    use super::action::Action;
+    let key = |a: Action| super::keymap::key_of(&st.keymap, &a);
+    let zoom = format!("{}: {}", key(Action::Zoom), if st.zoom { "unzoom" } else { "zoom" });
+    let tab = key(Action::NextPane);
+    for hint in [format!("{}: next pane · {}", tab, zoom), format!("{} · {}", tab, zoom), tab.clone()] {
         if used + 2 + hint.chars().count() <= r.width as usize {
             spans.push(Span::styled(format!("  {}", hint), theme::fg(st, Color::DarkGray)));
             break;
@@ -109,10 +112,14 @@ pub fn status_line(st: &AppState, width: usize) -> Line<'static> {
     for p in &st.view.status_parts {
         parts.push((p.clone(), Color::Reset));
     }
+    // the keys as bound (a config may move them)
+    use super::action::Action;
+    let key = |a: Action| super::keymap::key_of(&st.keymap, &a);
+    let hint_long = format!("{} help  {} jump  {} command  {} quit", key(Action::Help), key(Action::OpenJump), key(Action::OpenCommand), key(Action::Quit));
+    let hint_short = format!("{} help", key(Action::Help));
     // the keys hint last, after a wider gap
-    parts.push((Part::new(HINT.into(), "F1 help".into(), 7).shorten_at(0), Color::DarkGray));
-    const HINT: &str = "F1 help  g jump  : command  q quit";
-    let sep = |p: &Part| if p.long == HINT { "   " } else { " │ " };
+    parts.push((Part::new(hint_long.clone(), hint_short, 7).shorten_at(0), Color::DarkGray));
+    let sep = |p: &Part| if p.long == hint_long { "   " } else { " │ " };
     let total = |ps: &[(Part, Color)], short: &[bool]| -> usize {
         ps.iter()
             .zip(short)

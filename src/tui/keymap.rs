@@ -18,9 +18,9 @@ pub enum Mode {
 
 pub struct Binding {
     pub mode: Mode,
-    pub keys: &'static [(KeyCode, KeyModifiers)],
+    pub keys: Vec<(KeyCode, KeyModifiers)>,
     /// How the help screen spells the keys.
-    pub label: &'static str,
+    pub label: String,
     pub action: Action,
     pub desc: &'static str,
 }
@@ -33,7 +33,7 @@ pub fn bindings() -> Vec<Binding> {
     use Action::*;
     use KeyCode::*;
     use Mode::*;
-    let b = |mode, keys: &'static [(KeyCode, KeyModifiers)], label, action, desc| Binding { mode, keys, label, action, desc };
+    let b = |mode, keys: &'static [(KeyCode, KeyModifiers)], label: &str, action, desc| Binding { mode, keys: keys.to_vec(), label: label.to_string(), action, desc };
     vec![
         b(Normal, &[(Char('q'), N), (Char('c'), C)], "q", Quit, "quit"),
         b(Normal, &[(KeyCode::Up, N), (Char('k'), N)], "↑ k", Action::Up, "move up"),
@@ -103,24 +103,43 @@ pub fn bindings() -> Vec<Binding> {
 /// The action bound to `key` in `mode`, if any. Shift is part of a character already
 /// ('N', '?'), so it is ignored for characters and for BackTab.
 pub fn lookup(mode: Mode, key: &KeyEvent) -> Option<Action> {
+    lookup_in(&bindings(), mode, key)
+}
+
+/// The action bound to `key` in `mode` in `table` (the defaults with the user's config).
+pub fn lookup_in(table: &[Binding], mode: Mode, key: &KeyEvent) -> Option<Action> {
     let norm = |code: &KeyCode, m: KeyModifiers| match code {
         KeyCode::Char(_) | KeyCode::BackTab => m - S,
         _ => m,
     };
     let want = norm(&key.code, key.modifiers);
-    bindings().into_iter().find_map(|b| {
+    table.iter().find_map(|b| {
         let hit = b.mode == mode && b.keys.iter().any(|(code, m)| *code == key.code && norm(code, *m) == want);
-        hit.then_some(b.action)
+        hit.then(|| b.action.clone())
     })
+}
+
+/// The first key of `action` in normal mode as the help spells it (for hints on screen).
+pub fn key_of(table: &[Binding], action: &Action) -> String {
+    table
+        .iter()
+        .find(|b| b.mode == Mode::Normal && b.action == *action)
+        .and_then(|b| b.label.split(' ').next().map(str::to_string))
+        .unwrap_or_else(|| "(unbound)".into())
 }
 
 /// Lines of the help screen, from the table.
 pub fn help_lines() -> Vec<(String, String)> {
+    help_lines_in(&bindings())
+}
+
+/// Lines of the help screen from `table` (the user's config applied).
+pub fn help_lines_in(table: &[Binding]) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (mode, title) in [(Mode::Normal, "Keys"), (Mode::Edit, "Edit mode (i, with --write)"), (Mode::Picker, "In the Files view and the findings"), (Mode::Popup, "In a popup")] {
         out.push((format!("{}:", title), String::new()));
-        for b in bindings().iter().filter(|b| b.mode == mode) {
-            out.push((b.label.to_string(), b.desc.to_string()));
+        for b in table.iter().filter(|b| b.mode == mode) {
+            out.push((b.label.clone(), b.desc.to_string()));
         }
         out.push((String::new(), String::new()));
     }

@@ -2,6 +2,7 @@
 //! The image model is the only source of truth; panes do no offset arithmetic of their own.
 
 pub mod action;
+pub mod config;
 pub mod draw;
 pub mod inspector;
 pub mod jobs;
@@ -47,6 +48,11 @@ pub fn goto(st: &mut AppState, img: &Image, expr: &str) -> anyhow::Result<()> {
 /// The image is shared with the job threads (read) and written by this loop on save; a save
 /// waits (without blocking the screen) until no job reads the image.
 pub fn run(img: Image, goto_expr: Option<&str>) -> anyhow::Result<()> {
+    run_with(img, goto_expr, &config::Config::default())
+}
+
+/// [`run`] with the user's config (keys, theme, panes at start).
+pub fn run_with(img: Image, goto_expr: Option<&str>, cfg: &config::Config) -> anyhow::Result<()> {
     let image_path = img.layers[0].name.clone();
     let shared = Arc::new(RwLock::new(img));
     let mut jobs = jobs::Threads::new(shared.clone(), image_path);
@@ -59,6 +65,7 @@ pub fn run(img: Image, goto_expr: Option<&str>) -> anyhow::Result<()> {
             let img = shared.read().unwrap_or_else(|e| e.into_inner());
             let mut st = AppState::new(&img, (size.width, size.height));
             marks::attach_env(&mut st);
+            st.configure(cfg);
             update(&mut st, &img, Action::Resize(size.width, size.height));
             if let Some(g) = goto_expr {
                 goto(&mut st, &img, g)?;

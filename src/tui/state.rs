@@ -178,6 +178,9 @@ pub struct AppState {
     /// The jump history: where C-o goes back to, and C-i forward again.
     pub back: Vec<super::marks::Pos>,
     pub fwd: Vec<super::marks::Pos>,
+    /// The key table (defaults with the user's config): keys and the help screen.
+    pub keymap: std::sync::Arc<Vec<super::keymap::Binding>>,
+    pub theme: super::config::Theme,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -272,6 +275,8 @@ impl AppState {
             marks_file: None,
             back: Vec::new(),
             fwd: Vec::new(),
+            keymap: std::sync::Arc::new(super::keymap::bindings()),
+            theme: Default::default(),
         };
         let damage = img.warnings.len() + img.chain_error.iter().count();
         if damage > 0 {
@@ -289,6 +294,13 @@ impl AppState {
     pub fn selection(&self) -> Option<(u64, u64)> {
         let (space, layer, a) = self.sel_anchor?;
         (space == self.space && (space == Space::Virt || layer == self.file_layer)).then(|| (a.min(self.cursor), a.max(self.cursor)))
+    }
+
+    /// Take the user's config: key bindings, theme, panes at start.
+    pub fn configure(&mut self, cfg: &super::config::Config) {
+        self.keymap = std::sync::Arc::new(super::config::apply(super::keymap::bindings(), cfg));
+        self.theme = cfg.theme;
+        self.inspector = cfg.inspector;
     }
 
     pub fn staged_count(&self) -> usize {

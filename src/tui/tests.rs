@@ -126,10 +126,10 @@ fn keymap_has_no_conflicts_and_help_covers_it() {
     let all = bindings();
     let help = keymap::help_lines();
     for (i, a) in all.iter().enumerate() {
-        assert!(help.iter().any(|(k, d)| k == a.label && d == a.desc), "{} not in help", a.label);
+        assert!(help.iter().any(|(k, d)| *k == a.label && d == a.desc), "{} not in help", a.label);
         for b in &all[i + 1..] {
             if a.mode == b.mode {
-                for k in a.keys {
+                for k in &a.keys {
                     assert!(!b.keys.contains(k), "{:?} bound twice ({} / {})", k, a.label, b.label);
                 }
             }
@@ -137,7 +137,7 @@ fn keymap_has_no_conflicts_and_help_covers_it() {
     }
     // every key a binding names resolves to that binding's action
     for a in &all {
-        for (code, m) in a.keys {
+        for (code, m) in &a.keys {
             let ev = crossterm::event::KeyEvent::new(*code, *m);
             assert_eq!(keymap::lookup(a.mode, &ev), Some(a.action.clone()), "{:?}", code);
         }
@@ -823,4 +823,41 @@ fn marks_persist_and_the_jump_history_walks() {
     assert_eq!((st.space, st.cursor), (Space::Virt, 0x100));
     run_keys(&mut st, &img, "C-n");
     assert!(st.message.as_deref().unwrap_or("").contains("no later place"));
+}
+
+/// The config: a rebound key works and the help shows it; a theme; every mistake is one
+/// line naming its line.
+#[test]
+fn config_rebinds_keys_sets_a_theme_and_names_the_bad_line() {
+    use super::config::{parse, Theme};
+    let cfg = parse("theme = \"high-contrast\"\ninspector = true\n[keys]\nzoom = \"Z\"\nopen-search = [\"F3\", \"C-f\"]\n").unwrap();
+    assert_eq!(cfg.theme, Theme::HighContrast);
+    let img = demo();
+    let mut st = state(&img, 160, 48);
+    st.configure(&cfg);
+    assert!(st.inspector);
+    run_keys(&mut st, &img, "Z");
+    assert!(st.zoom, "Z zooms");
+    run_keys(&mut st, &img, "z");
+    assert!(st.zoom, "z is no longer bound");
+    let help = keymap::help_lines_in(&st.keymap);
+    assert!(help.iter().any(|(k, d)| k == "Z" && d.starts_with("zoom")), "{:?}", help);
+    assert!(help.iter().any(|(k, d)| k == "F3 C-f" && d.starts_with("search forward")));
+    run_keys(&mut st, &img, "C-f");
+    assert_eq!(st.dialog, Some(super::state::Dialog::Search));
+    assert_eq!(super::theme::themed(Theme::Light, ratatui::style::Color::White), ratatui::style::Color::Black);
+    // mistakes: (line, message)
+    let bad = [
+        ("theme = \"light\"\n\n[keys\nzoom = \"Z\"\n", 3),
+        ("theme = \"sepia\"\n", 1),
+        ("# keys\n[keys]\nzoom = \"Z\"\nzoooom = \"x\"\n", 4),
+        ("[keys]\nquit = \"Ctrl+Q\"\n", 2),
+        ("inspector = \"yes\"\n", 1),
+        ("colour = 1\n", 1),
+    ];
+    for (text, line) in bad {
+        let (l, msg) = parse(text).err().unwrap_or_else(|| panic!("{:?} parsed", text));
+        assert_eq!(l, line, "{:?}: {}", text, msg);
+        assert!(!msg.contains('\n') && !msg.is_empty());
+    }
 }

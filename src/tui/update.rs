@@ -45,7 +45,7 @@ pub fn handle_key(st: &mut AppState, img: &Image, key: KeyEvent) -> Vec<Effect> 
         };
     }
     if st.picker.is_some() && st.popup.is_none() {
-        return match keymap::lookup(Mode::Picker, &key) {
+        return match keymap::lookup_in(&st.keymap.clone(), Mode::Picker, &key) {
             Some(a) => super::picker::update(st, img, a),
             None => Vec::new(),
         };
@@ -59,7 +59,7 @@ pub fn handle_key(st: &mut AppState, img: &Image, key: KeyEvent) -> Vec<Effect> 
             plain.modifiers.remove(crossterm::event::KeyModifiers::ALT);
             return handle_key(st, img, plain);
         }
-        if let Some(a) = keymap::lookup(Mode::Edit, &key) {
+        if let Some(a) = keymap::lookup_in(&st.keymap.clone(), Mode::Edit, &key) {
             return update(st, img, a);
         } else if let KeyCode::Char(c) = key.code {
             if !key.modifiers.intersects(crossterm::event::KeyModifiers::CONTROL | crossterm::event::KeyModifiers::ALT) {
@@ -79,7 +79,7 @@ pub fn handle_key(st: &mut AppState, img: &Image, key: KeyEvent) -> Vec<Effect> 
         };
     }
     let mode = if st.popup.is_some() { Mode::Popup } else { Mode::Normal };
-    match keymap::lookup(mode, &key) {
+    match keymap::lookup_in(&st.keymap.clone(), mode, &key) {
         Some(a) => update(st, img, a),
         None => Vec::new(),
     }
@@ -531,7 +531,7 @@ fn update_inner(st: &mut AppState, img: &Image, action: Action) -> Vec<Effect> {
             }
         }
         Action::Help => {
-            let lines = keymap::help_lines().into_iter().map(|(k, d)| format!("{:<10} {}", k, d)).collect();
+            let lines = keymap::help_lines_in(&st.keymap).into_iter().map(|(k, d)| format!("{:<10} {}", k, d)).collect();
             st.popup = Some(Popup { title: "Help".into(), lines, scroll: 0 });
         }
         Action::SearchNext | Action::SearchPrev => {
