@@ -49,10 +49,12 @@ pub fn screen(st: &AppState) -> Screen {
         // the L1 list as wide as its entries, the grid the rest
         let (need, with_raw) = super::panes::header::widths(st);
         let (need, with_raw, w) = (need as u16 + 2, with_raw as u16 + 2, top.width);
-        let header_w = if with_raw <= w * 55 / 100 {
+        // (beside the L1 list and the grid at most half: a rare long value wraps instead)
+        let max = if st.is_qcow2 { w / 2 } else { w * 65 / 100 };
+        let header_w = if with_raw <= w * 55 / 100 && with_raw <= max {
             with_raw
         } else {
-            need.clamp(w * 40 / 100, w * 65 / 100)
+            need.clamp(w * 40 / 100, max)
         };
         let l1_w = if st.is_qcow2 { 28.min(w.saturating_sub(header_w) / 2) } else { 0 };
         let top_parts: Vec<Constraint> = if st.is_qcow2 {

@@ -95,15 +95,17 @@ pub fn fit_legend(st: &AppState, items: &[(&'static str, &'static str, &'static 
     let len = |v: &[usize], short: bool| -> usize {
         v.iter().map(|&i| items[i].0.chars().count() + 1 + if short { items[i].2 } else { items[i].1 }.chars().count() + 2).sum::<usize>()
     };
-    let mut keep: Vec<usize> = (0..items.len()).collect();
-    let mut short = false;
-    if len(&keep, false) > width {
-        short = true;
-    }
-    // drop what is not on screen, from the end, then anything from the end
+    let all: Vec<usize> = (0..items.len()).collect();
+    let on_screen: Vec<usize> = all.iter().copied().filter(|&i| shown.contains(&items[i].0)).collect();
+    // everything in long form, in short form, what is on screen in long, then in short form;
+    // then entries go from the end
+    let (mut keep, short) = [(&all, false), (&all, true), (&on_screen, false), (&on_screen, true)]
+        .into_iter()
+        .find(|(k, s)| !k.is_empty() && len(k, *s) <= width)
+        .map(|(k, s)| (k.clone(), s))
+        .unwrap_or_else(|| (if on_screen.is_empty() { all.clone() } else { on_screen.clone() }, true));
     while len(&keep, short) > width && keep.len() > 1 {
-        let pos = keep.iter().rposition(|&i| !shown.contains(&items[i].0)).unwrap_or(keep.len() - 1);
-        keep.remove(pos);
+        keep.pop();
     }
     let mut spans = Vec::new();
     for i in keep {

@@ -38,6 +38,10 @@ pub struct Cols {
 
 const RAW: usize = 17 + 1;
 
+/// A value longer than this is a long one (a byte dump, a file name): it may wrap rather
+/// than take the offsets' room.
+const LONG: usize = 48;
+
 /// Inner widths the pane needs to show every value whole with full offsets: without and
 /// with the raw-hex column.
 pub fn widths(st: &AppState) -> (usize, usize) {
@@ -60,7 +64,15 @@ pub fn cols(st: &AppState, width: usize) -> Cols {
             return Cols { offsets, name, raw, value: want };
         }
     }
-    // values wrap in what is left (never less than 12 columns)
+    // some value wraps: only the long ones (a dump of bytes, a path) if the offsets can stay,
+    // else fewer columns; never less than 12 for the values
+    let usual = st.header.iter().map(|h| h.field.value.chars().count()).filter(|&n| n <= LONG).max().unwrap_or(0).max(1);
+    for offsets in [Offsets::Full, Offsets::Relative] {
+        let value = width.saturating_sub(off_w(offsets) + name);
+        if value >= usual {
+            return Cols { offsets, name, raw: false, value };
+        }
+    }
     let fixed = off_w(Offsets::None) + name;
     Cols { offsets: Offsets::None, name, raw: false, value: width.saturating_sub(fixed).max(12) }
 }
