@@ -38,7 +38,7 @@ pub fn screen(st: &AppState) -> Screen {
     }
     let small = is_small(st);
     let [top, bottom] =
-        Layout::vertical([Constraint::Percentage(if small { 45 } else { 45 }), Constraint::Min(5)]).areas(main);
+        Layout::vertical([Constraint::Percentage(45), Constraint::Min(5)]).areas(main);
     if small {
         // the upper panes as tabs over the hex view
         let upper: Vec<Pane> = st.panes().into_iter().filter(|p| *p != Pane::Hex).collect();
