@@ -61,6 +61,13 @@ pub enum Action {
     JobDone(u64, super::jobs::Outcome),
     /// `V`: start (or end) a visual selection in the hex view; moves extend it.
     VisualSelect,
+    /// Shift+arrows: extend the selection (starting one at the cursor if there is none); the
+    /// key's arrow gives the direction (one binding, one help line).
+    Extend,
+    ExtendUp,
+    ExtendDown,
+    ExtendLeft,
+    ExtendRight,
     /// `y`: copy the selection as hex to the clipboard (OSC 52).
     Yank,
     /// `m`: the next key (a-z) names a mark to set here; `'`: a mark to jump to.

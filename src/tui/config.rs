@@ -140,6 +140,7 @@ pub fn key_label((code, m): (KeyCode, KeyModifiers)) -> String {
         KeyCode::BackTab => "S-Tab".into(),
         other => format!("{:?}", other),
     };
+    let base = if m.contains(KeyModifiers::SHIFT) && !matches!(code, KeyCode::Char(_) | KeyCode::BackTab) { format!("S-{}", base) } else { base };
     if m.contains(KeyModifiers::CONTROL) {
         format!("C-{}", base)
     } else {

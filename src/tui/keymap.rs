@@ -58,6 +58,7 @@ pub fn bindings() -> Vec<Binding> {
         b(Normal, &[(Char(':'), N), (Char(':'), S)], ":", OpenCommand, "command line: :info :map :tables :where 0x1000 …"),
         b(Normal, &[(F(1), N), (Char('H'), S), (Char('H'), N)], "F1 H", Help, "this help"),
         b(Normal, &[(Char('V'), S), (Char('V'), N)], "V", VisualSelect, "select bytes in the hex view from the cursor (moves extend it; V or Esc ends it)"),
+        b(Normal, &[(KeyCode::Up, S), (KeyCode::Down, S), (KeyCode::Left, S), (KeyCode::Right, S)], "S-arrows", Extend, "extend the selection (starts one at the cursor)"),
         b(Normal, &[(Char('y'), N)], "y", Yank, "copy the selection as hex to the clipboard (OSC 52); :export FILE writes its bytes"),
         b(Normal, &[(Char('m'), N)], "m{a-z}", MarkPending, "set a mark at the cursor (kept per image between runs)"),
         b(Normal, &[(Char('\''), N)], "'{a-z}", JumpPending, "jump to a mark"),

@@ -789,6 +789,12 @@ fn selection_copy_and_export() {
     run_keys(&mut st, &img, &format!(": export Space {} Enter", out.display()));
     assert_eq!(std::fs::read(&out).unwrap(), want, "{:?}", st.message);
     assert_eq!(st.message.as_deref(), Some(format!("exported 18 byte(s) to {}", out.display()).as_str()));
+    // shift+arrows start and extend a selection too
+    run_keys(&mut st, &img, "Esc g v:0x1be Enter");
+    for k in [crossterm::event::KeyCode::Right, crossterm::event::KeyCode::Down] {
+        handle_key(&mut st, &img, crossterm::event::KeyEvent::new(k, crossterm::event::KeyModifiers::SHIFT));
+    }
+    assert_eq!(st.selection(), Some((0x1be, 0x1cf)));
     // Esc ends the selection; y then says how to start one
     run_keys(&mut st, &img, "Esc y");
     assert!(st.selection().is_none());

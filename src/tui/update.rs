@@ -80,6 +80,17 @@ pub fn handle_key(st: &mut AppState, img: &Image, key: KeyEvent) -> Vec<Effect> 
     }
     let mode = if st.popup.is_some() { Mode::Popup } else { Mode::Normal };
     match keymap::lookup_in(&st.keymap.clone(), mode, &key) {
+        // the arrow of the key gives the direction (a config may bind other keys: right)
+        Some(Action::Extend) => update(
+            st,
+            img,
+            match key.code {
+                KeyCode::Up => Action::ExtendUp,
+                KeyCode::Down => Action::ExtendDown,
+                KeyCode::Left => Action::ExtendLeft,
+                _ => Action::ExtendRight,
+            },
+        ),
         Some(a) => update(st, img, a),
         None => Vec::new(),
     }
@@ -504,6 +515,19 @@ fn update_inner(st: &mut AppState, img: &Image, action: Action) -> Vec<Effect> {
                 st.sel_anchor = Some((st.space, st.file_layer, st.cursor));
                 st.focus = Pane::Hex;
             }
+        }
+        Action::ExtendUp | Action::ExtendDown | Action::ExtendLeft | Action::ExtendRight => {
+            if st.selection().is_none() {
+                st.sel_anchor = Some((st.space, st.file_layer, st.cursor));
+            }
+            st.focus = Pane::Hex;
+            let mv = match action {
+                Action::ExtendUp => Action::Up,
+                Action::ExtendDown => Action::Down,
+                Action::ExtendLeft => Action::Left,
+                _ => Action::Right,
+            };
+            move_in_pane(st, img, mv);
         }
         Action::Yank => match st.selection() {
             // the clipboard takes hex text; a terminal passes on some 100 KB of OSC 52
