@@ -38,4 +38,7 @@ f.seek(entry * 512)
 f.write(bytes((0xff if (i // 16) % 3 else 0x0f) for i in range(512)))
 PY
 (cd "$tmp" && "$OLDPWD/$V" render bm.vhd --size 160x48 --format svg --keys 'Tab Tab Tab') > "$out/heatmap.svg"
+# 5. The data inspector on the VHD footer's time stamp, and the demo at 120x36 (tabs)
+$V render assets/demo.vhd --size 160x48 --format svg --keys 'g f:0x200a18 Enter I' > "$out/inspector.svg"
+$V render assets/demo.vhd --size 120x36 --format svg --keys 'I' > "$out/vhd-120x36.svg"
 ls -l "$out"

@@ -36,7 +36,7 @@ impl Tmux {
     /// (tmux would read "0x100000" as a key code).
     fn send(&self, keys: &[&str]) {
         for k in keys {
-            let named = ["Enter", "Escape", "Tab", "BTab", "Up", "Down", "Left", "Right", "PageUp", "PageDown", "Home", "End"]
+            let named = ["Enter", "Escape", "F1", "Tab", "BTab", "Up", "Down", "Left", "Right", "PageUp", "PageDown", "Home", "End"]
                 .contains(k)
                 || k.starts_with("C-");
             let mut cmd = Command::new("tmux");
@@ -124,7 +124,7 @@ fn vhd_in_tmux() {
     // the jump focuses the hex pane (thick border) with the row on top
     let s = t.wait_for("┃00200000  ");
     assert!(!s.contains("Jump to"));
-    t.send(&["?"]);
+    t.send(&["F1"]);
     t.wait_for("Help");
     t.send(&["Escape"]);
     t.wait_gone("Help");
@@ -308,7 +308,7 @@ fn job_keeps_the_screen_live(t: &Tmux, start: &[&str], busy: &str, cancelled: &s
     let s = poll(t, "the job cancelled", Duration::from_secs(5), |s| !status_line(s).contains(busy));
     assert!(status_line(&s).contains(cancelled), "{}", status_line(&s));
     // the UI is free: keys still work after the cancel
-    t.send(&["?"]);
+    t.send(&["F1"]);
     t.wait_for("Help");
     t.send(&["Escape"]);
     t.wait_gone("Help");
@@ -369,4 +369,121 @@ fn watch_marks_what_another_process_allocates() {
     t.wait_for("stopped watching");
     t.send(&["q"]);
     wait_exit(&t);
+}
+
+/// Zoom, a visual selection and `:export` (the file holds exactly what `read` prints for the
+/// same range), then a search walked with n and N.
+#[test]
+fn zoom_selection_export_and_search_in_tmux() {
+    let dir = support::workspace();
+    let img = dir.path().join("d.vhd");
+    let p = img.to_str().unwrap();
+    qemu(&["qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=dynamic", p, "16M"]);
+    qemu(&["qemu-io", "-f", "vpc", "-c", "write -P 0xab 0 64k", "-c", "write -P 0xcd 4M 4k", p]);
+    let t = Tmux::start(&[p], &[]);
+    t.wait_for("Bitmap");
+    // z: the focused Header pane fills the screen, the others are tabs
+    t.send(&["z"]);
+    t.wait_for("z: unzoom");
+    t.wait_gone("┌ Hex");
+    t.send(&["z"]);
+    t.wait_for("┌ Hex");
+    // select 0xfff0..=0x1000f (across the end of the written data) and export it
+    t.send(&["g"]);
+    t.wait_for("Jump to");
+    t.send(&["v:0xfff0", "Enter"]);
+    t.wait_for("guest 0xfff0");
+    t.send(&["V", "Down", "Down"]);
+    let s = t.wait_for("sel guest 0xfff0–0x10010");
+    assert!(status_line(&s).contains("33 bytes"), "{}", status_line(&s));
+    let out = dir.path().join("sel.bin");
+    t.send(&[":"]);
+    t.wait_for("Command");
+    t.send(&[&format!("export {}", out.display()), "Enter"]);
+    t.wait_for("exported 33 byte(s)");
+    let read = Command::new(env!("CARGO_BIN_EXE_vdiskview")).args(["read", p, "--offset", "0xfff0", "--length", "33"]).output().unwrap();
+    assert!(read.status.success());
+    assert_eq!(std::fs::read(&out).unwrap(), read.stdout);
+    assert_eq!(read.stdout.len(), 33);
+    t.send(&["Escape"]);
+    t.wait_for("selection ended");
+    // search the 0xcd run: n walks on, N back
+    t.send(&["g"]);
+    t.wait_for("Jump to");
+    t.send(&["0", "Enter"]);
+    t.send(&["/"]);
+    t.wait_for("Search forward");
+    t.send(&["cd cd", "Enter"]);
+    t.wait_for("found at 0x400000");
+    t.send(&["n"]);
+    t.wait_for("found at 0x400001");
+    // one at a time: a search started while one runs replaces it
+    t.send(&["N"]);
+    t.wait_for("found at 0x400000 ");
+    t.send(&["N"]);
+    let s = t.wait_for("wrapped");
+    assert!(guest(&s).contains("0x400ffe"), "{}", status_line(&s));
+    t.send(&["q"]);
+    wait_exit(&t);
+}
+
+/// A mark set in one run is there in the next (state under $XDG_STATE_HOME).
+#[test]
+fn marks_survive_a_restart_in_tmux() {
+    let dir = support::workspace();
+    let state = dir.path().join("state");
+    let img = dir.path().join("d.vhd");
+    let p = img.to_str().unwrap();
+    qemu(&["qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=dynamic", p, "16M"]);
+    let env = [("XDG_STATE_HOME", state.to_str().unwrap())];
+    let t = Tmux::start(&[p], &env);
+    t.wait_for("Bitmap");
+    t.send(&["g"]);
+    t.wait_for("Jump to");
+    t.send(&["v:0x3000", "Enter"]);
+    t.wait_for("guest 0x3000");
+    t.send(&["m", "q"]);
+    t.wait_for("mark q at guest 0x3000");
+    t.send(&["q"]);
+    wait_exit(&t);
+    drop(t);
+    let t = Tmux::start(&[p], &env);
+    t.wait_for("Bitmap");
+    t.send(&["'", "q"]);
+    let s = t.wait_for("guest 0x3000");
+    assert!(s.contains("┃00003000  "), "{}", s);
+    t.send(&["q"]);
+    wait_exit(&t);
+}
+
+/// A config file that rebinds a key (and one with a mistake: one line naming it, no panic).
+#[test]
+fn config_file_rebinds_a_key_in_tmux() {
+    let dir = support::workspace();
+    let cfg = dir.path().join("vdiskview").join("config.toml");
+    std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+    std::fs::write(&cfg, "theme = \"light\"\n[keys]\nzoom = \"Z\"\n").unwrap();
+    // found through XDG_CONFIG_HOME
+    let t = Tmux::start(&[], &[("XDG_CONFIG_HOME", dir.path().to_str().unwrap())]);
+    t.wait_for("Bitmap");
+    t.send(&["z"]);
+    t.send(&["F1"]);
+    t.wait_for("Help");
+    // the help shows the key as bound (the screen may be caught mid-frame: wait for it)
+    t.wait_for("Z          zoom");
+    t.send(&["Escape"]);
+    t.wait_gone("Help");
+    assert!(!t.capture().contains("z: unzoom"), "z is not bound any more");
+    t.send(&["Z"]);
+    t.wait_for("Z: unzoom");
+    t.send(&["q"]);
+    wait_exit(&t);
+    // a mistake on line 3: one line, exit status 2-ish, no panic
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "theme = \"light\"\n[keys]\nzoom = \"Ctrl+Z\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vdiskview")).args(["--config", bad.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{}", err);
+    assert!(err.contains(&format!("{}:3:", bad.display())) && !err.contains("panicked"), "{}", err);
 }

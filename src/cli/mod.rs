@@ -32,7 +32,7 @@ use crate::image::{self, Format, Image, OpenOptions};
     about = "See virtual disk images (VHD, QCOW2, raw) as they really are",
     long_about = "See virtual disk images (VHD fixed/dynamic/differencing, QCOW2, raw) as they really are: \
 decoded headers, allocation tables, guest and host offsets, backing chains.\n\n\
-`vdiskview IMAGE` opens the TUI (read-only unless --write; ? shows its keys). With no IMAGE it \
+`vdiskview IMAGE` opens the TUI (read-only unless --write; F1 shows its keys). With no IMAGE it \
 opens the bundled demo image (assets/demo.vhd). Without a terminal it prints `info` instead.\n\
 Offsets accept expressions: 4096, 0x1000, 4K, 1M, 0x200+512*3.",
     args_conflicts_with_subcommands = true
@@ -46,6 +46,9 @@ pub struct Cli {
     /// Allow patching in the TUI (takes qemu's write lock); read-only otherwise
     #[arg(long)]
     pub write: bool,
+    /// TUI config file (keys, theme) instead of $XDG_CONFIG_HOME/vdiskview/config.toml
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub open: OpenArgs,
     #[command(flatten)]
@@ -419,6 +422,12 @@ pub fn run_words(words: &[String], w: &mut dyn std::io::Write) -> Result<ExitCod
 fn tui_or_info(cli: Cli) -> Result<ExitCode> {
     let opts = cli.open.options();
     let image = image_or_demo(cli.image)?;
+    // a bad config is one line naming the line, before the screen is taken (an explicit
+    // --config is checked with or without a terminal)
+    let config = crate::tui::config::load(cli.config.as_deref()).map_err(|e| anyhow::anyhow!(e));
+    if cli.config.is_some() {
+        config.as_ref().map_err(|e| anyhow::anyhow!("{}", e))?;
+    }
     use std::io::IsTerminal;
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         // no terminal to draw on (a pipe, CI): print the summary instead
@@ -430,11 +439,12 @@ fn tui_or_info(cli: Cli) -> Result<ExitCode> {
         });
         return quiet_on_broken_pipe(r);
     }
+    let config = config?;
     // a damaged chain still opens: what parsed is shown, the damage listed (c)
     let opts = OpenOptions { write: cli.write, lenient: true, ..opts };
     let img = open(&image, &opts)?;
     let modes = crate::tui::Modes { diff: cli.modes.diff_spec(), watch: cli.modes.watch };
-    crate::tui::run(img, cli.goto.as_deref(), modes)?;
+    crate::tui::run_with(img, cli.goto.as_deref(), &config, modes)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -17,6 +17,13 @@ pub enum Action {
     OpenJump,
     OpenCommand,
     OpenSearch,
+    /// `?`: the search dialog, searching backward.
+    OpenSearchBack,
+    /// `n`: the last search again, in its direction; `N`: the other way.
+    SearchNext,
+    SearchPrev,
+    /// In the search dialog: text matches either case, or not.
+    ToggleCase,
     ToggleSpace,
     NextAllocated,
     PrevAllocated,
@@ -57,6 +64,29 @@ pub enum Action {
     JobProgress { id: u64, done: u64, total: u64 },
     /// A job ended; its result (found offset, findings, listing, output…) is inside.
     JobDone(u64, super::jobs::Outcome),
+    /// `V`: start (or end) a visual selection in the hex view; moves extend it.
+    VisualSelect,
+    /// Shift+arrows: extend the selection (starting one at the cursor if there is none); the
+    /// key's arrow gives the direction (one binding, one help line).
+    Extend,
+    ExtendUp,
+    ExtendDown,
+    ExtendLeft,
+    ExtendRight,
+    /// `y`: copy the selection as hex to the clipboard (OSC 52).
+    Yank,
+    /// `m`: the next key (a-z) names a mark to set here; `'`: a mark to jump to.
+    MarkPending,
+    JumpPending,
+    SetMark(char),
+    JumpMark(char),
+    /// `C-o` / `C-i`: back and forward in the jump history.
+    JumpBack,
+    JumpForward,
+    /// `z`: the focused pane fills the screen, or not.
+    Zoom,
+    /// `I`: show or hide the data inspector.
+    ToggleInspector,
     Resize(u16, u16),
     Click(u16, u16),
     Scroll(i32),

@@ -23,12 +23,18 @@ pub enum Effect {
     Start(u64, Job),
     /// Stop job `id`: its flag is set, and whatever it still sends is dropped by `update`.
     Cancel(u64),
+    /// Put text on the system clipboard: OSC 52 to the terminal (tmux and most terminals
+    /// pass it on).
+    Clipboard(String),
+    /// Write a small file (marks): the state directory is created first.
+    WriteFile(std::path::PathBuf, String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Job {
-    /// Forward from `from` in `space` (`layer` for file space) for `pattern`.
-    Search { space: Space, layer: usize, from: u64, pattern: Vec<u8> },
+    /// From `from` in `space` (`layer` for file space) for `pattern`, forward or backward,
+    /// wrapping round once.
+    Search { space: Space, layer: usize, from: u64, pattern: super::search::Pattern, backward: bool },
     Check,
     HostMap,
     /// Allocation share of the top layer in `buckets` buckets, for the overview heatmap.
@@ -42,6 +48,10 @@ pub enum Job {
     Locate(String),
     /// Every guest range that differs from the other side.
     Diff(super::compare::DiffSpec),
+    /// The selected bytes as hex for the clipboard (`y`).
+    Copy { space: Space, layer: usize, start: u64, len: u64 },
+    /// The selected bytes into a file (`:export FILE`).
+    Export { space: Space, layer: usize, start: u64, len: u64, path: String },
 }
 
 impl Job {
@@ -56,6 +66,8 @@ impl Job {
             Job::ListDir(d) => format!("listing {}", d),
             Job::Locate(p) => format!("locating {}", p),
             Job::Diff(_) => "comparing".into(),
+            Job::Copy { .. } => "copying".into(),
+            Job::Export { path, .. } => format!("exporting to {}", path),
         }
     }
 }
@@ -64,6 +76,8 @@ impl Job {
 #[derive(Debug)]
 pub enum JobResult {
     Found(Option<u64>),
+    /// Found after wrapping round the end (or the start, searching backward).
+    Wrapped(u64),
     Findings(Picker),
     HostMap(HostMap),
     Density(Vec<f32>),
@@ -72,6 +86,9 @@ pub enum JobResult {
     Located { path: String, size: u64, extents: Vec<(u64, u64)>, count: usize },
     /// Differing guest ranges and their byte total.
     Diff { runs: Vec<(u64, u64)>, bytes: u64 },
+    /// The selection as hex, for the clipboard.
+    Copied { hex: String, len: u64 },
+    Exported { path: String, len: u64 },
     Cancelled,
     Failed(String),
 }
@@ -118,7 +135,10 @@ impl Ctx<'_> {
 /// and kept by the caller (it holds an `Rc`, so it cannot cross threads).
 pub fn work(job: &Job, img: &Image, image_path: &str, fs: &mut Option<ExtFs>, ctx: &Ctx) -> JobResult {
     let r = match job {
-        Job::Search { space, layer, from, pattern } => super::search::search(img, *space, *layer, *from, pattern, ctx).map(JobResult::Found),
+        Job::Search { space, layer, from, pattern, backward } => super::search::search(img, *space, *layer, *from, pattern, *backward, ctx).map(|r| match r {
+            Some((o, true)) => JobResult::Wrapped(o),
+            r => JobResult::Found(r.map(|(o, _)| o)),
+        }),
         Job::Check => findings(img, ctx),
         Job::HostMap => host_map(img, ctx),
         Job::Density { buckets } => Ok(JobResult::Density(density(img, *buckets, ctx))),
@@ -126,11 +146,75 @@ pub fn work(job: &Job, img: &Image, image_path: &str, fs: &mut Option<ExtFs>, ct
         Job::ListDir(dir) => open_fs(img, image_path, fs).and_then(|fs| list(fs, dir)),
         Job::Locate(path) => open_fs(img, image_path, fs).and_then(|fs| locate(fs, path)),
         Job::Diff(spec) => diff(img, image_path, spec, ctx),
+        Job::Copy { space, layer, start, len } => {
+            let mut hex = String::with_capacity(*len as usize * 2);
+            copy_range(img, *space, *layer, *start, *len, ctx, |b| {
+                for x in b {
+                    hex.push_str(&format!("{:02x}", x));
+                }
+                Ok(())
+            })
+            .map(|_| JobResult::Copied { hex, len: *len })
+        }
+        Job::Export { space, layer, start, len, path } => export(img, *space, *layer, *start, *len, path, ctx),
     };
     if ctx.cancelled() {
         return JobResult::Cancelled;
     }
     r.unwrap_or_else(JobResult::Failed)
+}
+
+/// Read `[start, start+len)` of a space in 1 MiB pieces, handing each to `out`.
+fn copy_range(img: &Image, space: Space, layer: usize, start: u64, len: u64, ctx: &Ctx, mut out: impl FnMut(&[u8]) -> Result<(), String>) -> Result<(), String> {
+    let mut buf = vec![0u8; (1u64 << 20).min(len) as usize];
+    let mut done = 0;
+    while done < len {
+        if ctx.cancelled() {
+            return Err("cancelled".into());
+        }
+        (ctx.progress)(done, len);
+        let n = (len - done).min(buf.len() as u64) as usize;
+        match space {
+            Space::Virt => img.read(start + done, &mut buf[..n]),
+            Space::File => img.read_host(layer, start + done, &mut buf[..n]),
+        }
+        .map_err(|e| e.to_string())?;
+        out(&buf[..n])?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+fn export(img: &Image, space: Space, layer: usize, start: u64, len: u64, path: &str, ctx: &Ctx) -> Result<JobResult, String> {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| format!("{}: {}", path, e))?);
+    copy_range(img, space, layer, start, len, ctx, |b| f.write_all(b).map_err(|e| format!("{}: {}", path, e)))?;
+    f.flush().map_err(|e| format!("{}: {}", path, e))?;
+    Ok(JobResult::Exported { path: path.to_string(), len })
+}
+
+/// The OSC 52 sequence that sets the clipboard to `text`.
+pub fn osc52(text: &str) -> String {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(b.len() * 4 / 3 + 12);
+    out.push_str("\x1b]52;c;");
+    for c in b.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            out.push(if i <= c.len() { B64[(n >> shift & 63) as usize] as char } else { '=' });
+        }
+    }
+    out.push('\x07');
+    out
+}
+
+/// Write a small file, its folder first.
+pub fn write_file(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    std::fs::write(path, text)
 }
 
 /// The diff of the image against the other side, opened here (read-only) for the worker.
@@ -292,10 +376,17 @@ impl Inline {
 
     pub fn run(&mut self, img: &Image, image_path: &str, effects: Vec<Effect>) {
         for e in effects {
-            if let Effect::Start(id, job) = e {
-                let never = AtomicBool::new(false);
-                let r = work(&job, img, image_path, &mut self.fs, &Ctx { cancel: &never, progress: &|_, _| {} });
-                self.pending.push(Action::JobDone(id, Outcome::new(r)));
+            match e {
+                Effect::Start(id, job) => {
+                    let never = AtomicBool::new(false);
+                    let r = work(&job, img, image_path, &mut self.fs, &Ctx { cancel: &never, progress: &|_, _| {} });
+                    self.pending.push(Action::JobDone(id, Outcome::new(r)));
+                }
+                // no terminal here: what was copied stays in the state (last_copied)
+                Effect::Clipboard(_) | Effect::Cancel(_) => {}
+                Effect::WriteFile(p, text) => {
+                    let _ = write_file(&p, &text);
+                }
             }
         }
     }
@@ -334,6 +425,17 @@ impl Threads {
                         c.store(true, Ordering::Relaxed);
                     }
                     self.cancels.retain(|(i, _)| *i != id);
+                }
+                Effect::Clipboard(text) => {
+                    use std::io::Write;
+                    let mut out = std::io::stdout();
+                    let _ = out.write_all(osc52(&text).as_bytes()).and_then(|_| out.flush());
+                }
+                Effect::WriteFile(p, text) => {
+                    if let Err(e) = write_file(&p, &text) {
+                        let r = JobResult::Failed(format!("{}: {}", p.display(), e));
+                        let _ = self.tx.send(Action::JobDone(0, Outcome::new(r)));
+                    }
                 }
                 Effect::Start(id, job) => {
                     let cancel = Arc::new(AtomicBool::new(false));

@@ -18,9 +18,9 @@ pub enum Mode {
 
 pub struct Binding {
     pub mode: Mode,
-    pub keys: &'static [(KeyCode, KeyModifiers)],
+    pub keys: Vec<(KeyCode, KeyModifiers)>,
     /// How the help screen spells the keys.
-    pub label: &'static str,
+    pub label: String,
     pub action: Action,
     pub desc: &'static str,
 }
@@ -33,7 +33,7 @@ pub fn bindings() -> Vec<Binding> {
     use Action::*;
     use KeyCode::*;
     use Mode::*;
-    let b = |mode, keys: &'static [(KeyCode, KeyModifiers)], label, action, desc| Binding { mode, keys, label, action, desc };
+    let b = |mode, keys: &'static [(KeyCode, KeyModifiers)], label: &str, action, desc| Binding { mode, keys: keys.to_vec(), label: label.to_string(), action, desc };
     vec![
         b(Normal, &[(Char('q'), N), (Char('c'), C)], "q", Quit, "quit"),
         b(Normal, &[(KeyCode::Up, N), (Char('k'), N)], "↑ k", Action::Up, "move up"),
@@ -44,16 +44,28 @@ pub fn bindings() -> Vec<Binding> {
         b(Normal, &[(KeyCode::PageDown, N)], "PgDn", Action::PageDown, "page down"),
         b(Normal, &[(KeyCode::Home, N)], "Home", Action::Home, "go to the start"),
         b(Normal, &[(KeyCode::End, N)], "End", Action::End, "go to the end"),
-        b(Normal, &[(Tab, N)], "Tab", NextPane, "next pane"),
+        b(Normal, &[(Tab, N)], "Tab", NextPane, "next pane (on a small screen: the next tab)"),
         b(Normal, &[(BackTab, S), (BackTab, N)], "S-Tab", PrevPane, "previous pane"),
         b(Normal, &[(Enter, N)], "Enter", Select, "show the selected field/block in the hex view"),
         b(Normal, &[(Char('g'), N)], "g", OpenJump, "jump: 0x200000, 4M+512*3, v:/f: space, s: sector, b: block, c: cluster"),
         b(Normal, &[(Char('v'), N)], "v", ToggleSpace, "hex view: toggle guest (virtual) / host (file) space"),
-        b(Normal, &[(Char('n'), N)], "n", NextAllocated, "next allocated block/cluster"),
-        b(Normal, &[(Char('N'), S), (Char('N'), N)], "N", PrevAllocated, "previous allocated block/cluster"),
-        b(Normal, &[(Char('/'), N)], "/", OpenSearch, "search bytes (hex: 'de ad be ef', or text) in the current space"),
+        b(Normal, &[(Char(']'), N)], "]", NextAllocated, "next allocated block/cluster"),
+        b(Normal, &[(Char('['), N)], "[", PrevAllocated, "previous allocated block/cluster"),
+        b(Normal, &[(Char('/'), N)], "/", OpenSearch, "search forward: hex 'de ?? be ef' (?? any byte) or text, in the current space"),
+        b(Normal, &[(Char('?'), N), (Char('?'), S)], "?", OpenSearchBack, "search backward"),
+        b(Normal, &[(Char('n'), N)], "n", SearchNext, "next match of the last search (wraps round the end)"),
+        b(Normal, &[(Char('N'), S), (Char('N'), N)], "N", SearchPrev, "previous match of the last search"),
         b(Normal, &[(Char(':'), N), (Char(':'), S)], ":", OpenCommand, "command line: :info :map :tables :where 0x1000 …"),
-        b(Normal, &[(Char('?'), N), (Char('?'), S), (F(1), N)], "?", Help, "this help"),
+        b(Normal, &[(F(1), N), (Char('H'), S), (Char('H'), N)], "F1 H", Help, "this help"),
+        b(Normal, &[(Char('V'), S), (Char('V'), N)], "V", VisualSelect, "select bytes in the hex view from the cursor (moves extend it; V or Esc ends it)"),
+        b(Normal, &[(KeyCode::Up, S), (KeyCode::Down, S), (KeyCode::Left, S), (KeyCode::Right, S)], "S-arrows", Extend, "extend the selection (starts one at the cursor)"),
+        b(Normal, &[(Char('y'), N)], "y", Yank, "copy the selection as hex to the clipboard (OSC 52); :export FILE writes its bytes"),
+        b(Normal, &[(Char('m'), N)], "m{a-z}", MarkPending, "set a mark at the cursor (kept per image between runs)"),
+        b(Normal, &[(Char('\''), N)], "'{a-z}", JumpPending, "jump to a mark"),
+        b(Normal, &[(Char('o'), C)], "C-o", JumpBack, "back in the jump history (g, Enter, search hits, marks, findings)"),
+        b(Normal, &[(Char('i'), C), (Char('n'), C)], "C-i C-n", JumpForward, "forward in the jump history (C-n where the terminal sends C-i as Tab)"),
+        b(Normal, &[(Char('z'), N)], "z", Zoom, "zoom: the focused pane fills the screen (again: back)"),
+        b(Normal, &[(Char('I'), S), (Char('I'), N)], "I", ToggleInspector, "data inspector: the bytes at the cursor as integers, floats, GUIDs, time stamps"),
         b(Normal, &[(Char('f'), N)], "f", OpenFiles, "Files view: browse the guest's ext filesystem (also :ls)"),
         b(Normal, &[(Char('o'), N)], "o", ToggleHostGrid, "grid: guest clusters / the file's host clusters by role (qcow2 refcounts)"),
         b(Normal, &[(Char('d'), N)], "d", NextDirtyBitmap, "Bitmap pane: show the next persistent dirty bitmap over the disk (qcow2)"),
@@ -95,29 +107,49 @@ pub fn bindings() -> Vec<Binding> {
 /// The action bound to `key` in `mode`, if any. Shift is part of a character already
 /// ('N', '?'), so it is ignored for characters and for BackTab.
 pub fn lookup(mode: Mode, key: &KeyEvent) -> Option<Action> {
+    lookup_in(&bindings(), mode, key)
+}
+
+/// The action bound to `key` in `mode` in `table` (the defaults with the user's config).
+pub fn lookup_in(table: &[Binding], mode: Mode, key: &KeyEvent) -> Option<Action> {
     let norm = |code: &KeyCode, m: KeyModifiers| match code {
         KeyCode::Char(_) | KeyCode::BackTab => m - S,
         _ => m,
     };
     let want = norm(&key.code, key.modifiers);
-    bindings().into_iter().find_map(|b| {
+    table.iter().find_map(|b| {
         let hit = b.mode == mode && b.keys.iter().any(|(code, m)| *code == key.code && norm(code, *m) == want);
-        hit.then_some(b.action)
+        hit.then(|| b.action.clone())
     })
+}
+
+/// The first key of `action` in normal mode as the help spells it (for hints on screen).
+pub fn key_of(table: &[Binding], action: &Action) -> String {
+    table
+        .iter()
+        .find(|b| b.mode == Mode::Normal && b.action == *action)
+        .and_then(|b| b.label.split(' ').next().map(str::to_string))
+        .unwrap_or_else(|| "(unbound)".into())
 }
 
 /// Lines of the help screen, from the table.
 pub fn help_lines() -> Vec<(String, String)> {
+    help_lines_in(&bindings())
+}
+
+/// Lines of the help screen from `table` (the user's config applied).
+pub fn help_lines_in(table: &[Binding]) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (mode, title) in [(Mode::Normal, "Keys"), (Mode::Edit, "Edit mode (i, with --write)"), (Mode::Picker, "In the Files view and the findings"), (Mode::Popup, "In a popup")] {
         out.push((format!("{}:", title), String::new()));
-        for b in bindings().iter().filter(|b| b.mode == mode) {
-            out.push((b.label.to_string(), b.desc.to_string()));
+        for b in table.iter().filter(|b| b.mode == mode) {
+            out.push((b.label.clone(), b.desc.to_string()));
         }
         out.push((String::new(), String::new()));
     }
     out.push(("Dialogs:".into(), String::new()));
-    out.push(("Enter".into(), "run / jump".into()));
+    out.push(("Enter".into(), "run / jump / search".into()));
+    out.push(("C-t".into(), "search dialog: text matches either case / exact case".into()));
     out.push(("Esc".into(), "cancel".into()));
     out.push(("mouse".into(), "click selects a pane, a cell or a byte; the wheel scrolls".into()));
     out

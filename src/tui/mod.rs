@@ -3,11 +3,13 @@
 
 pub mod action;
 pub mod compare;
+pub mod config;
 pub mod draw;
 pub mod inspector;
 pub mod jobs;
 pub mod keymap;
 pub mod layout;
+pub mod marks;
 pub mod panes;
 pub mod picker;
 pub mod render;
@@ -63,6 +65,11 @@ pub fn begin_diff(st: &mut AppState, image_path: &str, spec: &compare::DiffSpec)
 /// The image is shared with the job threads (read) and written by this loop on save; a save
 /// waits (without blocking the screen) until no job reads the image.
 pub fn run(img: Image, goto_expr: Option<&str>, modes: Modes) -> anyhow::Result<()> {
+    run_with(img, goto_expr, &config::Config::default(), modes)
+}
+
+/// [`run`] with the user's config (keys, theme, panes at start).
+pub fn run_with(img: Image, goto_expr: Option<&str>, cfg: &config::Config, modes: Modes) -> anyhow::Result<()> {
     let image_path = img.layers[0].name.clone();
     let shared = Arc::new(RwLock::new(img));
     let mut jobs = jobs::Threads::new(shared.clone(), image_path);
@@ -74,6 +81,8 @@ pub fn run(img: Image, goto_expr: Option<&str>, modes: Modes) -> anyhow::Result<
         let mut st = {
             let img = shared.read().unwrap_or_else(|e| e.into_inner());
             let mut st = AppState::new(&img, (size.width, size.height));
+            marks::attach_env(&mut st);
+            st.configure(cfg);
             update(&mut st, &img, Action::Resize(size.width, size.height));
             if let Some(g) = goto_expr {
                 goto(&mut st, &img, g)?;

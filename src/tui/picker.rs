@@ -53,6 +53,7 @@ fn choose(st: &mut AppState, img: &Image, target: Target) -> Vec<Effect> {
         Target::File(path) => return start(st, Job::Locate(path)),
         Target::Place { host, virt } => {
             st.picker = None;
+            super::marks::push_jump(st);
             st.focus = Pane::Hex;
             match (host, virt) {
                 (Some(h), _) if h < img.layers[0].layer.file().len() => set_cursor(st, img, Space::File, 0, h),

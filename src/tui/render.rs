@@ -36,6 +36,7 @@ pub fn frame_with(
     diff: Option<&super::compare::DiffSpec>,
 ) -> anyhow::Result<Buffer> {
     let mut st = AppState::new(img, (cols, rows));
+    super::marks::attach_env(&mut st);
     st.no_color = st.no_color || no_color;
     update(&mut st, img, Action::Resize(cols, rows));
     if let Some(g) = goto {

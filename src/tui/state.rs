@@ -21,6 +21,8 @@ pub enum Pane {
     Grid,
     Hex,
     Bitmap,
+    /// The data inspector: the bytes at the cursor read as integers, GUIDs, time stamps (`I`).
+    Inspector,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,6 +158,42 @@ pub struct AppState {
     pub watch: super::compare::WatchState,
     /// Set by `update` (W); the loop that owns the image starts or stops watching.
     pub watch_toggle: bool,
+    /// `z`: the focused pane fills the screen.
+    pub zoom: bool,
+    /// Panes by when they last had the focus, most recent first: a place on screen that holds
+    /// several panes (tabs on a small terminal) shows the one used last.
+    pub recent: Vec<Pane>,
+    /// `I`: the data inspector is shown.
+    pub inspector: bool,
+    /// The last search (`n`/`N` repeat it; its matches are highlighted) and its direction.
+    pub search: Option<LastSearch>,
+    /// Text searches ignore case (Ctrl-t in the search dialog toggles it).
+    pub search_icase: bool,
+    /// The open search dialog searches backward (`?`).
+    pub search_back: bool,
+    /// `V`: where the visual selection started (space, file layer, offset); the cursor is its
+    /// other end.
+    pub sel_anchor: Option<(Space, usize, u64)>,
+    /// The hex text last put on the clipboard (`y`).
+    pub last_copied: Option<String>,
+    /// `m`/`'` typed: the next key names the mark.
+    pub pending: Option<char>,
+    /// Marks a-z, and the file they persist in (none: not kept between runs).
+    pub marks: std::collections::BTreeMap<char, super::marks::Pos>,
+    pub marks_file: Option<std::path::PathBuf>,
+    /// The jump history: where C-o goes back to, and C-i forward again.
+    pub back: Vec<super::marks::Pos>,
+    pub fwd: Vec<super::marks::Pos>,
+    /// The key table (defaults with the user's config): keys and the help screen.
+    pub keymap: std::sync::Arc<Vec<super::keymap::Binding>>,
+    pub theme: super::config::Theme,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastSearch {
+    pub text: String,
+    pub pattern: super::search::Pattern,
+    pub backward: bool,
 }
 
 /// A running job as the status line shows it.
@@ -233,6 +271,21 @@ impl AppState {
             diff: None,
             watch: Default::default(),
             watch_toggle: false,
+            zoom: false,
+            recent: vec![Pane::Header],
+            inspector: false,
+            search: None,
+            search_icase: true,
+            search_back: false,
+            sel_anchor: None,
+            last_copied: None,
+            pending: None,
+            marks: Default::default(),
+            marks_file: None,
+            back: Vec::new(),
+            fwd: Vec::new(),
+            keymap: std::sync::Arc::new(super::keymap::bindings()),
+            theme: Default::default(),
         };
         let damage = img.warnings.len() + img.chain_error.iter().count();
         if damage > 0 {
@@ -243,6 +296,20 @@ impl AppState {
             ));
         }
         st
+    }
+
+    /// The selected bytes, first and last (inclusive), in the current space; none when the
+    /// selection was made in another space or file.
+    pub fn selection(&self) -> Option<(u64, u64)> {
+        let (space, layer, a) = self.sel_anchor?;
+        (space == self.space && (space == Space::Virt || layer == self.file_layer)).then(|| (a.min(self.cursor), a.max(self.cursor)))
+    }
+
+    /// Take the user's config: key bindings, theme, panes at start.
+    pub fn configure(&mut self, cfg: &super::config::Config) {
+        self.keymap = std::sync::Arc::new(super::config::apply(super::keymap::bindings(), cfg));
+        self.theme = cfg.theme;
+        self.inspector = cfg.inspector;
     }
 
     pub fn staged_count(&self) -> usize {
@@ -277,10 +344,32 @@ impl AppState {
     }
 
     pub fn panes(&self) -> Vec<Pane> {
-        if self.is_qcow2 {
+        let mut v = if self.is_qcow2 {
             vec![Pane::Header, Pane::L1, Pane::Grid, Pane::Hex, Pane::Bitmap]
         } else {
             vec![Pane::Header, Pane::Grid, Pane::Hex, Pane::Bitmap]
+        };
+        if self.inspector {
+            // beside the hex view, in Tab order too
+            v.insert(v.len() - 1, Pane::Inspector);
+        }
+        v
+    }
+
+    /// Of `panes`, the one to show: the focused one, else the one used last, else the first.
+    pub fn shown_of(&self, panes: &[Pane]) -> Pane {
+        if panes.contains(&self.focus) {
+            return self.focus;
+        }
+        self.recent.iter().copied().find(|p| panes.contains(p)).unwrap_or(panes[0])
+    }
+
+    /// Remember the focused pane as the most recent (after every update).
+    pub fn note_focus(&mut self) {
+        if self.recent.first() != Some(&self.focus) {
+            let f = self.focus;
+            self.recent.retain(|p| *p != f);
+            self.recent.insert(0, f);
         }
     }
 }

@@ -52,6 +52,7 @@ fn pane(img: &Image, st: &AppState, p: Pane, w: u16, h: u16) -> String {
             Pane::Grid => super::panes::grid::draw(f, st, img, r),
             Pane::Hex => super::panes::hex::draw(f, st, img, r),
             Pane::Bitmap => super::panes::heatmap::draw(f, st, img, r),
+            Pane::Inspector => super::panes::inspector::draw(f, st, r),
         }
     })
     .unwrap();
@@ -111,10 +112,13 @@ fn jump_errors_stay_in_the_dialog() {
 #[test]
 fn help_popup_lists_every_binding() {
     let mut img = demo();
-    let s = screen(&mut img, 160, 48, "?");
+    // F1 (and H): ? searches backward, as in a pager
+    let s = screen(&mut img, 160, 48, "F1");
     assert!(s.contains("Help"));
+    // the list is longer than a screen: its pages together name every binding
+    let pages: String = (0..4).map(|n| screen(&mut img, 160, 48, &format!("F1{}", " PgDn".repeat(n)))).collect();
     for b in bindings().iter().filter(|b| b.mode == Mode::Normal) {
-        assert!(s.contains(b.desc), "help lacks '{}':\n{}", b.desc, s);
+        assert!(pages.contains(b.desc), "help lacks '{}':\n{}", b.desc, pages);
     }
     insta::assert_snapshot!(s);
 }
@@ -124,10 +128,10 @@ fn keymap_has_no_conflicts_and_help_covers_it() {
     let all = bindings();
     let help = keymap::help_lines();
     for (i, a) in all.iter().enumerate() {
-        assert!(help.iter().any(|(k, d)| k == a.label && d == a.desc), "{} not in help", a.label);
+        assert!(help.iter().any(|(k, d)| *k == a.label && d == a.desc), "{} not in help", a.label);
         for b in &all[i + 1..] {
             if a.mode == b.mode {
-                for k in a.keys {
+                for k in &a.keys {
                     assert!(!b.keys.contains(k), "{:?} bound twice ({} / {})", k, a.label, b.label);
                 }
             }
@@ -135,7 +139,7 @@ fn keymap_has_no_conflicts_and_help_covers_it() {
     }
     // every key a binding names resolves to that binding's action
     for a in &all {
-        for (code, m) in a.keys {
+        for (code, m) in &a.keys {
             let ev = crossterm::event::KeyEvent::new(*code, *m);
             assert_eq!(keymap::lookup(a.mode, &ev), Some(a.action.clone()), "{:?}", code);
         }
@@ -408,9 +412,10 @@ fn host_view_colours_clusters_by_role_and_shared_clusters_show() {
     let mut img = image::open(&img_path, &OpenOptions::default()).unwrap();
     // cluster 0 still shared with the snapshot, cluster 1 rewritten (copied) since
     let s = screen(&mut img, 160, 48, "");
-    assert!(s.contains("SS██"), "{}", s);
+    // few clusters: the cells grow (three characters and a gap at this size)
+    assert!(s.contains("SSS ███"), "{}", s);
     let s = screen(&mut img, 160, 48, "o");
-    assert!(s.contains("host view") && s.contains("HHRC") && s.contains("SN"), "{}", s);
+    assert!(s.contains("host view") && s.contains("HHH RC ") && s.contains("SN"), "{}", s);
     // a leaked cluster: raise the refcount of the last cluster (a data cluster) by hand
     drop(img);
     let len = std::fs::metadata(&img_path).unwrap().len();
@@ -494,7 +499,7 @@ fn slow_keys_ask_for_jobs_instead_of_doing_the_work() {
     let img = qcow2_chain(dir.path());
     let mut st = state(&img, 160, 48);
     let e = keys_effects(&mut st, &img, "/ 0x3333 Enter");
-    assert_eq!(started(&e), vec![Job::Search { space: Space::Virt, layer: 0, from: 1, pattern: vec![0x33, 0x33] }]);
+    assert_eq!(started(&e), vec![Job::Search { space: Space::Virt, layer: 0, from: 1, pattern: super::search::Pattern::exact(&[0x33, 0x33]), backward: false }]);
     // nothing was searched yet: the cursor stays, the job shows
     assert_eq!(st.cursor, 0);
     assert_eq!(st.jobs.len(), 1);
@@ -565,6 +570,306 @@ fn esc_cancels_the_job_and_its_late_result_is_dropped() {
     // a real worker stops a search at its next chunk when the flag is set
     let cancel = std::sync::atomic::AtomicBool::new(true);
     let ctx = super::jobs::Ctx { cancel: &cancel, progress: &|_, _| {} };
-    let job = super::jobs::Job::Search { space: Space::Virt, layer: 0, from: 0, pattern: b"absent".to_vec() };
+    let job = super::jobs::Job::Search { space: Space::Virt, layer: 0, from: 0, pattern: super::search::Pattern::exact(b"absent"), backward: false };
     assert!(matches!(super::jobs::work(&job, &img, "", &mut None, &ctx), JobResult::Cancelled));
+}
+
+/// The whole screen drawn from `st`.
+fn whole(img: &Image, st: &mut AppState) -> String {
+    super::view::refresh(st, img);
+    let (w, h) = st.size;
+    let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
+    term.draw(|f| super::draw::draw(f, st, img)).unwrap();
+    to_text(term.backend().buffer())
+}
+
+/// Every field the Header pane shows has its decoded value on screen whole.
+fn assert_header_values_whole(st: &AppState, s: &str) {
+    let scr = super::layout::screen(st);
+    let Some(r) = scr.rect(Pane::Header) else { return };
+    let mut seen = 0;
+    for row in 0..r.height.saturating_sub(2) as usize {
+        if let Some(i) = super::panes::header::field_at_row(st, r, row) {
+            let v = &st.header[i].field.value;
+            // a value too long for its column wraps: every part of it is on screen
+            let c = super::panes::header::cols(st, r.width as usize - 2);
+            let chars: Vec<char> = v.chars().collect();
+            let whole = chars.chunks(c.value).all(|p| s.contains(&p.iter().collect::<String>()));
+            assert!(whole, "{}x{}: value {:?} of {} not whole on screen:\n{}", st.size.0, st.size.1, v, st.header[i].field.name, s);
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "no header field on screen:\n{}", s);
+}
+
+const SIZES: [(u16, u16); 5] = [(80, 24), (100, 30), (120, 36), (160, 48), (240, 64)];
+
+/// Whole screens at every size people use, the demo VHD and a qcow2 chain: every pane on
+/// screen or on a tab, the Header's values whole, nothing past the right edge.
+#[test]
+fn screens_at_every_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let qcow2 = qcow2_chain(dir.path());
+    let name = dir.path().to_str().unwrap().to_string();
+    let demo = demo();
+    for (label, img) in [("demo", &demo), ("qcow2", &qcow2)] {
+        for (w, h) in SIZES {
+            let mut st = state(img, w, h);
+            let s = whole(img, &mut st);
+            assert_eq!(s.lines().count(), h as usize);
+            assert!(s.lines().all(|l| l.chars().count() == w as usize));
+            assert_header_values_whole(&st, &s);
+            // every pane is on screen or named on a tab bar
+            for p in st.panes() {
+                let title = super::draw::pane_name(img, p);
+                assert!(s.contains(&format!(" {} ", title)), "{}x{}: {:?} not reachable:\n{}", w, h, p, s);
+            }
+            // the status line ends inside the screen: its last part is whole
+            let status = s.lines().last().unwrap();
+            assert!(!status.trim_end().ends_with('…') || st.message.is_some(), "{}", status);
+            insta::assert_snapshot!(format!("screen_{}_{}x{}", label, w, h), s.replace(&name, "DIR"));
+        }
+    }
+}
+
+/// At every size, each pane can be zoomed to the whole screen, and Tab reaches every pane.
+#[test]
+fn zoom_and_tabs_reach_every_pane() {
+    let img = demo();
+    for (w, h) in SIZES {
+        let mut st = state(&img, w, h);
+        update(&mut st, &img, Action::ToggleInspector);
+        for _ in 0..st.panes().len() {
+            update(&mut st, &img, Action::NextPane);
+            let s = whole(&img, &mut st);
+            let scr = super::layout::screen(&st);
+            assert!(scr.rect(st.focus).is_some(), "{}x{}: focused {:?} not on screen:\n{}", w, h, st.focus, s);
+            update(&mut st, &img, Action::Zoom);
+            let scr = super::layout::screen(&st);
+            let r = scr.rect(st.focus).unwrap();
+            assert_eq!((r.width, r.height), (w, h - 2), "{}x{} zoom of {:?}", w, h, st.focus);
+            update(&mut st, &img, Action::Zoom);
+        }
+    }
+    let mut st = state(&img, 80, 24);
+    st.focus = Pane::Grid;
+    update(&mut st, &img, Action::Zoom);
+    insta::assert_snapshot!("zoomed_grid_80x24", whole(&img, &mut st));
+}
+
+fn inspector_value(st: &AppState, label: &str) -> String {
+    st.view.inspector.iter().find(|r| r.label == label).map(|r| r.value.clone()).unwrap_or_else(|| panic!("no row {label}"))
+}
+
+/// The inspector reads the bytes at the cursor: the VHD footer's time stamp and unique ID
+/// at their known offsets in the demo, and a guest byte after the cursor moves.
+#[test]
+fn inspector_follows_the_cursor_in_both_spaces() {
+    let img = demo();
+    let mut st = state(&img, 160, 48);
+    for k in keymap::parse_keys("I g f:0x200a18 Enter") {
+        handle_key(&mut st, &img, k);
+    }
+    super::view::refresh(&mut st, &img);
+    // the footer's Time stamp: 2d 24 bd 00, big-endian seconds since 2000
+    let mut b = [0u8; 4];
+    img.read_host(0, 0x200a18, &mut b).unwrap();
+    assert_eq!(b, [0x2d, 0x24, 0xbd, 0x00]);
+    assert_eq!(inspector_value(&st, "u32 BE"), "757382400");
+    assert_eq!(inspector_value(&st, "u32 LE"), u32::from_le_bytes(b).to_string());
+    assert_eq!(inspector_value(&st, "VHD time stamp"), "2024-01-01 00:00:00 UTC");
+    assert!(st.view.inspector_at.iter().any(|l| l.contains("footer") && l.contains("Time stamp")), "{:?}", st.view.inspector_at);
+    let s = whole(&img, &mut st);
+    assert!(s.contains("Inspector — file 0x200a18"), "{}", s);
+    insta::assert_snapshot!("inspector_160x48", s);
+    // the Unique ID: the GUID as the Header pane decodes it (big-endian in a VHD)
+    for k in keymap::parse_keys("g f:0x200a44 Enter") {
+        handle_key(&mut st, &img, k);
+    }
+    super::view::refresh(&mut st, &img);
+    assert_eq!(inspector_value(&st, "GUID (big)"), "76647677-0d0e-4d6f-8000-000000000001");
+    // guest space: the MBR's first partition entry's start LBA (u32 LE at 0x1c6)
+    for k in keymap::parse_keys("g v:0x1c6 Enter") {
+        handle_key(&mut st, &img, k);
+    }
+    super::view::refresh(&mut st, &img);
+    let mut b = [0u8; 4];
+    img.read(0x1c6, &mut b).unwrap();
+    assert_eq!(inspector_value(&st, "u32 LE"), u32::from_le_bytes(b).to_string());
+    assert_eq!(inspector_value(&st, "u32 LE"), "2048");
+    // at 120x36 the inspector shares its place with the Bitmap pane as tabs
+    let mut st = state(&img, 120, 36);
+    update(&mut st, &img, Action::ToggleInspector);
+    let s = whole(&img, &mut st);
+    assert!(s.contains(" Inspector ") && s.contains(" Bitmap "), "{}", s);
+}
+
+fn run_keys(st: &mut AppState, img: &Image, keys: &str) {
+    let path = img.layers[0].name.clone();
+    for k in keymap::parse_keys(keys) {
+        let e = handle_key(st, img, k);
+        super::render::settle(st, img, &path, &mut super::jobs::Inline::new(), e);
+    }
+    super::view::refresh(st, img);
+}
+
+/// `/` then `n`/`N` walk the matches like a pager, wrapping with a word in the status line;
+/// `?` searches backward; a miss says so in the status line, not in a dialog; hex takes `??`.
+#[test]
+fn search_like_a_pager() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = qcow2_chain(dir.path());
+    let mut st = state(&img, 160, 48);
+    // 0x33 fills guest 64k..128k; 0x44 (compressed) 2M..2M+64k
+    run_keys(&mut st, &img, "/ 33 Space ?? Space 33 Enter");
+    assert_eq!((st.space, st.cursor), (Space::Virt, 0x10000));
+    assert_eq!(st.message.as_deref(), Some("found at 0x10000"));
+    // the matches on screen are highlighted
+    assert!(st.view.matches.iter().any(|&(o, l)| o == 0x10000 && l == 3), "{:?}", &st.view.matches[..3.min(st.view.matches.len())]);
+    run_keys(&mut st, &img, "n");
+    assert_eq!(st.cursor, 0x10001);
+    run_keys(&mut st, &img, "N N");
+    assert_eq!(st.cursor, 0x1fffd, "N from the first match wraps round to the last");
+    assert!(st.message.as_deref().unwrap_or("").contains("wrapped"), "{:?}", st.message);
+    // backward from 2M+16: the nearest match starting before the cursor
+    run_keys(&mut st, &img, "g v:0x200010 Enter ? 0x4444 Enter");
+    assert_eq!(st.cursor, 0x20000f);
+    run_keys(&mut st, &img, "n");
+    assert_eq!(st.cursor, 0x20000e, "n repeats the backward search backward");
+    run_keys(&mut st, &img, "g 0 Enter / nowhere-in-this-disk Enter");
+    assert!(st.dialog.is_none());
+    assert_eq!(st.message.as_deref(), Some("not found: nowhere-in-this-disk"));
+    let s = whole(&img, &mut st);
+    assert!(status_line_of(&s).contains("not found: nowhere-in-this-disk"), "{}", s);
+}
+
+fn status_line_of(s: &str) -> String {
+    s.lines().last().unwrap_or("").to_string()
+}
+
+#[test]
+fn text_search_ignores_case_unless_toggled() {
+    let img = demo();
+    let mut st = state(&img, 160, 48);
+    // the footer's cookie is "conectix"
+    run_keys(&mut st, &img, "g f:0 Enter / CONECTIX Enter");
+    assert_eq!((st.space, st.cursor), (Space::File, 0x200a00), "the footer");
+    assert_eq!(st.message.as_deref(), Some("found at 0x200a00"));
+    run_keys(&mut st, &img, "n");
+    assert_eq!(st.cursor, 0, "the footer copy at the start of the file, round the end");
+    assert!(st.message.as_deref().unwrap_or("").contains("wrapped"), "{:?}", st.message);
+    // C-t in the dialog: exact case; CONECTIX is then nowhere
+    run_keys(&mut st, &img, "/ C-t CONECTIX Enter");
+    assert!(st.message.as_deref().unwrap_or("").starts_with("not found"), "{:?}", st.message);
+    assert!(!st.search_icase);
+    let p = super::search::parse("de ?? be ef", true).unwrap();
+    assert!(p.matches(&[0xde, 0x00, 0xbe, 0xef]) && !p.matches(&[0xde, 0x00, 0xbe, 0xee]));
+}
+
+/// V selects, moves extend the selection, y copies it as hex, :export writes exactly its
+/// bytes; the status line gives start, end and length in both spaces.
+#[test]
+fn selection_copy_and_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = demo();
+    let mut st = state(&img, 160, 48);
+    run_keys(&mut st, &img, "g v:0x1be Enter V Down Right");
+    assert_eq!(st.selection(), Some((0x1be, 0x1cf)));
+    let s = whole(&img, &mut st);
+    let status = status_line_of(&s);
+    assert!(status.contains("sel guest 0x1be–0x1cf") && status.contains("18 bytes"), "{}", status);
+    // the guest bytes of the MBR's partition entries live in the file's block 0
+    let (_, f) = img.to_file(0x1be).unwrap().unwrap();
+    assert!(status.contains(&format!("file 0x{:x}–0x{:x}", f, f + 17)), "{}", status);
+    run_keys(&mut st, &img, "y");
+    let mut want = vec![0u8; 18];
+    img.read(0x1be, &mut want).unwrap();
+    let hex: String = want.iter().map(|b| format!("{:02x}", b)).collect();
+    assert_eq!(st.last_copied.as_deref(), Some(hex.as_str()));
+    assert!(super::jobs::osc52("hi").starts_with("\x1b]52;c;aGk="));
+    let out = dir.path().join("sel.bin");
+    run_keys(&mut st, &img, &format!(": export Space {} Enter", out.display()));
+    assert_eq!(std::fs::read(&out).unwrap(), want, "{:?}", st.message);
+    assert_eq!(st.message.as_deref(), Some(format!("exported 18 byte(s) to {}", out.display()).as_str()));
+    // shift+arrows start and extend a selection too
+    run_keys(&mut st, &img, "Esc g v:0x1be Enter");
+    for k in [crossterm::event::KeyCode::Right, crossterm::event::KeyCode::Down] {
+        handle_key(&mut st, &img, crossterm::event::KeyEvent::new(k, crossterm::event::KeyModifiers::SHIFT));
+    }
+    assert_eq!(st.selection(), Some((0x1be, 0x1cf)));
+    // Esc ends the selection; y then says how to start one
+    run_keys(&mut st, &img, "Esc y");
+    assert!(st.selection().is_none());
+    assert!(st.message.as_deref().unwrap_or("").contains("V starts a selection"));
+}
+
+/// m{a-z} sets a mark that a later run of the same image finds again; C-o / C-i walk the
+/// jump history.
+#[test]
+fn marks_persist_and_the_jump_history_walks() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = demo();
+    let mut st = state(&img, 160, 48);
+    super::marks::attach(&mut st, dir.path());
+    run_keys(&mut st, &img, "g v:0x1000 Enter m a g f:0x200a18 Enter m b");
+    assert_eq!(st.message.as_deref(), Some("mark b at file 0x200a18"));
+    let file = super::marks::file_for(dir.path(), "assets/demo.vhd");
+    assert!(std::fs::read_to_string(&file).unwrap().contains("a guest 0 0x1000"));
+    // a new run of the same image
+    let mut st = state(&img, 160, 48);
+    super::marks::attach(&mut st, dir.path());
+    run_keys(&mut st, &img, "' a");
+    assert_eq!((st.space, st.cursor), (Space::Virt, 0x1000));
+    run_keys(&mut st, &img, "' b");
+    assert_eq!((st.space, st.cursor), (Space::File, 0x200a18));
+    run_keys(&mut st, &img, "' z");
+    assert_eq!(st.message.as_deref(), Some("no mark z (mz sets it)"));
+    // history: 0 -> 0x1000 -> 0x200a18 (marks) -> 0x100 (g)
+    run_keys(&mut st, &img, "g v:0x100 Enter C-o");
+    assert_eq!((st.space, st.cursor), (Space::File, 0x200a18));
+    run_keys(&mut st, &img, "C-o C-o");
+    assert_eq!((st.space, st.cursor), (Space::Virt, 0));
+    run_keys(&mut st, &img, "C-i");
+    assert_eq!((st.space, st.cursor), (Space::Virt, 0x1000));
+    run_keys(&mut st, &img, "C-n C-n");
+    assert_eq!((st.space, st.cursor), (Space::Virt, 0x100));
+    run_keys(&mut st, &img, "C-n");
+    assert!(st.message.as_deref().unwrap_or("").contains("no later place"));
+}
+
+/// The config: a rebound key works and the help shows it; a theme; every mistake is one
+/// line naming its line.
+#[test]
+fn config_rebinds_keys_sets_a_theme_and_names_the_bad_line() {
+    use super::config::{parse, Theme};
+    let cfg = parse("theme = \"high-contrast\"\ninspector = true\n[keys]\nzoom = \"Z\"\nopen-search = [\"F3\", \"C-f\"]\n").unwrap();
+    assert_eq!(cfg.theme, Theme::HighContrast);
+    let img = demo();
+    let mut st = state(&img, 160, 48);
+    st.configure(&cfg);
+    assert!(st.inspector);
+    run_keys(&mut st, &img, "Z");
+    assert!(st.zoom, "Z zooms");
+    run_keys(&mut st, &img, "z");
+    assert!(st.zoom, "z is no longer bound");
+    let help = keymap::help_lines_in(&st.keymap);
+    assert!(help.iter().any(|(k, d)| k == "Z" && d.starts_with("zoom")), "{:?}", help);
+    assert!(help.iter().any(|(k, d)| k == "F3 C-f" && d.starts_with("search forward")));
+    run_keys(&mut st, &img, "C-f");
+    assert_eq!(st.dialog, Some(super::state::Dialog::Search));
+    assert_eq!(super::theme::themed(Theme::Light, ratatui::style::Color::White), ratatui::style::Color::Black);
+    // mistakes: (line, message)
+    let bad = [
+        ("theme = \"light\"\n\n[keys\nzoom = \"Z\"\n", 3),
+        ("theme = \"sepia\"\n", 1),
+        ("# keys\n[keys]\nzoom = \"Z\"\nzoooom = \"x\"\n", 4),
+        ("[keys]\nquit = \"Ctrl+Q\"\n", 2),
+        ("inspector = \"yes\"\n", 1),
+        ("colour = 1\n", 1),
+    ];
+    for (text, line) in bad {
+        let (l, msg) = parse(text).err().unwrap_or_else(|| panic!("{:?} parsed", text));
+        assert_eq!(l, line, "{:?}: {}", text, msg);
+        assert!(!msg.contains('\n') && !msg.is_empty());
+    }
 }

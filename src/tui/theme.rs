@@ -2,21 +2,50 @@
 
 use ratatui::style::{Color, Modifier, Style};
 
+use super::config::Theme;
 use super::state::AppState;
 use crate::image::summary::UnitKind;
 use crate::image::LayerKind;
+
+/// A colour as the theme shows it: the light theme darkens what is meant for a dark
+/// background; the high-contrast one brightens the dim greys and plain colours.
+pub fn themed(theme: Theme, c: Color) -> Color {
+    match (theme, c) {
+        (Theme::Default, c) => c,
+        (Theme::Light, Color::White) => Color::Black,
+        (Theme::Light, Color::Gray) => Color::DarkGray,
+        (Theme::Light, Color::DarkGray) => Color::Indexed(244),
+        (Theme::Light, Color::LightYellow) => Color::Indexed(136),
+        (Theme::Light, Color::Yellow) => Color::Indexed(130),
+        (Theme::Light, Color::LightCyan) => Color::Indexed(30),
+        (Theme::Light, Color::Cyan) => Color::Indexed(24),
+        (Theme::Light, Color::LightGreen) => Color::Green,
+        (Theme::Light, Color::LightMagenta) => Color::Magenta,
+        (Theme::Light, c) => c,
+        (Theme::HighContrast, Color::DarkGray | Color::Gray) => Color::White,
+        (Theme::HighContrast, Color::Green) => Color::LightGreen,
+        (Theme::HighContrast, Color::Cyan) => Color::LightCyan,
+        (Theme::HighContrast, Color::Blue) => Color::LightBlue,
+        (Theme::HighContrast, Color::Magenta) => Color::LightMagenta,
+        (Theme::HighContrast, Color::Red) => Color::LightRed,
+        (Theme::HighContrast, Color::Yellow) => Color::LightYellow,
+        (Theme::HighContrast, c) => c,
+    }
+}
 
 pub fn fg(st: &AppState, c: Color) -> Style {
     if st.no_color {
         Style::default()
     } else {
-        Style::default().fg(c)
+        Style::default().fg(themed(st.theme, c))
     }
 }
 
 pub fn selected(st: &AppState) -> Style {
     if st.no_color {
         Style::default().add_modifier(Modifier::REVERSED)
+    } else if st.theme == Theme::HighContrast {
+        Style::default().bg(Color::LightYellow).fg(Color::Black).add_modifier(Modifier::BOLD)
     } else {
         Style::default().bg(Color::Blue).fg(Color::White).add_modifier(Modifier::BOLD)
     }
@@ -81,14 +110,15 @@ pub fn unit(kind: &UnitKind) -> (&'static str, Color) {
     }
 }
 
-pub fn legend() -> Vec<(UnitKind, &'static str)> {
+/// The grid legend: kind, long name, short name (for narrow panes).
+pub fn legend() -> Vec<(UnitKind, &'static str, &'static str)> {
     vec![
-        (UnitKind::Data { depth: 0 }, "allocated"),
-        (UnitKind::Partial, "partial"),
-        (UnitKind::Data { depth: 1 }, "backing depth n"),
-        (UnitKind::Shared, "shared"),
-        (UnitKind::Zero { depth: 0 }, "zero"),
-        (UnitKind::Compressed { depth: 0 }, "compressed"),
-        (UnitKind::Unallocated, "unallocated"),
+        (UnitKind::Data { depth: 0 }, "allocated", "alloc"),
+        (UnitKind::Unallocated, "unallocated", "unalloc"),
+        (UnitKind::Zero { depth: 0 }, "zero", "zero"),
+        (UnitKind::Data { depth: 1 }, "backing depth n", "depth n"),
+        (UnitKind::Partial, "partial", "part"),
+        (UnitKind::Compressed { depth: 0 }, "compressed", "comp"),
+        (UnitKind::Shared, "shared", "shared"),
     ]
 }

@@ -28,6 +28,9 @@ pub fn handle_key(st: &mut AppState, img: &Image, key: KeyEvent) -> Vec<Effect> 
         }
         return Vec::new();
     }
+    if st.dialog == Some(Dialog::Search) && key.code == KeyCode::Char('t') && key.modifiers.contains(crossterm::event::KeyModifiers::CONTROL) {
+        return update(st, img, Action::ToggleCase);
+    }
     if st.dialog.is_some() {
         return match key.code {
             KeyCode::Esc => update(st, img, Action::Cancel),
@@ -42,7 +45,7 @@ pub fn handle_key(st: &mut AppState, img: &Image, key: KeyEvent) -> Vec<Effect> 
         };
     }
     if st.picker.is_some() && st.popup.is_none() {
-        return match keymap::lookup(Mode::Picker, &key) {
+        return match keymap::lookup_in(&st.keymap.clone(), Mode::Picker, &key) {
             Some(a) => super::picker::update(st, img, a),
             None => Vec::new(),
         };
@@ -56,7 +59,7 @@ pub fn handle_key(st: &mut AppState, img: &Image, key: KeyEvent) -> Vec<Effect> 
             plain.modifiers.remove(crossterm::event::KeyModifiers::ALT);
             return handle_key(st, img, plain);
         }
-        if let Some(a) = keymap::lookup(Mode::Edit, &key) {
+        if let Some(a) = keymap::lookup_in(&st.keymap.clone(), Mode::Edit, &key) {
             return update(st, img, a);
         } else if let KeyCode::Char(c) = key.code {
             if !key.modifiers.intersects(crossterm::event::KeyModifiers::CONTROL | crossterm::event::KeyModifiers::ALT) {
@@ -65,8 +68,29 @@ pub fn handle_key(st: &mut AppState, img: &Image, key: KeyEvent) -> Vec<Effect> 
         }
         return Vec::new();
     }
+    if let Some(p) = st.pending.take() {
+        return match key.code {
+            KeyCode::Char(c) if c.is_ascii_lowercase() => update(st, img, if p == 'm' { Action::SetMark(c) } else { Action::JumpMark(c) }),
+            KeyCode::Esc => Vec::new(),
+            _ => {
+                st.message = Some(format!("marks are named a-z ({} cancelled)", p));
+                Vec::new()
+            }
+        };
+    }
     let mode = if st.popup.is_some() { Mode::Popup } else { Mode::Normal };
-    match keymap::lookup(mode, &key) {
+    match keymap::lookup_in(&st.keymap.clone(), mode, &key) {
+        // the arrow of the key gives the direction (a config may bind other keys: right)
+        Some(Action::Extend) => update(
+            st,
+            img,
+            match key.code {
+                KeyCode::Up => Action::ExtendUp,
+                KeyCode::Down => Action::ExtendDown,
+                KeyCode::Left => Action::ExtendLeft,
+                _ => Action::ExtendRight,
+            },
+        ),
         Some(a) => update(st, img, a),
         None => Vec::new(),
     }
@@ -106,6 +130,10 @@ fn job_action(st: &mut AppState, img: &Image, action: Action) -> Vec<Effect> {
             }
         }
         Action::CancelJob => {
+            if st.jobs.is_empty() && st.sel_anchor.take().is_some() {
+                st.message = Some("selection ended".into());
+                return Vec::new();
+            }
             if let Some(j) = st.jobs.pop() {
                 st.message = Some(format!("cancelled: {}", j.job.label()));
                 return vec![Effect::Cancel(j.id)];
@@ -126,14 +154,24 @@ fn job_action(st: &mut AppState, img: &Image, action: Action) -> Vec<Effect> {
 
 fn job_done(st: &mut AppState, img: &Image, job: Job, r: JobResult) -> Vec<Effect> {
     match r {
-        JobResult::Found(Some(off)) => {
-            if let Job::Search { space, layer, .. } = job {
+        JobResult::Found(Some(off)) | JobResult::Wrapped(off) => {
+            if let Job::Search { space, layer, backward, .. } = job {
+                let wrapped = matches!(r, JobResult::Wrapped(_));
+                super::marks::push_jump(st);
                 st.focus = Pane::Hex;
                 set_cursor(st, img, space, layer, off);
-                st.message = Some(format!("found at 0x{:x}", off));
+                keep_visible(st);
+                st.message = Some(if wrapped {
+                    format!("found at 0x{:x} (wrapped round the {})", off, if backward { "start" } else { "end" })
+                } else {
+                    format!("found at 0x{:x}", off)
+                });
             }
         }
-        JobResult::Found(None) => st.message = Some("not found".into()),
+        JobResult::Found(None) => {
+            let what = st.search.as_ref().map(|s| format!(": {}", s.text)).unwrap_or_default();
+            st.message = Some(format!("not found{}", what));
+        }
         JobResult::Findings(p) => st.picker = Some(p),
         JobResult::HostMap(m) => {
             st.host_map = Some(m);
@@ -161,6 +199,7 @@ fn job_done(st: &mut AppState, img: &Image, job: Job, r: JobResult) -> Vec<Effec
         JobResult::Located { path, size, extents, count } => {
             st.highlights = extents;
             st.picker = None;
+            super::marks::push_jump(st);
             st.focus = Pane::Hex;
             match st.highlights.first() {
                 Some(&(v, _)) => {
@@ -170,6 +209,12 @@ fn job_done(st: &mut AppState, img: &Image, job: Job, r: JobResult) -> Vec<Effec
                 None => st.message = Some(format!("{}: {} bytes, no data blocks (empty or sparse)", path, size)),
             }
         }
+        JobResult::Copied { hex, len } => {
+            st.message = Some(format!("copied {} byte(s) as hex to the clipboard (OSC 52)", len));
+            st.last_copied = Some(hex.clone());
+            return vec![Effect::Clipboard(hex)];
+        }
+        JobResult::Exported { path, len } => st.message = Some(format!("exported {} byte(s) to {}", len, path)),
         JobResult::Cancelled => {}
         JobResult::Failed(e) => st.message = Some(e),
     }
@@ -383,6 +428,12 @@ pub fn space_size(st: &AppState, img: &Image) -> u64 {
 }
 
 pub fn update(st: &mut AppState, img: &Image, action: Action) -> Vec<Effect> {
+    let effects = update_inner(st, img, action);
+    st.note_focus();
+    effects
+}
+
+fn update_inner(st: &mut AppState, img: &Image, action: Action) -> Vec<Effect> {
     if matches!(action, Action::JobProgress { .. } | Action::JobDone(..)) {
         return job_action(st, img, action);
     }
@@ -438,6 +489,73 @@ pub fn update(st: &mut AppState, img: &Image, action: Action) -> Vec<Effect> {
             st.focus = panes[if action == Action::NextPane { (i + 1) % n } else { (i + n - 1) % n }];
         }
         Action::NextDirtyBitmap => next_dirty_bitmap(st, img),
+        Action::MarkPending => st.pending = Some('m'),
+        Action::JumpPending => st.pending = Some('\''),
+        Action::SetMark(c) => {
+            st.marks.insert(c, super::marks::here(st));
+            st.message = Some(format!("mark {} at {} 0x{:x}", c, if st.space == Space::Virt { "guest" } else { "file" }, st.cursor));
+            if let Some(p) = &st.marks_file {
+                return vec![Effect::WriteFile(p.clone(), super::marks::text(st))];
+            }
+        }
+        Action::JumpMark(c) => match st.marks.get(&c).copied() {
+            Some(pos) => {
+                super::marks::push_jump(st);
+                go_to(st, img, pos);
+            }
+            None => st.message = Some(format!("no mark {} (m{} sets it)", c, c)),
+        },
+        Action::JumpBack | Action::JumpForward => {
+            let back = action == Action::JumpBack;
+            let next = if back { st.back.pop() } else { st.fwd.pop() };
+            match next {
+                Some(pos) => {
+                    let here = super::marks::here(st);
+                    if back { st.fwd.push(here) } else { st.back.push(here) }
+                    go_to(st, img, pos);
+                }
+                None => st.message = Some(format!("no {} in the jump history", if back { "earlier place" } else { "later place" })),
+            }
+        }
+        Action::Zoom => {
+            st.zoom = !st.zoom;
+            keep_visible(st);
+        }
+        Action::VisualSelect => {
+            if st.sel_anchor.take().is_none() {
+                st.sel_anchor = Some((st.space, st.file_layer, st.cursor));
+                st.focus = Pane::Hex;
+            }
+        }
+        Action::ExtendUp | Action::ExtendDown | Action::ExtendLeft | Action::ExtendRight => {
+            if st.selection().is_none() {
+                st.sel_anchor = Some((st.space, st.file_layer, st.cursor));
+            }
+            st.focus = Pane::Hex;
+            let mv = match action {
+                Action::ExtendUp => Action::Up,
+                Action::ExtendDown => Action::Down,
+                Action::ExtendLeft => Action::Left,
+                _ => Action::Right,
+            };
+            move_in_pane(st, img, mv);
+        }
+        Action::Yank => match st.selection() {
+            // the clipboard takes hex text; a terminal passes on some 100 KB of OSC 52
+            Some((a, b)) if b - a + 1 > 32 << 10 => {
+                st.message = Some(format!("{} bytes is too many for the clipboard (32 KiB at most): use :export FILE", b - a + 1))
+            }
+            Some((a, b)) => return start(st, Job::Copy { space: st.space, layer: st.file_layer, start: a, len: b - a + 1 }),
+            None => st.message = Some("nothing selected: V starts a selection in the hex view".into()),
+        },
+        Action::ToggleInspector => {
+            st.inspector = !st.inspector;
+            if st.inspector {
+                st.focus = Pane::Inspector;
+            } else if st.focus == Pane::Inspector {
+                st.focus = Pane::Hex;
+            }
+        }
         Action::ToggleHostGrid => {
             if st.host_map.is_some() {
                 st.grid_host = !st.grid_host;
@@ -448,10 +566,22 @@ pub fn update(st: &mut AppState, img: &Image, action: Action) -> Vec<Effect> {
             }
         }
         Action::Help => {
-            let lines = keymap::help_lines().into_iter().map(|(k, d)| format!("{:<10} {}", k, d)).collect();
+            let lines = keymap::help_lines_in(&st.keymap).into_iter().map(|(k, d)| format!("{:<10} {}", k, d)).collect();
             st.popup = Some(Popup { title: "Help".into(), lines, scroll: 0 });
         }
-        Action::OpenJump | Action::OpenCommand | Action::OpenSearch => {
+        Action::SearchNext | Action::SearchPrev => {
+            let Some(last) = st.search.clone() else {
+                st.message = Some("no search yet: / searches forward, ? backward".into());
+                return Vec::new();
+            };
+            let backward = last.backward != (action == Action::SearchPrev);
+            return start_search(st, last.pattern, backward);
+        }
+        Action::ToggleCase => {
+            st.search_icase = !st.search_icase;
+        }
+        Action::OpenJump | Action::OpenCommand | Action::OpenSearch | Action::OpenSearchBack => {
+            st.search_back = action == Action::OpenSearchBack;
             st.dialog = Some(match action {
                 Action::OpenJump => Dialog::Jump,
                 Action::OpenCommand => Dialog::Command,
@@ -491,7 +621,10 @@ pub fn update(st: &mut AppState, img: &Image, action: Action) -> Vec<Effect> {
             set_cursor(st, img, st.space, st.file_layer, v.min(size.saturating_sub(1)));
         }
         Action::Click(x, y) => click(st, img, x, y),
-        Action::Select => select(st, img),
+        Action::Select => {
+            super::marks::push_jump(st);
+            select(st, img);
+        }
         mv => move_in_pane(st, img, mv),
     }
     Vec::new()
@@ -521,7 +654,7 @@ fn move_in_pane(st: &mut AppState, img: &Image, mv: Action) {
             if units == 0 {
                 return;
             }
-            let (cols, rows) = grid_shape(st);
+            let (cols, rows) = grid_shape(st, img);
             let s = st.grid_sel;
             st.grid_sel = match mv {
                 Action::Left => s.saturating_sub(1),
@@ -552,7 +685,7 @@ fn move_in_pane(st: &mut AppState, img: &Image, mv: Action) {
             };
             select(st, img);
         }
-        Pane::Hex => {
+        Pane::Hex | Pane::Inspector => {
             let size = space_size(st, img);
             if size == 0 {
                 return;
@@ -609,7 +742,7 @@ fn select(st: &mut AppState, img: &Image) {
                 }
             }
         }
-        Pane::Hex => {}
+        Pane::Hex | Pane::Inspector => {}
     }
 }
 
@@ -649,6 +782,13 @@ pub fn set_cursor(st: &mut AppState, img: &Image, space: Space, layer: usize, of
             st.header_sel = i;
         }
     }
+}
+
+/// Put the hex cursor on a remembered place (a mark, the history), in view.
+fn go_to(st: &mut AppState, img: &Image, (space, layer, off): super::marks::Pos) {
+    let layer = layer.min(img.layers.len().saturating_sub(1));
+    st.focus = Pane::Hex;
+    set_cursor(st, img, space, layer, off);
 }
 
 fn keep_visible(st: &mut AppState) {
@@ -718,6 +858,7 @@ fn submit(st: &mut AppState, img: &Image, text: &str) -> Vec<Effect> {
     match st.dialog {
         Some(Dialog::Jump) => match parse_jump(st, img, text) {
             Ok((space, off)) => {
+                super::marks::push_jump(st);
                 let layer = if space == Space::File && st.space == Space::File { st.file_layer } else { 0 };
                 st.dialog = None;
                 st.focus = Pane::Hex;
@@ -739,6 +880,15 @@ fn submit(st: &mut AppState, img: &Image, text: &str) -> Vec<Effect> {
             let dir = text.trim().strip_prefix("ls ").map(|d| d.trim().to_string()).unwrap_or_else(|| st.cwd.clone());
             return start(st, Job::ListDir(dir));
         }
+        Some(Dialog::Command) if text.trim() == "export" || text.trim().starts_with("export ") => {
+            st.dialog = None;
+            let path = text.trim().strip_prefix("export").unwrap_or("").trim().to_string();
+            match st.selection() {
+                _ if path.is_empty() => st.message = Some(":export FILE writes the selected bytes to FILE".into()),
+                Some((a, b)) => return start(st, Job::Export { space: st.space, layer: st.file_layer, start: a, len: b - a + 1, path }),
+                None => st.message = Some("nothing selected: V starts a selection in the hex view".into()),
+            }
+        }
         Some(Dialog::Command) if text.trim() == "check" => {
             st.dialog = None;
             return start(st, Job::Check);
@@ -753,17 +903,24 @@ fn submit(st: &mut AppState, img: &Image, text: &str) -> Vec<Effect> {
                 Err(e) => st.popup = Some(Popup { title: format!(":{}", text.trim()), lines: vec![e], scroll: 0 }),
             }
         }
-        Some(Dialog::Search) => match super::search::pattern(text) {
+        Some(Dialog::Search) => match super::search::parse(text, st.search_icase) {
             Ok(pattern) => {
                 st.dialog = None;
-                let job = Job::Search { space: st.space, layer: st.file_layer, from: st.cursor + 1, pattern };
-                return start(st, job);
+                st.search = Some(super::state::LastSearch { text: text.to_string(), pattern: pattern.clone(), backward: st.search_back });
+                return start_search(st, pattern, st.search_back);
             }
             Err(e) => st.dialog_error = Some(e),
         },
         None => {}
     }
     Vec::new()
+}
+
+/// Search from the cursor: forward from the byte after it, backward from the bytes before.
+fn start_search(st: &mut AppState, pattern: super::search::Pattern, backward: bool) -> Vec<Effect> {
+    let from = if backward { st.cursor } else { st.cursor + 1 };
+    let job = Job::Search { space: st.space, layer: st.file_layer, from, pattern, backward };
+    start(st, job)
 }
 
 /// The words of a `:` subcommand on this image (`map` -> `map IMAGE`), or why not.
@@ -792,18 +949,18 @@ fn click(st: &mut AppState, img: &Image, x: u16, y: u16) {
     let (ix, iy) = (x.saturating_sub(r.x + 1) as u64, y.saturating_sub(r.y + 1) as u64);
     match pane {
         Pane::Header => {
-            let first = super::panes::header::first_row(st, r);
-            let i = first + iy as usize;
-            if i < st.header.len() {
+            if let Some(i) = super::panes::header::field_at_row(st, r, iy as usize) {
                 st.header_sel = i;
                 select(st, img);
             }
         }
         Pane::Grid => {
-            let (cols, _) = grid_shape(st);
+            let g = super::layout::grid_geom(st, st.grid_units(img));
+            let cols = g.cols;
+            let (cx, cy) = (ix / g.cw as u64, iy / g.ch as u64);
             let first = super::panes::grid::first_row(st, img) * cols;
-            let u = first + iy * cols + ix / 2;
-            if u < st.grid_units(img) && ix / 2 < cols {
+            let u = first + cy * cols + cx;
+            if u < st.grid_units(img) && cx < cols {
                 st.grid_sel = u;
                 select(st, img);
             }
@@ -823,7 +980,7 @@ fn click(st: &mut AppState, img: &Image, x: u16, y: u16) {
                 select(st, img);
             }
         }
-        Pane::Bitmap => {}
+        Pane::Bitmap | Pane::Inspector => {}
     }
 }
 

@@ -40,6 +40,14 @@ pub struct ViewModel {
     pub unit: UnitDetail,
     /// The raw bytes (at most 8) of each Header pane field, as the file holds them.
     pub header_raw: Vec<Vec<u8>>,
+    /// The status line's parts (long and short forms), for fitting it to the width.
+    pub status_parts: Vec<super::panes::hex::Part>,
+    /// The data inspector (when shown): the readings of the bytes at the cursor, staged
+    /// edits laid over, and where the cursor is (both spaces, the structure and field).
+    pub inspector: Vec<super::inspector::Row>,
+    pub inspector_at: Vec<String>,
+    /// The last search's matches among the bytes on screen: (start, length).
+    pub matches: Vec<(u64, u64)>,
 }
 
 /// What the Bitmap pane shows of the selected block/cluster, read from the image.
@@ -69,6 +77,12 @@ struct Key {
     /// Differences known so far, and the units marked as newly allocated.
     diff_runs: usize,
     fresh: Vec<(u64, u64)>,
+    inspector: bool,
+    search: Option<super::search::Pattern>,
+    selection: Option<(u64, u64)>,
+    /// The staged edits change the inspector's bytes: their last change.
+    undo: usize,
+    redo: usize,
 }
 
 impl ViewModel {
@@ -80,7 +94,7 @@ impl ViewModel {
 
 /// Bring the view model up to date with the state; a no-op when nothing visible moved.
 pub fn refresh(st: &mut AppState, img: &Image) {
-    let grid_first = super::panes::grid::first_row(st, img) * grid_shape(st).0;
+    let grid_first = super::panes::grid::first_row(st, img) * grid_shape(st, img).0;
     let key = Key {
         space: st.space,
         file_layer: st.file_layer,
@@ -95,16 +109,23 @@ pub fn refresh(st: &mut AppState, img: &Image) {
         saves: st.saves,
         diff_runs: st.diff.as_ref().map_or(0, |d| d.runs.len() + d.done as usize),
         fresh: st.watch.fresh.iter().map(|&(a, b, _)| (a, b)).collect(),
+        inspector: st.inspector,
+        search: st.search.as_ref().map(|s| s.pattern.clone()),
+        selection: st.selection(),
+        undo: st.undo.len(),
+        redo: st.redo.len(),
     };
     if st.view.key.as_ref() == Some(&key) {
         return;
     }
     let hex = hex(st, img);
     let (cells, sel_kind) = grid(st, img, grid_first);
-    let mut status = super::panes::hex::status_text(st, img);
+    let mut status_parts = super::panes::hex::status_parts(st, img);
     if let Some(extra) = compare_status(st, img) {
-        status = format!("{} │ {}", extra, status);
+        // the comparison or watch comes first: it is what the mode is for
+        status_parts.insert(0, super::panes::hex::Part::new(extra.clone(), extra, 9));
     }
+    let status = status_parts.iter().map(|p| p.long.clone()).collect::<Vec<_>>().join(" │ ");
     let allocating = super::update::allocating(st, img);
     let unit = unit_detail(st, img);
     let header_raw = st
@@ -116,7 +137,67 @@ pub fn refresh(st: &mut AppState, img: &Image) {
             raw
         })
         .collect();
-    st.view = ViewModel { key: Some(key), hex, grid_first, grid_cells: cells, grid_sel_kind: sel_kind, status, allocating, unit, header_raw };
+    let matches = matches(st, img, &hex);
+    let (inspector, inspector_at) = if st.inspector { inspect(st, img, &status_parts) } else { Default::default() };
+    st.view = ViewModel {
+        key: Some(key),
+        hex,
+        grid_first,
+        grid_cells: cells,
+        grid_sel_kind: sel_kind,
+        status,
+        allocating,
+        unit,
+        header_raw,
+        status_parts,
+        inspector,
+        inspector_at,
+        matches,
+    };
+}
+
+/// Where the last search's pattern matches among the bytes on screen (a match may run past
+/// the last row: the bytes after it are read too).
+fn matches(st: &AppState, img: &Image, rows: &[HexRow]) -> Vec<(u64, u64)> {
+    let (Some(s), Some(first)) = (&st.search, rows.first()) else { return Vec::new() };
+    let mut hay: Vec<u8> = rows.iter().flat_map(|r| r.bytes[..r.n].iter().copied()).collect();
+    let end = first.off + hay.len() as u64;
+    let size = super::update::space_size(st, img);
+    let mut tail = vec![0u8; (s.pattern.len() as u64 - 1).min(size - end.min(size)) as usize];
+    let r = match st.space {
+        Space::Virt => img.read(end, &mut tail),
+        Space::File => img.read_host(st.file_layer, end, &mut tail),
+    };
+    if r.is_ok() {
+        hay.extend(tail);
+    }
+    s.pattern.find_all(&hay).take(256).map(|i| (first.off + i as u64, s.pattern.len() as u64)).collect()
+}
+
+/// The inspector's readings of the 16 bytes from the cursor (fewer at the end of the space)
+/// and where they are.
+fn inspect(st: &AppState, img: &Image, parts: &[super::panes::hex::Part]) -> (Vec<super::inspector::Row>, Vec<String>) {
+    let size = super::update::space_size(st, img);
+    let n = size.saturating_sub(st.cursor).min(16) as usize;
+    let mut b = vec![0u8; n];
+    let r = match st.space {
+        Space::Virt => img.read(st.cursor, &mut b),
+        Space::File => img.read_host(st.file_layer, st.cursor, &mut b),
+    };
+    if let Err(e) = r {
+        return (Vec::new(), vec![format!("cannot read 0x{:x}: {}", st.cursor, e)]);
+    }
+    for (i, x) in b.iter_mut().enumerate() {
+        if let Some(v) = st.staged_at(st.cursor + i as u64) {
+            *x = v;
+        }
+    }
+    // where: both offsets, then the structure and field (the status line's long forms)
+    // where: both offsets on one line, then the structure and field (the status line's forms)
+    let parts: Vec<&super::panes::hex::Part> = parts.iter().filter(|p| !p.long.starts_with("sel ")).collect();
+    let mut at: Vec<String> = vec![parts.iter().take(2).map(|p| p.short.clone()).collect::<Vec<_>>().join("  ")];
+    at.extend(parts.iter().skip(2).filter(|p| p.worth != 5).map(|p| p.long.clone()));
+    (super::inspector::rows(&b), at)
 }
 
 fn unit_detail(st: &AppState, img: &Image) -> UnitDetail {
@@ -199,7 +280,7 @@ fn row_colors(st: &AppState, img: &Image, row: u64, n: usize) -> [Color; 16] {
 
 /// The guest grid's visible cells (the host view draws from the host map in the state).
 fn grid(st: &AppState, img: &Image, first: u64) -> (Vec<(&'static str, Color)>, String) {
-    let (cols, rows) = grid_shape(st);
+    let (cols, rows) = grid_shape(st, img);
     let units = img.unit_count();
     let unit_size = img.unit_size();
     let end = first.saturating_add(cols * rows).min(units);

@@ -60,7 +60,10 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
                     let (bm, sectors) = (bm, *sectors);
                     let present = (0..sectors).filter(|&s| Image::vhd_bit(bm, s)).count();
                     lines.push(Line::from(format!("block {}: {}/{} sectors present", block, present, sectors)));
-                    let avail = (height.saturating_sub(4)).max(1) * width;
+                    // half the rows left for the bitmap when the overview shares the pane
+                    let rows_left = height.saturating_sub(3);
+                    let rows = if st.density.is_empty() { rows_left } else { rows_left / 2 };
+                    let avail = rows.max(1) * width;
                     let per = (sectors as usize).div_ceil(avail).max(1);
                     let cells: Vec<f32> = (0..(sectors as usize).div_ceil(per))
                         .map(|c| {
@@ -119,14 +122,32 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
     }
     if !st.density.is_empty() {
         lines.push(Line::from("whole disk, allocated share:"));
-        let per_line = width;
-        for chunk in st.density.chunks(per_line) {
-            if lines.len() >= height {
-                break;
-            }
-            let s: String = chunk.iter().map(|&c| shade(c)).collect();
-            lines.push(Line::from(Span::styled(s, theme::fg(st, Color::Green))));
+        // the overview fills the rows left: each cell a share of the buckets, or a bucket
+        // drawn over several cells when there are more cells than buckets
+        let rows = height.saturating_sub(lines.len());
+        for line in resample(&st.density, width, rows) {
+            lines.push(Line::from(Span::styled(line, theme::fg(st, Color::Green))));
         }
     }
     f.render_widget(Paragraph::new(lines).block(block(st, title, focused)), r);
+}
+
+/// `values` spread over `rows` lines of `width` cells, each cell the mean of its values.
+pub fn resample(values: &[f32], width: usize, rows: usize) -> Vec<String> {
+    let n = values.len();
+    let cells = width * rows;
+    if n == 0 || cells == 0 {
+        return Vec::new();
+    }
+    let line: Vec<&str> = (0..cells)
+        .map(|c| {
+            let (lo, hi) = (c * n / cells, ((c + 1) * n / cells).max(c * n / cells + 1).min(n));
+            // nothing allocated shows as a dot: the overview's area stays visible
+            match values[lo..hi].iter().sum::<f32>() / (hi - lo) as f32 {
+                f if f <= 0.0 => "·",
+                f => shade(f),
+            }
+        })
+        .collect();
+    line.chunks(width).map(|c| c.concat()).collect()
 }

@@ -39,6 +39,16 @@ pub fn draw(f: &mut Frame, st: &AppState, img: &Image, r: Rect) {
                     style = style.bg(Color::Indexed(22));
                 }
             }
+            if st.selection().is_some_and(|(a, b)| off >= a && off <= b) {
+                style = if st.no_color { style.add_modifier(Modifier::REVERSED) } else { style.bg(Color::Indexed(24)).fg(Color::White) };
+            }
+            if st.view.matches.iter().any(|&(m, l)| off >= m && off - m < l) {
+                style = if st.no_color {
+                    style.add_modifier(Modifier::UNDERLINED | Modifier::REVERSED)
+                } else {
+                    style.bg(Color::Yellow).fg(Color::Black)
+                };
+            }
             if staged.is_some() {
                 style = theme::fg(st, Color::LightRed).add_modifier(Modifier::BOLD | Modifier::UNDERLINED);
             }
@@ -74,26 +84,85 @@ pub fn status(st: &AppState) -> Vec<Span<'static>> {
     vec![Span::styled(st.view.status.clone(), Style::default())]
 }
 
+/// What the status line says about the cursor, in one string.
+pub fn status_text(st: &AppState, img: &Image) -> String {
+    status_parts(st, img).into_iter().map(|p| p.long).collect::<Vec<_>>().join(" │ ")
+}
+
+/// One part of the status line: its full form, a short one for narrow terminals, and how
+/// much it is worth its place (higher: kept longer when the line is too long).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub long: String,
+    pub short: String,
+    pub worth: u8,
+    /// When the long form gives way to the short one: lower first.
+    pub shorten: u8,
+}
+
+impl Part {
+    pub fn new(long: String, short: String, worth: u8) -> Part {
+        Part { long, short, worth, shorten: worth }
+    }
+    pub fn shorten_at(mut self, n: u8) -> Part {
+        self.shorten = n;
+        self
+    }
+}
+
+/// The selection in both spaces: `sel guest 0x10–0x2f · file 0xa10–0xa2f · 32 bytes`.
+fn selection_part(st: &AppState, img: &Image, a: u64, b: u64) -> Part {
+    let len = b - a + 1;
+    let other = |o: u64| -> Option<u64> {
+        match st.space {
+            Space::Virt => img.to_file(o).ok().flatten().map(|(_, f)| f),
+            Space::File => img.to_virt(st.file_layer, o).ok().flatten(),
+        }
+    };
+    let (here, there) = match st.space {
+        Space::Virt => ("guest", "file"),
+        Space::File => ("file", "guest"),
+    };
+    let mut long = format!("sel {} 0x{:x}–0x{:x}", here, a, b);
+    match (other(a), other(b)) {
+        (Some(x), Some(y)) => long += &format!(" · {} 0x{:x}–0x{:x}", there, x, y),
+        (Some(x), None) => long += &format!(" · {} 0x{:x}–?", there, x),
+        (None, Some(y)) => long += &format!(" · {} ?–0x{:x}", there, y),
+        (None, None) => long += &format!(" · {} —", there),
+    }
+    long += &format!(" · {} bytes", len);
+    Part::new(long, format!("sel 0x{:x}–0x{:x} ({} B)", a, b, len), 10)
+}
+
 /// What the status line says about the cursor: guest and file offsets, the unit, the
 /// structure. Reads the image: the view model calls it when the cursor moves.
-pub fn status_text(st: &AppState, img: &Image) -> String {
+pub fn status_parts(st: &AppState, img: &Image) -> Vec<Part> {
     let mut parts = Vec::new();
+    if let Some((a, b)) = st.selection() {
+        parts.push(selection_part(st, img, a, b));
+    }
     let virt = crate::tui::update::current_virt(st, img);
     let file = match st.space {
         Space::File => Some((st.file_layer, st.cursor)),
         Space::Virt => img.to_file(st.cursor).ok().flatten(),
     };
-    parts.push(match virt {
+    let g = match virt {
         Some(v) => format!("guest 0x{:x}", v),
         None => "guest —".into(),
-    });
+    };
+    parts.push(Part::new(g.clone(), g, 9));
     parts.push(match file {
-        Some((l, o)) => format!("file 0x{:x} (layer {} {})", o, l, img.layers[l].name),
-        None => "file — (zero/unallocated)".into(),
+        Some((l, o)) => Part::new(format!("file 0x{:x} (layer {} {})", o, l, img.layers[l].name), format!("file 0x{:x}", o), 8).shorten_at(0),
+        None => Part::new("file — (zero/unallocated)".into(), "file —".into(), 8),
     });
     if let Some(v) = virt {
         if let Ok(e) = img.resolve(v, 1) {
-            parts.push(format!("{} {} {} at depth {}", img.unit_name(), img.unit_of(v), e.kind_name(), e.depth));
+            parts.push(Part::new(
+                format!("{} {} {} at depth {}", img.unit_name(), img.unit_of(v), e.kind_name(), e.depth),
+                format!("{} {} {}", img.unit_name(), img.unit_of(v), e.kind_name()),
+                5,
+            )
+            .shorten_at(0));
         }
     }
     if let Some(r) = virt.and_then(|v| st.guest_region(v)) {
@@ -102,13 +171,15 @@ pub fn status_text(st: &AppState, img: &Image) -> String {
             .field_at(v)
             .map(|f| if f.value.is_empty() { format!(" / {}", f.name) } else { format!(" / {} = {}", f.name, f.value) })
             .unwrap_or_default();
-        parts.push(format!("guest: {}{}", r.name, field));
+        let short = r.field_at(v).map(|f| format!("{} / {}", r.name, f.name)).unwrap_or_else(|| r.name.clone());
+        parts.push(Part::new(format!("guest: {}{}", r.name, field), short, 4));
     }
     if let Some((l, o)) = file {
         if let Ok(r) = img.locate_host(l, o) {
             let field = r.field_at(o).map(|f| format!(" / {}", f.name)).unwrap_or_default();
-            parts.push(format!("{}{}", r.name, field));
+            let s = format!("{}{}", r.name, field);
+            parts.push(Part::new(s.clone(), s, 6));
         }
     }
-    parts.join(" │ ")
+    parts
 }

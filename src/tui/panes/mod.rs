@@ -4,6 +4,7 @@ pub mod grid;
 pub mod header;
 pub mod heatmap;
 pub mod hex;
+pub mod inspector;
 pub mod l1;
 
 use ratatui::layout::Rect;
