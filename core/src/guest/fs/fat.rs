@@ -607,11 +607,7 @@ fn boot_region(b: &[u8; 512], base: u64, what: &str) -> Region {
 
 /// The FAT boot sector of the volume at `[start, start+len)`, at guest offsets.
 fn overlay(img: &Image, start: u64, len: u64, what: &str) -> Vec<Region> {
-    let mut b = [0u8; 512];
-    if len < 512 || img.read(start, &mut b).is_err() {
-        return Vec::new();
-    }
-    vec![boot_region(&b, start, what)]
+    super::first_sector_overlay(img, start, len, what, boot_region)
 }
 
 #[cfg(test)]

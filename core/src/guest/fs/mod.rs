@@ -461,3 +461,13 @@ impl GuestFs {
         })
     }
 }
+
+/// The overlay of a filesystem whose boot structure is its first sector (FAT's BPB, NTFS's
+/// boot sector): `boot_region` names its fields, at guest offsets.
+pub fn first_sector_overlay(img: &Image, start: u64, len: u64, what: &str, boot_region: fn(&[u8; 512], u64, &str) -> Region) -> Vec<Region> {
+    let mut b = [0u8; 512];
+    if len < 512 || img.read(start, &mut b).is_err() {
+        return Vec::new();
+    }
+    vec![boot_region(&b, start, what)]
+}

@@ -535,11 +535,7 @@ fn record_regions(rec: &[u8], at: u64, n: u64) -> Vec<Region> {
 
 /// The NTFS boot sector of the volume at `[start, start+len)`, at guest offsets.
 fn overlay(img: &Image, start: u64, len: u64, what: &str) -> Vec<Region> {
-    let mut b = [0u8; 512];
-    if len < 512 || img.read(start, &mut b).is_err() {
-        return Vec::new();
-    }
-    vec![boot_region(&b, start, what)]
+    super::first_sector_overlay(img, start, len, what, boot_region)
 }
 
 #[cfg(test)]
