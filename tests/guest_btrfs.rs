@@ -1,0 +1,280 @@
+//! btrfs inside the guest disk: volumes made by `mkfs.btrfs --rootdir` (a multi-extent file,
+//! small inline files, nested directories, a symlink, an empty file and folder) in an MBR
+//! partition inside raw, dynamic VHD and QCOW2 images — the original notes' case is the
+//! qcow2 one. The source directory and `btrfs restore` are the oracles for names and content;
+//! every `locate` extent is read back at its guest and host offsets. A hole is made by
+//! turning one extent item into a hole (checksum recomputed); damaged superblocks and tree
+//! blocks give one-line errors.
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use support::guest::*;
+use support::*;
+
+fn ls(img: &Path, path: &str) -> Vec<String> {
+    let mut v: Vec<String> = vdiskview_text(&["ls", s(img), path]).lines().map(String::from).collect();
+    v.sort();
+    v
+}
+
+/// The source tree: `make_tree`'s files (inline small files, a 1.5 MiB two-extent file, a
+/// sparse file, a symlink, nested and empty folders) and a 3 MiB file of several extents.
+fn btrfs_tree(dir: &Path) -> PathBuf {
+    let tree = make_tree(dir, "tree", 3);
+    std::fs::write(tree.join("data/large.bin"), pattern_bytes(77, 3 * MIB as usize + 4321)).unwrap();
+    tree
+}
+
+/// `mkfs.btrfs --rootdir TREE` into a new file of `size` bytes.
+fn btrfs_volume(dir: &Path, tree: &Path, size: u64, extra: &[&str]) -> PathBuf {
+    let fs = dir.join("btrfs.img");
+    std::fs::File::create(&fs).unwrap().set_len(size).unwrap();
+    let mut args = vec!["-q", "-f", "-L", "guestbtrfs", "-U", "5ad1d0e5-0000-4000-8000-0000000000b7"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--rootdir", s(tree), s(&fs)]);
+    tool("mkfs.btrfs", &args, None);
+    fs
+}
+
+/// Every file under `tree` (relative paths, bytes), every folder (relative paths).
+fn walk(tree: &Path) -> (Vec<(String, Vec<u8>)>, Vec<String>) {
+    let mut files = Vec::new();
+    let mut dirs = vec![String::new()];
+    let mut i = 0;
+    while i < dirs.len() {
+        let d = tree.join(&dirs[i]);
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let rel = if dirs[i].is_empty() { e.file_name().to_string_lossy().into_owned() } else { format!("{}/{}", dirs[i], e.file_name().to_string_lossy()) };
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                dirs.push(rel);
+            } else if t.is_file() {
+                files.push((rel, std::fs::read(e.path()).unwrap()));
+            }
+        }
+        i += 1;
+    }
+    (files, dirs)
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+/// Every folder lists the source's names; every file reads as the source (and as
+/// `btrfs restore` restored it); every locate extent reads back.
+#[track_caller]
+fn check_volume(img: &Path, tree: &Path, restored: &Path) {
+    let (files, dirs) = walk(tree);
+    for d in &dirs {
+        assert_eq!(ls(img, &format!("/{d}")), names(&tree.join(d)), "{} ls /{d}", s(img));
+    }
+    for (p, bytes) in &files {
+        let path = format!("/{p}");
+        let got = vdiskview_ok(&["cat", s(img), &path]);
+        assert_bytes_eq(&got, bytes, &format!("{} cat {path} vs source", s(img)));
+        assert_bytes_eq(&got, &std::fs::read(restored.join(p)).unwrap(), &format!("{} cat {path} vs btrfs restore", s(img)));
+        check_locate_reads_back(img, &path, bytes);
+    }
+    let long = vdiskview_text(&["ls", "-l", s(img), "/"]);
+    assert!(long.lines().any(|l| l.starts_with('l') && l.ends_with("link-to-test1 -> test1.txt")), "{long}");
+    assert!(long.lines().any(|l| l.starts_with("drwxr-xr-x") && l.ends_with(" emptydir")), "{long}");
+}
+
+/// `btrfs restore` of the volume into a new folder (the oracle beside the source).
+fn restore(fs: &Path, dir: &Path) -> PathBuf {
+    let out = dir.join("restored");
+    std::fs::create_dir_all(&out).unwrap();
+    tool("btrfs", &["restore", s(fs), s(&out)], None);
+    out
+}
+
+#[test]
+fn btrfs_in_mbr_in_raw_vhd_qcow2() {
+    let dir = workspace();
+    let d = dir.path();
+    let tree = btrfs_tree(d);
+    let fs = btrfs_volume(d, &tree, 160 * MIB, &[]);
+    let restored = restore(&fs, d);
+    let raw = mbr_disk_with(d, "disk.raw", 162 * MIB, &fs, "83");
+    let parts = vdiskview_json(&["partitions", s(&raw), "--output=json"]);
+    assert_eq!(parts["partitions"][0]["filesystem"], "btrfs", "{}", pretty(&parts));
+    for kind in ["qcow2", "raw", "vpc-dynamic"] {
+        let img = convert(&raw, kind, &d.join(format!("image.{kind}")));
+        check_volume(&img, &tree, &restored);
+    }
+    let img = d.join("image.qcow2");
+    // the multi-extent file has several extents; an inline file says where its bytes sit
+    let large = check_locate_reads_back(&img, "/data/large.bin", &std::fs::read(tree.join("data/large.bin")).unwrap());
+    assert_eq!(large["filesystem"], "btrfs");
+    let text = vdiskview_text(&["locate", s(&img), "/data/large.bin"]);
+    assert!(text.contains("inode") && text.contains("btrfs"), "{text}");
+    let small = vdiskview_text(&["locate", s(&img), "/test1.txt"]);
+    assert!(small.contains("inline in tree block at volume offset 0x"), "{small}");
+    let v = check_locate_reads_back(&img, "/test1.txt", HELLO);
+    assert_eq!(v["extents"][0]["kind"], "resident", "{}", pretty(&v));
+    // stat of a file, the label
+    let long = vdiskview_text(&["ls", "-l", s(&img), "/big.txt"]);
+    assert!(long.contains(" 102400 ") && long.starts_with("-rw-r--r--"), "{long}");
+}
+
+/// A 4 KiB-per-sector crc32c (Castagnoli), as btrfs stores it.
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82f6_3b78 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+fn le32(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
+}
+fn le64(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+}
+
+/// Turn the extent item (inode `ino`, file offset `off`) into a hole in every copy of its
+/// leaf (metadata is DUP), checksums recomputed. Returns how many copies were patched.
+fn punch_extent(vol: &mut [u8], ino: u64, off: u64) -> usize {
+    const NODE: usize = 16384;
+    let mut patched = 0;
+    for start in (0..vol.len() - NODE).step_by(4096) {
+        let b = &vol[start..start + NODE];
+        if b[0x64] != 0 || le32(b, 0) != crc32c(&b[0x20..]) || le32(b, 0) == 0 && b.iter().all(|&x| x == 0) {
+            continue;
+        }
+        let n = le32(b, 0x60) as usize;
+        if n > (NODE - 0x65) / 25 {
+            continue;
+        }
+        let mut hit = None;
+        for i in 0..n {
+            let o = 0x65 + 25 * i;
+            if le64(b, o) == ino && b[o + 8] == 108 && le64(b, o + 9) == off {
+                hit = Some(0x65 + le32(b, o + 17) as usize);
+            }
+        }
+        if let Some(item) = hit {
+            let blk = &mut vol[start..start + NODE];
+            assert_eq!(blk[item + 20], 1, "a regular extent");
+            blk[item + 21..item + 37].fill(0); // disk_bytenr, disk_num_bytes
+            blk[item + 37..item + 45].fill(0); // offset
+            let c = crc32c(&blk[0x20..]);
+            blk[0..4].copy_from_slice(&c.to_le_bytes());
+            patched += 1;
+        }
+    }
+    patched
+}
+
+/// A hole (an extent item with no disk bytes) reads as zeros, is listed as a hole by locate,
+/// and the extents around it still read back.
+#[test]
+fn btrfs_hole_reads_as_zeros() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = workspace();
+    let d = dir.path();
+    let tree = btrfs_tree(d);
+    let fs = btrfs_volume(d, &tree, 160 * MIB, &[]);
+    let ino = std::fs::metadata(tree.join("data/large.bin")).unwrap().ino();
+    let mut vol = std::fs::read(&fs).unwrap();
+    let n = punch_extent(&mut vol, ino, MIB);
+    assert!(n >= 1, "the extent item at 1 MiB of inode {ino} was not found");
+    std::fs::write(&fs, &vol).unwrap();
+    let raw = mbr_disk_with(d, "disk.raw", 162 * MIB, &fs, "83");
+    let img = convert(&raw, "qcow2", &d.join("hole.qcow2"));
+    let mut want = std::fs::read(tree.join("data/large.bin")).unwrap();
+    let hole_len = vdiskview_json(&["locate", s(&img), "/data/large.bin", "--output=json"])["extents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "hole")
+        .expect("locate lists the hole")["length"]
+        .as_u64()
+        .unwrap();
+    want[MIB as usize..(MIB + hole_len) as usize].fill(0);
+    assert_bytes_eq(&vdiskview_ok(&["cat", s(&img), "/data/large.bin"]), &want, "cat with a hole");
+    check_locate_reads_back(&img, "/data/large.bin", &want);
+}
+
+#[test]
+fn btrfs_errors_are_clean() {
+    let dir = workspace();
+    let d = dir.path();
+    let tree = btrfs_tree(d);
+    let fs = btrfs_volume(d, &tree, 160 * MIB, &[]);
+    let raw = mbr_disk_with(d, "disk.raw", 162 * MIB, &fs, "83");
+    for (args, want) in [
+        (vec!["cat", s(&raw), "/nope.txt"], "No such file or directory"),
+        (vec!["cat", s(&raw), "/data"], "Is a directory"),
+        (vec!["ls", s(&raw), "/test1.txt/x"], "Not a directory"),
+    ] {
+        let out = vdiskview(&args);
+        assert_clean_error(&out, &args.join(" "));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(want), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // a damaged primary superblock: the copy at 64 MiB is used
+    let sb = MIB + 0x10000;
+    let bad = d.join("bad-primary.raw");
+    std::fs::copy(&raw, &bad).unwrap();
+    patch_file(&bad, sb + 0x48, &[0xff]);
+    assert_eq!(vdiskview_ok(&["cat", s(&bad), "/test1.txt"]), HELLO);
+    // both superblocks damaged: node size, sys_chunk_array, checksum
+    for (off, bytes) in [(0x94u64, &[0x00u8, 0x30, 0, 0][..]), (0xa0, &[0xff, 0xff, 0, 0][..]), (0x50, &[1][..])] {
+        let bad = d.join(format!("bad-{off}.raw"));
+        std::fs::copy(&raw, &bad).unwrap();
+        patch_file(&bad, sb + off, bytes);
+        patch_file(&bad, MIB + 0x400_0000 + off, bytes);
+        for cmd in ["ls", "cat", "locate"] {
+            let out = vdiskview_timeout(&[cmd, s(&bad), "/test1.txt"], Duration::from_secs(20));
+            assert_clean_error(&out, &format!("{cmd} {}", s(&bad)));
+            assert!(String::from_utf8_lossy(&out.stderr).contains("damaged btrfs"), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    // noise in tree blocks, checksums recomputed (so the parser, not the checksum, meets
+    // it): clean errors or success, never a panic or a hang
+    let orig = std::fs::read(&raw).unwrap();
+    let blocks = tree_blocks(&orig[MIB as usize..]);
+    assert!(blocks.len() >= 4, "tree blocks found: {}", blocks.len());
+    let noise = pattern_bytes(9, 8192);
+    let bad = d.join("noise.raw");
+    let mut failures = 0;
+    for seed in 0..16usize {
+        let mut b = orig.clone();
+        for k in 0..6 {
+            let r = le32(&noise, (seed * 6 + k) * 4 % 8000) as usize;
+            let blk = MIB as usize + blocks[r % blocks.len()];
+            let o = blk + 0x60 + (r >> 8) % 0x400;
+            b[o] ^= noise[(seed * 7 + k) % 8192] | 1;
+            let c = crc32c(&b[blk + 0x20..blk + 16384]);
+            b[blk..blk + 4].copy_from_slice(&c.to_le_bytes());
+        }
+        std::fs::write(&bad, &b).unwrap();
+        for args in [vec!["cat", s(&bad), "/data/large.bin"], vec!["locate", s(&bad), "/big.txt"], vec!["ls", s(&bad), "/data/deep/er"]] {
+            let out = vdiskview_timeout(&args, Duration::from_secs(20));
+            if !out.status.success() {
+                assert_clean_error(&out, &format!("seed {seed}: {}", args.join(" ")));
+                failures += 1;
+            }
+        }
+    }
+    assert!(failures > 0, "damage to the tree blocks should break something");
+}
+
+/// Offsets of the checksummed 16 KiB tree blocks of a volume.
+fn tree_blocks(vol: &[u8]) -> Vec<usize> {
+    const NODE: usize = 16384;
+    (0..vol.len() - NODE)
+        .step_by(NODE)
+        .filter(|&o| &vol[o + 0x20..o + 0x30] != &[0u8; 16][..] && le32(vol, o) == crc32c(&vol[o + 0x20..o + NODE]))
+        .collect()
+}
