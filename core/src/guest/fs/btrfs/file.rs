@@ -216,7 +216,7 @@ pub fn copy(fs: &BtrfsFs, at: Ino, ino: &Inode, out: &mut dyn Write) -> Result<u
     const CHUNK: u64 = 1 << 20;
     let mut buf = vec![0u8; CHUNK.min(ino.size.max(1)) as usize];
     let mut total = 0u64;
-    let mut zeros = |len: u64, out: &mut dyn Write, buf: &mut Vec<u8>| -> Result<()> {
+    let zeros = |len: u64, out: &mut dyn Write, buf: &mut Vec<u8>| -> Result<()> {
         let mut left = len;
         while left > 0 {
             let n = (buf.len() as u64).min(left) as usize;
