@@ -59,22 +59,16 @@ pub struct Superblock {
     /// Volume offset it was read from.
     pub at: u64,
     pub raw: Vec<u8>,
-    pub generation: u64,
     pub root: u64,
     pub chunk_root: u64,
-    pub total_bytes: u64,
-    pub bytes_used: u64,
-    pub num_devices: u64,
     pub sectorsize: u32,
     pub nodesize: u32,
     pub sys_chunk_array_size: u32,
-    pub incompat: u64,
     pub csum_type: u16,
     pub root_level: u8,
     pub chunk_root_level: u8,
     pub devid: u64,
     pub label: Option<String>,
-    pub fsid: [u8; 16],
     pub metadata_uuid: [u8; 16],
 }
 
@@ -139,22 +133,16 @@ impl Superblock {
         Ok(Superblock {
             at,
             raw: b[..SUPER_SIZE].to_vec(),
-            generation: le64(b, 0x48),
             root: le64(b, 0x50),
             chunk_root: le64(b, 0x58),
-            total_bytes: le64(b, 0x70),
-            bytes_used: le64(b, 0x78),
-            num_devices,
             sectorsize,
             nodesize,
             sys_chunk_array_size: sys,
-            incompat,
             csum_type,
             root_level,
             chunk_root_level,
             devid: le64(b, 0xc9),
             label: (!label.is_empty()).then_some(label),
-            fsid,
             metadata_uuid,
         })
     }
@@ -206,8 +194,6 @@ fn parse_chunk(b: &[u8], o: usize, logical: u64, devid: u64, vol_len: u64) -> st
 
 /// A tree block read and checked.
 pub struct Node {
-    /// Logical address.
-    pub logical: u64,
     /// Volume offset.
     pub physical: u64,
     pub level: u8,
@@ -387,7 +373,7 @@ impl Meta {
                 }
             }
         }
-        let n = Rc::new(Node { logical: l, physical, level, nritems, b });
+        let n = Rc::new(Node { physical, level, nritems, b });
         let mut c = self.cache.borrow_mut();
         if c.len() >= CACHE_MAX {
             c.clear();
