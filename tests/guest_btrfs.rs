@@ -104,6 +104,7 @@ fn btrfs_in_mbr_in_raw_vhd_qcow2() {
     let raw = mbr_disk_with(d, "disk.raw", 162 * MIB, &fs, "83");
     let parts = vdiskview_json(&["partitions", s(&raw), "--output=json"]);
     assert_eq!(parts["partitions"][0]["filesystem"], "btrfs", "{}", pretty(&parts));
+    assert_eq!(parts["partitions"][0]["label"], "guestbtrfs", "{}", pretty(&parts));
     for kind in ["qcow2", "raw", "vpc-dynamic"] {
         let img = convert(&raw, kind, &d.join(format!("image.{kind}")));
         check_volume(&img, &tree, &restored);
@@ -232,11 +233,13 @@ fn btrfs_compressed_extents() {
     let tree = btrfs_tree(d);
     let zlib_text = text_100k();
     let zstd_text: Vec<u8> = text_100k().iter().rev().copied().collect();
+    let lzo_text: Vec<u8> = text_100k().iter().map(|b| b.to_ascii_uppercase()).collect();
     std::fs::write(tree.join("zlib.txt"), &zlib_text).unwrap();
     std::fs::write(tree.join("zstd.txt"), &zstd_text).unwrap();
+    std::fs::write(tree.join("lzo.txt"), &lzo_text).unwrap();
     let fs = btrfs_volume(d, &tree, 160 * MIB, &[]);
     let mut vol = std::fs::read(&fs).unwrap();
-    for (name, method, data) in [("zlib.txt", 1u8, &zlib_text), ("zstd.txt", 3u8, &zstd_text)] {
+    for (name, method, data) in [("zlib.txt", 1u8, &zlib_text), ("zstd.txt", 3u8, &zstd_text), ("lzo.txt", 2u8, &lzo_text)] {
         let ino = dump_ino(&fs, name);
         let loc = vdiskview_json(&["locate", s(&fs), &format!("/{name}"), "--output=json"]);
         let phys = loc["extents"][0]["virtual"].as_u64().unwrap() as usize;
@@ -244,8 +247,10 @@ fn btrfs_compressed_extents() {
             let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
             z.write_all(data).unwrap();
             z.finish().unwrap()
-        } else {
+        } else if method == 3 {
             zstd::encode_all(&data[..], 3).unwrap()
+        } else {
+            lzo_btrfs(data)
         };
         let disk_len = stream.len().div_ceil(4096) * 4096;
         assert!(disk_len < data.len());
@@ -265,6 +270,7 @@ fn btrfs_compressed_extents() {
     assert_bytes_eq(&vdiskview_ok(&["cat", s(&img), "/zstd.txt"]), &zstd_text, "zstd extent");
     assert!(vdiskview_text(&["locate", s(&img), "/zlib.txt"]).contains("zlib-compressed"));
     assert!(vdiskview_text(&["locate", s(&img), "/zstd.txt"]).contains("zstd-compressed"));
+    assert_bytes_eq(&vdiskview_ok(&["cat", s(&img), "/lzo.txt"]), &lzo_text, "lzo extent");
     // a damaged stream: one line
     let mut bad = std::fs::read(&raw).unwrap();
     let loc = vdiskview_json(&["locate", s(&raw), "/zlib.txt", "--output=json"]);
@@ -274,6 +280,88 @@ fn btrfs_compressed_extents() {
     std::fs::write(&badp, &bad).unwrap();
     let out = vdiskview(&["cat", s(&badp), "/zlib.txt"]);
     assert_clean_error(&out, "cat of a damaged zlib extent");
+}
+
+/// A small greedy LZO1X encoder (literal runs and `001LLLLL` matches within 16 KiB, the
+/// instructions the kernel's lzo1x_1 compressor also emits) in btrfs's framing: LE32 total
+/// length, then per 4 KiB of input a LE32 segment length and its stream, a segment header
+/// never straddling a 4 KiB boundary.
+fn lzo_btrfs(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; 4];
+    for chunk in data.chunks(4096) {
+        let left = 4096 - out.len() % 4096;
+        if left < 4 {
+            out.resize(out.len() + left, 0);
+        }
+        let seg = lzo1x(chunk);
+        out.extend_from_slice(&(seg.len() as u32).to_le_bytes());
+        out.extend_from_slice(&seg);
+    }
+    let total = out.len() as u32;
+    out[0..4].copy_from_slice(&total.to_le_bytes());
+    out
+}
+
+fn lzo1x(src: &[u8]) -> Vec<u8> {
+    fn ext(out: &mut Vec<u8>, mut n: usize) {
+        while n > 255 {
+            out.push(0);
+            n -= 255;
+        }
+        out.push(n as u8);
+    }
+    let mut out = Vec::new();
+    // where the last match's S bits are (None before the first match)
+    let mut s_at: Option<usize> = None;
+    let emit_literals = |out: &mut Vec<u8>, s_at: Option<usize>, lits: &[u8]| {
+        let n = lits.len();
+        if n == 0 {
+            return;
+        }
+        match s_at {
+            None if n <= 3 => out.push(17 + n as u8),
+            Some(at) if n <= 3 => out[at] |= n as u8,
+            _ => {
+                // 0000LLLL after state 0 (the start, or a match with S = 0)
+                if n - 3 <= 15 {
+                    out.push((n - 3) as u8);
+                } else {
+                    out.push(0);
+                    ext(out, n - 3 - 15);
+                }
+            }
+        }
+        out.extend_from_slice(lits);
+    };
+    let mut last: std::collections::HashMap<[u8; 3], usize> = std::collections::HashMap::new();
+    let (mut i, mut lit) = (0usize, 0usize);
+    while i + 3 <= src.len() {
+        let key = [src[i], src[i + 1], src[i + 2]];
+        let cand = last.insert(key, i).filter(|&p| i - p <= 16384);
+        if let Some(p) = cand {
+            let mut len = 3;
+            while i + len < src.len() && src[p + len] == src[i + len] && len < 264 {
+                len += 1;
+            }
+            emit_literals(&mut out, s_at, &src[lit..i]);
+            if len - 2 <= 31 {
+                out.push(0x20 | (len - 2) as u8);
+            } else {
+                out.push(0x20);
+                ext(&mut out, len - 2 - 31);
+            }
+            let d = ((i - p - 1) << 2) as u16;
+            s_at = Some(out.len());
+            out.extend_from_slice(&d.to_le_bytes());
+            i += len;
+            lit = i;
+        } else {
+            i += 1;
+        }
+    }
+    emit_literals(&mut out, s_at, &src[lit..]);
+    out.extend_from_slice(&[0x11, 0, 0]);
+    out
 }
 
 #[test]

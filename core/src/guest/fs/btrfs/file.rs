@@ -93,6 +93,9 @@ fn extents(fs: &BtrfsFs, at: Ino, ino: &Inode) -> Result<Vec<Ext>> {
                     continue;
                 }
                 let len = num.min(size - start);
+                if disk != 0 && disk.checked_add(offset.max(disk_len)).and_then(|e| e.checked_add(num)).is_none() {
+                    return Err(bad(format!("extent at 0x{:x}: logical 0x{:x}+0x{:x} overflows", start, disk, offset)));
+                }
                 if disk == 0 {
                     (len, Kind::Hole)
                 } else if ty == 2 {
