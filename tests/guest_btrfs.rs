@@ -386,6 +386,37 @@ fn btrfs_errors_are_clean() {
     std::fs::copy(&raw, &bad).unwrap();
     patch_file(&bad, sb + 0x48, &[0xff]);
     assert_eq!(vdiskview_ok(&["cat", s(&bad), "/test1.txt"]), HELLO);
+    // DUP metadata: one copy of every tree block damaged (first copies in one image, second
+    // copies in the other): every file still reads, and the damaged first copies are named
+    let orig = std::fs::read(&raw).unwrap();
+    let blocks = tree_blocks(&orig[MIB as usize..]);
+    let mut pairs = Vec::new();
+    for (i, &a) in blocks.iter().enumerate() {
+        let blk = &orig[MIB as usize + a..MIB as usize + a + 16384];
+        if let Some(&b) = blocks[i + 1..].iter().find(|&&b| &orig[MIB as usize + b..MIB as usize + b + 16384] == blk) {
+            pairs.push((a, b));
+        }
+    }
+    assert!(pairs.len() >= 3, "DUP metadata: tree blocks in pairs ({} found)", pairs.len());
+    let mut warned = 0;
+    for side in 0..2 {
+        let mut b = orig.clone();
+        for &(x, y) in &pairs {
+            let o = MIB as usize + if side == 0 { x } else { y } + 0x200;
+            b[o] ^= 0x5a;
+        }
+        let bad = d.join(format!("dup-{side}.raw"));
+        std::fs::write(&bad, &b).unwrap();
+        for (p, want) in [("/test1.txt", HELLO.to_vec()), ("/data/deep/er/nested.txt", b"nested\n".to_vec())] {
+            let out = vdiskview(&["cat", s(&bad), p]);
+            assert!(out.status.success(), "side {side} {p}: {}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(out.stdout, want);
+            if String::from_utf8_lossy(&out.stderr).contains("read its second copy") {
+                warned += 1;
+            }
+        }
+    }
+    assert!(warned > 0, "a damaged first copy should be reported");
     // both superblocks damaged: node size, sys_chunk_array, checksum
     for (off, bytes) in [(0x94u64, &[0x00u8, 0x30, 0, 0][..]), (0xa0, &[0xff, 0xff, 0, 0][..]), (0x50, &[1][..])] {
         let bad = d.join(format!("bad-{off}.raw"));

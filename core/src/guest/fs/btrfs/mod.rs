@@ -315,7 +315,9 @@ impl Filesystem for BtrfsFs {
         vec![super_region(&self.meta.sb.raw, self.meta.sb.at, &self.meta.vol.what)]
     }
     fn warnings(&self) -> Vec<String> {
-        self.warnings.borrow().clone()
+        let mut w = self.warnings.borrow().clone();
+        w.extend(self.meta.warnings.borrow().iter().cloned());
+        w
     }
 }
 

@@ -154,6 +154,8 @@ pub struct Chunk {
     pub logical: u64,
     pub len: u64,
     pub physical: u64,
+    /// The second copy on this device (DUP metadata), if any.
+    pub mirror: Option<u64>,
 }
 
 /// Parse a chunk item at `b[o..]` for the chunk at `logical`; the stripe on our device.
@@ -176,11 +178,16 @@ fn parse_chunk(b: &[u8], o: usize, logical: u64, devid: u64, vol_len: u64) -> st
         return Err(format!("the chunk at logical 0x{:x} is striped (RAID0/10/5/6): vdiskview reads single-device btrfs only", logical));
     }
     let mut physical = None;
+    let mut mirror = None;
     for i in 0..num_stripes {
         let s = o + 48 + 32 * i;
         if le64(b, s) == devid {
-            physical = Some(le64(b, s + 8));
-            break;
+            let p = le64(b, s + 8);
+            if physical.is_none() {
+                physical = Some(p);
+            } else if mirror.is_none() && p.checked_add(len).is_some_and(|e| e <= vol_len) {
+                mirror = Some(p);
+            }
         }
     }
     let Some(physical) = physical else {
@@ -189,7 +196,7 @@ fn parse_chunk(b: &[u8], o: usize, logical: u64, devid: u64, vol_len: u64) -> st
     if physical.checked_add(len).is_none_or(|e| e > vol_len) {
         return Err(format!("the chunk at logical 0x{:x} (0x{:x} bytes at 0x{:x}) lies past the end of the volume", logical, len, physical));
     }
-    Ok((Chunk { logical, len, physical }, size))
+    Ok((Chunk { logical, len, physical, mirror }, size))
 }
 
 /// A tree block read and checked.
@@ -233,6 +240,8 @@ pub struct Meta {
     pub sb: Superblock,
     pub chunks: Vec<Chunk>,
     cache: RefCell<HashMap<u64, Rc<Node>>>,
+    /// Tree blocks read from their second copy because the first was damaged.
+    pub warnings: RefCell<Vec<String>>,
 }
 
 const CACHE_MAX: usize = 512;
@@ -261,7 +270,7 @@ impl Meta {
                 }
             }
         };
-        let mut meta = Meta { vol, sb, chunks: Vec::new(), cache: RefCell::new(HashMap::new()) };
+        let mut meta = Meta { vol, sb, chunks: Vec::new(), cache: RefCell::new(HashMap::new()), warnings: RefCell::new(Vec::new()) };
         // bootstrap: the system chunks in the superblock
         let arr = meta.sb.raw[0x32b..0x32b + meta.sb.sys_chunk_array_size as usize].to_vec();
         let mut o = 0;
@@ -340,6 +349,34 @@ impl Meta {
         if left < ns {
             return Err(Error::Damaged(format!("btrfs tree block at 0x{:x} crosses the end of its chunk", l)));
         }
+        let first = self.node_at(l, level, physical);
+        let n = match first {
+            Ok(n) => n,
+            Err(e) => {
+                // DUP metadata: the same block in the chunk's second copy
+                let c = self.chunks[self.chunks.partition_point(|c| c.logical <= l) - 1];
+                let Some(m) = c.mirror else { return Err(e) };
+                match self.node_at(l, level, m + (l - c.logical)) {
+                    Ok(n) => {
+                        self.warnings.borrow_mut().push(format!("{}; read its second copy", e));
+                        n
+                    }
+                    Err(_) => return Err(e),
+                }
+            }
+        };
+        let n = Rc::new(n);
+        let mut c = self.cache.borrow_mut();
+        if c.len() >= CACHE_MAX {
+            c.clear();
+        }
+        c.insert(l, n.clone());
+        Ok(n)
+    }
+
+    /// The tree block at logical `l` read from volume offset `physical`, checked.
+    fn node_at(&self, l: u64, level: u8, physical: u64) -> Result<Node> {
+        let ns = self.sb.nodesize as u64;
         let b = self.vol.read_vec(physical, ns)?;
         let bad = |why: String| Error::Damaged(format!("damaged btrfs tree block at logical 0x{:x} (volume offset 0x{:x}): {}", l, physical, why));
         if self.sb.csum_type == 0 && !csum_ok(&b) {
@@ -373,13 +410,7 @@ impl Meta {
                 }
             }
         }
-        let n = Rc::new(Node { physical, level, nritems, b });
-        let mut c = self.cache.borrow_mut();
-        if c.len() >= CACHE_MAX {
-            c.clear();
-        }
-        c.insert(l, n.clone());
-        Ok(n)
+        Ok(Node { physical, level, nritems, b })
     }
 
     /// All items with keys in `[min, max]` of the tree rooted at `root` (level `level`).
