@@ -17,7 +17,7 @@ const MAX_RAM: u64 = 16 << 20;
 enum Kind {
     /// Bytes inside the tree block: decoded bytes, volume offset of the stored bytes, their
     /// stored length, compression.
-    Inline { data: Vec<u8>, physical: u64, stored: u64, compression: u8 },
+    Inline { data: Vec<u8>, physical: u64, stored: u64, compression: u8, block: u64, block_logical: u64 },
     /// `disk_bytenr` logical, `disk_num_bytes`, offset into the decoded extent, compression.
     Regular { disk: u64, disk_len: u64, offset: u64, ram: u64, compression: u8 },
     Prealloc { disk: u64, offset: u64 },
@@ -79,7 +79,7 @@ fn extents(fs: &BtrfsFs, at: Ino, ino: &Inode) -> Result<Vec<Ext>> {
                     decompress(compression, stored, ram).map_err(|e| bad(format!("inline extent at 0x{:x}: {}", start, e)))?
                 };
                 let len = (data.len() as u64).min(size - start);
-                (len, Kind::Inline { data, physical: it.physical + 21, stored: stored.len() as u64, compression })
+                (len, Kind::Inline { data, physical: it.physical + 21, stored: stored.len() as u64, compression, block: it.block, block_logical: it.block_logical })
             }
             1 | 2 => {
                 if d.len() < 53 {
@@ -161,22 +161,29 @@ pub fn map(fs: &BtrfsFs, at: Ino, ino: &Inode) -> Result<FileMap> {
     for e in extents(fs, at, ino)? {
         match &e.kind {
             Kind::Hole => push_run(&mut runs, FileRun::hole(e.logical, e.len)),
-            Kind::Inline { physical, stored, compression, .. } => {
+            Kind::Inline { physical, stored, compression, block, block_logical, .. } => {
                 if *compression == 0 {
                     push_run(&mut runs, FileRun { logical: e.logical, len: e.len, fs_offset: Some(*physical), unwritten: false, resident: true });
-                    notes.push(format!("bytes 0x{:x}-0x{:x} are inline in tree block at volume offset 0x{:x}", e.logical, e.logical + e.len, physical));
-                } else {
-                    push_run(&mut runs, FileRun { logical: e.logical, len: e.len.min(*stored), fs_offset: Some(*physical), unwritten: false, resident: true });
-                    if e.len > *stored {
-                        push_run(&mut runs, FileRun { logical: e.logical + *stored, len: e.len - *stored, fs_offset: Some(*physical), unwritten: false, resident: true });
-                    }
                     notes.push(format!(
-                        "bytes 0x{:x}-0x{:x} are inline in tree block at volume offset 0x{:x}, {}-compressed in {} bytes: the bytes there are not the file's",
+                        "bytes 0x{:x}-0x{:x} are inline in tree block at volume offset 0x{:x} (logical 0x{:x}), at volume offset 0x{:x}",
                         e.logical,
                         e.logical + e.len,
-                        physical,
+                        block,
+                        block_logical,
+                        physical
+                    ));
+                } else {
+                    // the run points at the compressed bytes, shorter than the file range
+                    runs.push(FileRun { logical: e.logical, len: e.len, fs_offset: Some(*physical), unwritten: false, resident: true });
+                    notes.push(format!(
+                        "bytes 0x{:x}-0x{:x} are inline in tree block at volume offset 0x{:x} (logical 0x{:x}), {}-compressed in {} bytes at volume offset 0x{:x}: the bytes there are not the file's",
+                        e.logical,
+                        e.logical + e.len,
+                        block,
+                        block_logical,
                         compression_name(*compression),
-                        stored
+                        stored,
+                        physical
                     ));
                 }
             }

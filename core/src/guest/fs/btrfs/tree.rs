@@ -232,6 +232,9 @@ pub struct Item {
     pub key: Key,
     pub data: Vec<u8>,
     pub physical: u64,
+    /// The leaf holding it: logical address and volume offset.
+    pub block_logical: u64,
+    pub block: u64,
 }
 
 /// The metadata reader: the superblock, the chunk map and a small cache of tree blocks.
@@ -440,7 +443,7 @@ impl Meta {
                     break;
                 }
                 let (d, off) = n.item(i);
-                out.push(Item { key: k, data: d.to_vec(), physical: n.physical + off as u64 });
+                out.push(Item { key: k, data: d.to_vec(), physical: n.physical + off as u64, block_logical: l, block: n.physical });
             }
             return Ok(());
         }
