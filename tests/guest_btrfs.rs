@@ -119,6 +119,9 @@ fn btrfs_in_mbr_in_raw_vhd_qcow2() {
     assert!(small.contains("inline in tree block at volume offset 0x"), "{small}");
     let v = check_locate_reads_back(&img, "/test1.txt", HELLO);
     assert_eq!(v["extents"][0]["kind"], "resident", "{}", pretty(&v));
+    // the TUI's Files view lists the top directory
+    let frame = vdiskview_text(&["render", s(&img), "--size", "120x30", "--keys", "f", "--format", "text"]);
+    assert!(frame.contains("Files") && frame.contains("big.txt") && frame.contains("emptydir/"), "{frame}");
     // stat of a file, the label
     let long = vdiskview_text(&["ls", "-l", s(&img), "/big.txt"]);
     assert!(long.contains(" 102400 ") && long.starts_with("-rw-r--r--"), "{long}");
