@@ -146,9 +146,10 @@ fn le64(b: &[u8], o: usize) -> u64 {
     u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
 }
 
-/// Change the extent item (inode `ino`, file offset `off`) with `f` in every copy of its
-/// leaf (metadata is DUP), checksums recomputed. Returns how many copies were patched.
-fn patch_extent_item(vol: &mut [u8], ino: u64, off: u64, f: &dyn Fn(&mut [u8])) -> usize {
+/// Change with `f` every leaf item whose key (objectid, type, offset) and data `pick`
+/// chooses, in every copy of its leaf (metadata is DUP), checksums recomputed. Returns how
+/// many items were patched.
+fn patch_items(vol: &mut [u8], pick: &dyn Fn(u64, u8, u64, &[u8]) -> bool, f: &dyn Fn(&mut [u8])) -> usize {
     const NODE: usize = 16384;
     let mut patched = 0;
     for start in tree_blocks(vol) {
@@ -160,22 +161,30 @@ fn patch_extent_item(vol: &mut [u8], ino: u64, off: u64, f: &dyn Fn(&mut [u8])) 
         if n > (NODE - 0x65) / 25 {
             continue;
         }
-        let mut hit = None;
+        let mut hits = Vec::new();
         for i in 0..n {
             let o = 0x65 + 25 * i;
-            if le64(b, o) == ino && b[o + 8] == 108 && le64(b, o + 9) == off {
-                hit = Some((0x65 + le32(b, o + 17) as usize, le32(b, o + 21) as usize));
+            let (at, size) = (0x65 + le32(b, o + 17) as usize, le32(b, o + 21) as usize);
+            if pick(le64(b, o), b[o + 8], le64(b, o + 9), &b[at..at + size]) {
+                hits.push((at, size));
             }
         }
-        if let Some((item, size)) = hit {
+        if !hits.is_empty() {
             let blk = &mut vol[start..start + NODE];
-            f(&mut blk[item..item + size]);
+            for &(at, size) in &hits {
+                f(&mut blk[at..at + size]);
+            }
             let c = crc32c(&blk[0x20..]);
             blk[0..4].copy_from_slice(&c.to_le_bytes());
-            patched += 1;
+            patched += hits.len();
         }
     }
     patched
+}
+
+/// Change the extent item (inode `ino`, file offset `off`) with `f`.
+fn patch_extent_item(vol: &mut [u8], ino: u64, off: u64, f: &dyn Fn(&mut [u8])) -> usize {
+    patch_items(vol, &|o, t, k, _| o == ino && t == 108 && k == off, f)
 }
 
 /// Turn the extent item into a hole (no disk bytes).
@@ -365,6 +374,38 @@ fn lzo1x(src: &[u8]) -> Vec<u8> {
     emit_literals(&mut out, s_at, &src[lit..]);
     out.extend_from_slice(&[0x11, 0, 0]);
     out
+}
+
+/// A subvolume is a directory entry whose location is a ROOT_ITEM. mkfs.btrfs 6.2 cannot make
+/// one without mounting, so the top directory's entry `emptydir` (its DIR_ITEM and DIR_INDEX)
+/// is pointed at subvolume 5's root item, as a snapshot of the top level would be: paths
+/// through it read the top level's files, `ls -l` names the subvolume.
+#[test]
+fn btrfs_subvolume_entry_is_a_directory() {
+    let dir = workspace();
+    let d = dir.path();
+    let tree = btrfs_tree(d);
+    let fs = btrfs_volume(d, &tree, 160 * MIB, &[]);
+    let mut vol = std::fs::read(&fs).unwrap();
+    let n = patch_items(
+        &mut vol,
+        &|o, t, _, data| o == 256 && (t == 84 || t == 96) && data.len() >= 30 && &data[30..] == b"emptydir",
+        &|item: &mut [u8]| {
+            item[0..8].copy_from_slice(&5u64.to_le_bytes());
+            item[8] = 132; // ROOT_ITEM
+            item[9..17].copy_from_slice(&u64::MAX.to_le_bytes());
+        },
+    );
+    assert!(n >= 2, "DIR_ITEM and DIR_INDEX of emptydir: {n} patched");
+    std::fs::write(&fs, &vol).unwrap();
+    let raw = mbr_disk_with(d, "disk.raw", 162 * MIB, &fs, "83");
+    let img = convert(&raw, "qcow2", &d.join("subvol.qcow2"));
+    assert_eq!(ls(&img, "/emptydir"), names(&tree), "the subvolume lists the top level");
+    assert_eq!(vdiskview_ok(&["cat", s(&img), "/emptydir/test1.txt"]), HELLO);
+    assert_eq!(vdiskview_ok(&["cat", s(&img), "/emptydir/data/deep/er/nested.txt"]), b"nested\n");
+    check_locate_reads_back(&img, "/emptydir/data/pattern.bin", &std::fs::read(tree.join("data/pattern.bin")).unwrap());
+    let long = vdiskview_text(&["ls", "-l", s(&img), "/"]);
+    assert!(long.lines().any(|l| l.starts_with('d') && l.ends_with(" emptydir")), "{long}");
 }
 
 #[test]
