@@ -81,7 +81,11 @@ impl BtrfsFs {
     pub fn open(image: Rc<Image>, volume: &Volume) -> Result<BtrfsFs> {
         let vol = VolumeReader::new(image, volume);
         let damaged = |why: String| Error::Damaged(format!("damaged btrfs on {}: {}", volume.describe(), why));
-        let (meta, warnings) = Meta::open(vol).map_err(damaged)?;
+        let (meta, mut warnings) = Meta::open(vol).map_err(damaged)?;
+        if meta.sb.csum_type != 0 {
+            let name = ["crc32c", "xxhash64", "sha256", "blake2b"].get(meta.sb.csum_type as usize).copied().unwrap_or("unknown");
+            warnings.push(format!("btrfs checksums are {}: vdiskview verifies crc32c only, so tree blocks are read unverified", name));
+        }
         let mut fs = BtrfsFs {
             meta,
             fs_root: Root { id: FS_TREE_OBJECTID, bytenr: 0, level: 0, dirid: FIRST_FREE_OBJECTID },
