@@ -95,7 +95,7 @@ fn restore(fs: &Path, dir: &Path) -> PathBuf {
 }
 
 #[test]
-fn btrfs_in_mbr_in_raw_vhd_qcow2() {
+fn btrfs_in_mbr_in_raw_vhd_qcow2_gpt_and_backing() {
     let dir = workspace();
     let d = dir.path();
     let tree = btrfs_tree(d);
@@ -119,6 +119,14 @@ fn btrfs_in_mbr_in_raw_vhd_qcow2() {
     assert!(small.contains("inline in tree block at volume offset 0x"), "{small}");
     let v = check_locate_reads_back(&img, "/test1.txt", HELLO);
     assert_eq!(v["extents"][0]["kind"], "resident", "{}", pretty(&v));
+    // a GPT partition; a qcow2 over the raw disk as its backing file (every byte from layer 1)
+    let gpt = gpt_disk_with(d, "gpt.raw", 162 * MIB, &fs);
+    check_volume(&gpt, &tree, &restored);
+    let top = d.join("top.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", "-b", s(&raw), "-F", "raw", s(&top)]);
+    check_volume(&top, &tree, &restored);
+    let v = check_locate_reads_back(&top, "/data/large.bin", &std::fs::read(tree.join("data/large.bin")).unwrap());
+    assert!(v["extents"].as_array().unwrap().iter().all(|e| e["layer"] == 1), "{}", pretty(&v));
     // the TUI's Files view lists the top directory
     let frame = vdiskview_text(&["render", s(&img), "--size", "120x30", "--keys", "f", "--format", "text"]);
     assert!(frame.contains("Files") && frame.contains("big.txt") && frame.contains("emptydir/"), "{frame}");
