@@ -2,10 +2,13 @@
 //! tree, the FS tree (subvolume 5) and the other subvolumes (as directories), inodes,
 //! directories and file extents (inline, regular, prealloc, holes, zlib/zstd/lzo compressed).
 //!
-//! Not a crate: the published btrfs readers are either bindings to libbtrfs or want a
-//! `Read + Seek` device and hide extent addresses, which `locate` needs; the read-only subset
-//! of the format is a few hundred lines (see `tree.rs` for the metadata, `file.rs` for the
-//! extents).
+//! Not a crate: of the Rust crates that read btrfs images, `btrfs-disk` (0.4) parses the
+//! on-disk structures and `btrfs-core` (0.x) is a young from-scratch reader; both are new,
+//! single-author 0.x crates, and `locate` needs what a content reader does not hand out (the
+//! volume offset of every extent and of inline bytes in their tree block), with our bounds
+//! (every loop and allocation by the volume's size, DUP metadata's second copy on damage) and
+//! one-line errors. The read-only subset is small: `tree.rs` the superblock, chunk map and
+//! tree search, `file.rs` the extents and decoding, `lzo.rs` LZO1X.
 
 mod file;
 mod lzo;
