@@ -22,7 +22,7 @@ use crate::guest::{Error, FsKind, Result, Volume};
 use crate::image::bytes::{le16, le32, le64};
 use crate::image::region::{Field, Region};
 use crate::image::Image;
-use tree::{Key, Meta, DIR_INDEX, DIR_ITEM, FIRST_FREE_OBJECTID, FS_TREE_OBJECTID, INODE_ITEM, ROOT_ITEM, ROOT_TREE_OBJECTID};
+use tree::{Key, Meta, DIR_INDEX, DIR_ITEM, FIRST_FREE_OBJECTID, FS_TREE_OBJECTID, INODE_ITEM, ROOT_ITEM};
 
 /// btrfs in the registry of filesystems.
 pub static DRIVER: FsDriver = FsDriver {
@@ -32,7 +32,7 @@ pub static DRIVER: FsDriver = FsDriver {
     overlay,
 };
 
-/// Most components a path may have, and most symlink-free directory hops.
+/// Most entries one directory may list (a bound on damaged item counts).
 const MAX_ENTRIES: usize = 1 << 20;
 
 /// A subvolume's tree: its root block and level, and its top directory.
@@ -385,6 +385,3 @@ fn overlay(img: &Image, start: u64, len: u64, what: &str) -> Vec<Region> {
     }
     vec![super_region(&b, start + tree::SUPER_OFFSET, what)]
 }
-
-#[allow(dead_code)]
-const _ROOT: u64 = ROOT_TREE_OBJECTID;

@@ -29,7 +29,6 @@ pub const EXTENT_DATA: u8 = 108;
 pub const ROOT_ITEM: u8 = 132;
 pub const CHUNK_ITEM: u8 = 228;
 
-pub const ROOT_TREE_OBJECTID: u64 = 1;
 pub const FS_TREE_OBJECTID: u64 = 5;
 pub const FIRST_FREE_OBJECTID: u64 = 256;
 
