@@ -1,5 +1,5 @@
 //! `vdiskview ls`, `cat` and `locate`: files of a filesystem inside the guest disk (any the
-//! core's filesystem interface reads: ext2/3/4, FAT, NTFS), read through the image model; `locate` says where each byte of a file is, on the guest
+//! core's filesystem interface reads: ext2/3/4, FAT, NTFS, btrfs), read through the image model; `locate` says where each byte of a file is, on the guest
 //! disk and in the host files of the chain.
 
 use std::io::Write;

@@ -246,7 +246,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
-    /// List a directory of a filesystem (ext2/3/4, FAT12/16/32, NTFS) inside the guest disk
+    /// List a directory of a filesystem (ext2/3/4, FAT12/16/32, NTFS, btrfs) inside the guest disk
     Ls {
         image: PathBuf,
         #[command(flatten)]
@@ -262,7 +262,7 @@ pub enum Command {
         #[arg(short = 'l')]
         long: bool,
     },
-    /// A file of a filesystem (ext2/3/4, FAT12/16/32, NTFS) inside the guest disk, to stdout
+    /// A file of a filesystem (ext2/3/4, FAT12/16/32, NTFS, btrfs) inside the guest disk, to stdout
     Cat {
         image: PathBuf,
         #[command(flatten)]

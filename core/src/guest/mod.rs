@@ -170,9 +170,10 @@ pub fn probe_fs(img: &Image, start: u64, len: u64) -> Result<Option<FsInfo>> {
     if head.len() == 4096 && (at(4086, b"SWAPSPACE2") || at(4086, b"SWAP-SPACE")) {
         return Ok(Some(FsInfo { kind: FsKind::Swap, label: head.get(1024 + 28..1024 + 44).and_then(text_label), uuid: None }));
     }
-    let mut b = [0u8; 8];
-    if read_in(img, start, len, 0x10040, &mut b)? == 8 && &b == b"_BHRfS_M" {
-        return Ok(Some(FsInfo { kind: FsKind::Btrfs, label: None, uuid: None }));
+    // btrfs: the superblock at 64 KiB (magic at 0x40, fsid at 0x20, label at 0x12b)
+    let mut b = [0u8; 0x22b];
+    if read_in(img, start, len, 0x10000, &mut b)? == b.len() && &b[0x40..0x48] == b"_BHRfS_M" {
+        return Ok(Some(FsInfo { kind: FsKind::Btrfs, label: text_label(&b[0x12b..0x22b]), uuid: Some(uuid_be(&b[0x20..0x30])) }));
     }
     Ok(None)
 }

@@ -11,6 +11,7 @@
 //! host offsets. Every offset and size a filesystem reads is untrusted: readers bound their
 //! allocations and loops by the volume's size.
 
+pub mod btrfs;
 pub mod ext;
 pub mod fat;
 pub mod ntfs;
@@ -23,7 +24,7 @@ use crate::image::region::Region;
 use crate::image::{Extent, HostFileId, Image, LayerKind};
 
 /// The registered filesystems, asked in order by [`GuestFs::open`] and the overlays.
-pub static FILESYSTEMS: &[&FsDriver] = &[&ext::DRIVER, &fat::DRIVER, &ntfs::DRIVER];
+pub static FILESYSTEMS: &[&FsDriver] = &[&ext::DRIVER, &fat::DRIVER, &ntfs::DRIVER, &btrfs::DRIVER];
 
 /// A filesystem reader: which probed kinds it reads and how to open one.
 pub struct FsDriver {
