@@ -244,3 +244,41 @@ pub fn qcow2_template(size: u64, nb_snapshots: u32, snapshots_offset: u64, bitma
     }
     h
 }
+
+/// Open `data` as a raw whole-disk volume of filesystem `kind` and walk it the way `ls`,
+/// `cat` and `locate` do (bounded): the shared body of the filesystem fuzz targets.
+pub fn exercise_fs(data: &[u8], kind: vdiskview_core::guest::FsKind) {
+    use std::rc::Rc;
+    use vdiskview_core::guest::fs::GuestFs;
+    use vdiskview_core::guest::{FsInfo, Volume};
+
+    let path = image_file(data);
+    let Ok(img) = open(&path, vdiskview_core::image::Format::Raw) else { return };
+    let len = img.virtual_size();
+    let vol = Volume {
+        partition: None,
+        start: 0,
+        len,
+        fs: Some(FsInfo { kind, label: None, uuid: None }),
+    };
+    let Ok(fs) = GuestFs::open(Rc::new(img), &vol) else { return };
+    let _ = fs.regions();
+    let Ok(entries) = fs.read_dir("/") else { return };
+    for e in entries.iter().take(8) {
+        let p = format!("/{}", e.name);
+        let _ = fs.stat(&p);
+        let _ = fs.locate(&p);
+        if e.is_dir() {
+            if let Ok(sub) = fs.read_dir(&p) {
+                for s in sub.iter().take(4) {
+                    let _ = fs.locate(&format!("{}/{}", p, s.name));
+                }
+            }
+        } else if e.size < 1 << 20 {
+            let _ = fs.read(&p);
+        }
+        for (s, _) in e.streams.iter().take(2) {
+            let _ = fs.read(&format!("{}:{}", p, s));
+        }
+    }
+}

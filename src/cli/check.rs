@@ -52,15 +52,7 @@ pub fn repair(path: &Path, opts: &OpenOptions, mode: Repair, output: Output, out
             write!(out, "{}", s)?
         }
     }
-    let code = report.exit_code();
-    if code == 1 {
-        crate::warnln!(
-            "vdiskview: check failed: {} internal error{} occurred during the check",
-            report.check_errors,
-            if report.check_errors == 1 { "" } else { "s" }
-        );
-    }
-    Ok(ExitCode::from(code))
+    Ok(exit(report))
 }
 
 pub fn run(path: &Path, opts: &OpenOptions, output: Output, out: &mut dyn std::io::Write) -> Result<ExitCode> {
@@ -69,16 +61,7 @@ pub fn run(path: &Path, opts: &OpenOptions, output: Output, out: &mut dyn std::i
         Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report_json(&report))?)?,
         Output::Human => write!(out, "{}", human(&report))?,
     }
-    let code = report.exit_code();
-    if code == 1 {
-        // qemu-img check: the report is printed, then "Check failed"
-        crate::warnln!(
-            "vdiskview: check failed: {} internal error{} occurred during the check",
-            report.check_errors,
-            if report.check_errors == 1 { "" } else { "s" }
-        );
-    }
-    Ok(ExitCode::from(code))
+    Ok(exit(&report))
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -227,4 +210,18 @@ pub fn human(r: &CheckReport) -> String {
         }
     }
     s
+}
+
+/// qemu-img check's exit status; after a check that could not complete, qemu prints the
+/// report and then "Check failed".
+fn exit(report: &CheckReport) -> ExitCode {
+    let code = report.exit_code();
+    if code == 1 {
+        crate::warnln!(
+            "vdiskview: check failed: {} internal error{} occurred during the check",
+            report.check_errors,
+            if report.check_errors == 1 { "" } else { "s" }
+        );
+    }
+    ExitCode::from(code)
 }
