@@ -481,9 +481,9 @@ fn random_writes(size: u64, bs: u64, n: usize, seed: u64) -> Vec<(u64, u64, u8)>
         }
         .min(size);
         let off = match i % 4 {
-            2 => (next() % (size / bs)) * bs,
+            2 => (next() % (size / bs).max(1)) * bs,
             // across a block boundary
-            1 => ((next() % (size / bs)).max(1) * bs).saturating_sub(len / 2),
+            1 => ((next() % (size / bs).max(1)).max(1) * bs).saturating_sub(len / 2),
             _ => next() % (size - len),
         }
         .min(size - len);
@@ -540,6 +540,11 @@ fn write_dynamic_8m_matches_qemu_io() {
 #[test]
 fn write_dynamic_32m_matches_qemu_io() {
     writes_match_qemu_io("dynamic", "32M", "100M", WRITES, 3);
+}
+
+#[test]
+fn write_dynamic_256m_matches_qemu_io() {
+    writes_match_qemu_io("dynamic", "256M", "40M", WRITES, 8);
 }
 
 #[test]
