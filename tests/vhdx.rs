@@ -606,6 +606,8 @@ fn write_differencing_new_and_partially_present_blocks() {
         (5 * MIB + 100 * 512 + 3, 10, 0xa3), // a set sector, in place
         (4 * MIB - 300, 600, 0xa4),          // fully present block 3 into new block 4
         (5 * MIB + MIB - 10, 20, 0xa5),      // partially present block 5 into new block 6
+        (9 * MIB, MIB, 0xa6),                // a whole new block: fully present
+        (12 * MIB + 3, 5, 0xa7),             // sector 0 of a new block, partly
     ];
     for &(off, len, byte) in writes {
         vdv_write_ok(&child, off, len, byte);
@@ -616,7 +618,14 @@ fn write_differencing_new_and_partially_present_blocks() {
     assert_eq!(c.status.code(), Some(0), "{}", String::from_utf8_lossy(&c.stdout));
     assert_eq!(std::fs::read(&parent).unwrap(), parent_before, "the parent changed");
     let map = vdiskview_json(&["map", "--output", "json", s(&child)]);
-    assert_eq!(map_at(&map, 7 * MIB)["depth"], 0, "the new block is in the child");
+    assert_eq!(map_at(&map, 7 * MIB + 1024)["depth"], 0, "the written sectors of the new block are in the child");
+    assert_eq!(map_at(&map, 7 * MIB)["depth"], 1, "the new block's unwritten sectors stay in the parent");
+    assert_eq!(map_at(&map, 7 * MIB + 8192)["depth"], 1, "the new block's unwritten sectors stay in the parent");
+    assert_eq!(map_at(&map, 9 * MIB + 1000)["depth"], 0, "a block written whole");
+    assert_eq!(map_at(&map, 12 * MIB)["depth"], 0);
+    assert_eq!(map_at(&map, 12 * MIB + 512)["depth"], 1);
+    let t = vdiskview_text(&["tables", s(&child)]);
+    assert!(t.contains("PARTIALLY_PRESENT") && t.contains("FULLY_PRESENT"), "{t}");
     assert_eq!(map_at(&map, 5 * MIB + 4096)["depth"], 0, "sector 8 of block 5 is in the child now");
     assert_eq!(map_at(&map, 5 * MIB + 20 * 512)["depth"], 1, "sector 20 of block 5 is still the parent's");
 }
@@ -817,13 +826,47 @@ fn crash_sweep_dynamic_in_place_and_new_blocks() {
     assert!(steps >= 10, "{steps} steps");
 }
 
+/// A differencing child whose chunk has no sector bitmap block yet: block 3 fully present,
+/// nothing else; the first partial write allocates the sector bitmap block.
+#[test]
+fn write_differencing_allocates_the_sector_bitmap_block() {
+    let dir = workspace();
+    let parent = make(dir.path(), "parent.vhdx", "dynamic", "1M", "16M", &["write -P 0x11 0 16M"]);
+    let child = make(dir.path(), "child.vhdx", "dynamic", "1M", "16M", &["write -P 0x22 3M 1M", "write -P 0x33 5M 1M"]);
+    make_differencing(&child, "parent.vhdx");
+    let bat = bat_offset(&child);
+    patch_file(&child, bat + 5 * 8, &[0; 8]);
+    patch_file(&child, bat + 4096 * 8, &[0; 8]);
+    let mut expected = qemu_convert_raw(&parent, "vhdx");
+    expected[3 * MIB as usize..4 * MIB as usize].fill(0x22);
+    assert_bytes_eq(&vdiskview_ok(&["read", s(&child)]), &expected, "child without a sector bitmap");
+    let len_before = std::fs::metadata(&child).unwrap().len();
+    for (off, len, byte) in [(6 * MIB + 700, 2000u64, 0xb1u8), (6 * MIB + 9000, 100, 0xb2), (11 * MIB - 1, 2, 0xb3)] {
+        vdv_write_ok(&child, off, len, byte);
+        expected[off as usize..(off + len) as usize].fill(byte);
+        assert_bytes_eq(&vdiskview_ok(&["read", s(&child)]), &expected, &format!("after the write at 0x{off:x}"));
+    }
+    // one sector bitmap block and three data blocks
+    assert_eq!(std::fs::metadata(&child).unwrap().len(), len_before.next_multiple_of(MIB) + 4 * MIB);
+    let c = vdiskview(&["check", s(&child)]);
+    assert_eq!(c.status.code(), Some(0), "{}", String::from_utf8_lossy(&c.stdout));
+    let t = vdiskview_text(&["tables", s(&child)]);
+    assert!(t.contains("PARTIALLY_PRESENT"), "{t}");
+}
+
 #[test]
 fn crash_sweep_differencing() {
     let dir = workspace();
     let parent = make(dir.path(), "parent.vhdx", "dynamic", "1M", "16M", &["write -P 0x11 0 16M"]);
     let child = make(dir.path(), "child.vhdx", "dynamic", "1M", "16M", &["write -P 0x22 3M 1M", "write -P 0x33 5M 1M"]);
     make_differencing(&child, "parent.vhdx");
-    // block 5 partially present (bits set through the log), block 6 new from the parent
+    // block 5 partially present (bits set through the log), block 6 new, partially present
     let steps = crash_sweep(&child, 6 * MIB - 5000, 6000, 512, false, &[parent.clone()]);
+    assert!(steps >= 10, "{steps} steps");
+    // no sector bitmap block yet: it is allocated first
+    let bat = bat_offset(&child);
+    patch_file(&child, bat + 5 * 8, &[0; 8]);
+    patch_file(&child, bat + 4096 * 8, &[0; 8]);
+    let steps = crash_sweep(&child, 7 * MIB + 100, 3000, 512, false, &[parent.clone()]);
     assert!(steps >= 10, "{steps} steps");
 }

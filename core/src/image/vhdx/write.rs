@@ -6,8 +6,11 @@
 //!   two-header protocol: the non-current header is written and flushed, then the other.
 //! - A write into a FULLY_PRESENT block goes in place.
 //! - A NOT_PRESENT / ZERO / UNDEFINED / UNMAPPED block gets a new block at the end of the
-//!   file (1 MiB aligned), written whole (the rest zero, or the parent's bytes in a
-//!   differencing disk) and flushed; it is FULLY_PRESENT from then on.
+//!   file (1 MiB aligned), written whole (the rest zero) and flushed; it is FULLY_PRESENT.
+//!   In a differencing disk, unless the write covers the whole block (or the block was
+//!   ZERO), the new block is PARTIALLY_PRESENT: partial logical sectors completed from the
+//!   parent, the chunk's sector bitmap block allocated (1 MiB of zeros at the end, flushed)
+//!   when it has none, and the block's bits set for the written sectors only.
 //! - A PARTIALLY_PRESENT block of a differencing disk is written in place (partial logical
 //!   sectors not yet in the file completed from the parent), then its sector-bitmap bits set.
 //! - Metadata (the 4 KiB BAT sectors, sector-bitmap sectors) goes through the log: a new log
@@ -122,14 +125,23 @@ impl Vhdx {
             }
             bat::PAYLOAD_PARTIALLY_PRESENT => self.write_partial(block, in_block, data, below, pending),
             bat::PAYLOAD_NOT_PRESENT | bat::PAYLOAD_UNDEFINED | bat::PAYLOAD_ZERO | bat::PAYLOAD_UNMAPPED => {
-                // the whole block: the old content (zero, or the parent's), then the new bytes
-                let mut buf = vec![0u8; bs as usize];
                 let block_virt = block * bs;
-                let from_parent = self.is_differencing() && e.state() != bat::PAYLOAD_ZERO;
-                if from_parent {
-                    let vs = self.virtual_size();
-                    let n = (vs.saturating_sub(block_virt)).min(bs) as usize;
-                    below(block_virt, &mut buf[..n])?;
+                let lss = self.meta.logical_sector_size as u64;
+                // a differencing disk keeps what the write does not cover in the parent: a
+                // partially present block with only the written sectors' bits set (a block
+                // written whole, or a ZERO block, is fully present)
+                let whole = in_block == 0 && data.len() as u64 >= bs.min(self.virtual_size() - block_virt);
+                let sparse = self.is_differencing() && e.state() != bat::PAYLOAD_ZERO && !whole;
+                let first = in_block / lss * lss;
+                let end = (in_block + data.len() as u64).div_ceil(lss) * lss;
+                let mut buf = vec![0u8; bs as usize];
+                if sparse {
+                    // partial logical sectors completed from the parent
+                    for s in [first / lss, end / lss - 1] {
+                        let at = (s * lss) as usize;
+                        below(block_virt + s * lss, &mut buf[at..at + lss as usize])?;
+                    }
+                    self.ensure_sector_bitmap(block / self.geo.chunk_ratio, pending)?;
                 }
                 buf[in_block as usize..in_block as usize + data.len()].copy_from_slice(data);
                 let start = self.file.len().next_multiple_of(MIB);
@@ -140,8 +152,11 @@ impl Vhdx {
                 self.file.sync()?;
                 step("vhdx new block data");
                 let idx = self.geo.payload_index(block);
-                let new = (start / MIB) << 20 | bat::PAYLOAD_FULLY_PRESENT;
-                self.stage_bat(idx, new, pending)?;
+                let state = if sparse { bat::PAYLOAD_PARTIALLY_PRESENT } else { bat::PAYLOAD_FULLY_PRESENT };
+                self.stage_bat(idx, (start / MIB) << 20 | state, pending)?;
+                if sparse {
+                    self.stage_bits(block, first / lss, end / lss, true, pending)?;
+                }
                 Ok(())
             }
             s => Err(Error::damaged(
@@ -185,11 +200,40 @@ impl Vhdx {
         if (first / lss..end / lss).all(|s| lsb_bit(&bm, s)) {
             return Ok(());
         }
-        // set the bits, sector by sector of the bitmap block
+        self.stage_bits(block, first / lss, end / lss, false, pending)
+    }
+
+    /// A new sector bitmap block for `chunk` when it has none: 1 MiB of zeros at the end of
+    /// the file, flushed; its BAT entry goes through the log with the rest.
+    fn ensure_sector_bitmap(&mut self, chunk: u64, pending: &mut BTreeMap<u64, Vec<u8>>) -> Result<()> {
+        if self.bitmap_entry(chunk).state() == bat::SB_PRESENT {
+            return Ok(());
+        }
+        let start = self.file.len().next_multiple_of(MIB);
+        self.file.write_at(start, &vec![0u8; MIB as usize])?;
+        self.file.sync()?;
+        step("vhdx new sector bitmap block");
+        self.stage_bat(self.geo.bitmap_index(chunk), (start / MIB) << 20 | bat::SB_PRESENT, pending)
+    }
+
+    /// Set the bits of sectors `s0..s1` of `block` in its chunk's sector bitmap (pending, for
+    /// the log); `fresh`: clear the block's other bits first (a new block).
+    fn stage_bits(&mut self, block: u64, s0: u64, s1: u64, fresh: bool, pending: &mut BTreeMap<u64, Vec<u8>>) -> Result<()> {
         let chunk = block / self.geo.chunk_ratio;
-        let bm_base = self.bitmap_entry(chunk).offset() + (block % self.geo.chunk_ratio) * (self.geo.sectors_per_block() / 8);
-        for s in first / lss..end / lss {
-            let byte_off = bm_base + s / 8;
+        let per_block = self.geo.sectors_per_block() / 8;
+        let base = self.bitmap_entry(chunk).offset() + (block % self.geo.chunk_ratio) * per_block;
+        if fresh {
+            let mut off = base;
+            while off < base + per_block {
+                let sec = off / SECTOR * SECTOR;
+                let n = (sec + SECTOR).min(base + per_block) - off;
+                let cur = self.pending_sector(sec, pending)?;
+                cur[(off - sec) as usize..(off - sec + n) as usize].fill(0);
+                off += n;
+            }
+        }
+        for s in s0..s1 {
+            let byte_off = base + s / 8;
             let sec = byte_off / SECTOR * SECTOR;
             let cur = self.pending_sector(sec, pending)?;
             cur[(byte_off - sec) as usize] |= 1 << (s % 8);
