@@ -692,6 +692,46 @@ fn write_refused_on_a_read_only_open() {
     assert_eq!(std::fs::read(&p).unwrap(), before, "the file changed");
 }
 
+/// Images vdiskview reads but will not write: the refusal names why, before any byte
+/// changes (the session's header update included).
+#[test]
+fn write_refusals_leave_the_file_byte_identical() {
+    let dir = workspace();
+    let base = make(dir.path(), "base.vhdx", "dynamic", "1M", "8M", &["write -P 1 0 4k", "write -P 2 2M 4k"]);
+    let refuse = |p: &Path, off: u64, want: &str| {
+        let before = std::fs::read(p).unwrap();
+        let out = vdv_write(p, off, 100, 0x77);
+        assert_clean_error(&out, want);
+        let msg = String::from_utf8_lossy(&out.stderr);
+        assert!(msg.contains("refusing to write") && msg.contains(want), "{want}: {msg}");
+        assert_eq!(std::fs::read(p).unwrap(), before, "{want}: the file changed");
+    };
+    // a BAT entry with an invalid state (4)
+    let p = dir.path().join("state.vhdx");
+    std::fs::copy(&base, &p).unwrap();
+    let bat = bat_offset(&p);
+    let e = u64::from_le_bytes(std::fs::read(&p).unwrap()[bat as usize + 16..bat as usize + 24].try_into().unwrap());
+    patch_file(&p, bat + 16, &((e & !7) | 4).to_le_bytes());
+    refuse(&p, 2 * MIB + 10, "invalid state 4");
+    // a block past the end of the file
+    let p = dir.path().join("eof.vhdx");
+    std::fs::copy(&base, &p).unwrap();
+    patch_file(&p, bat + 16, &((1u64 << 30) << 20 | 6).to_le_bytes());
+    refuse(&p, 2 * MIB + 10, "past the end of the file");
+    // a log version other than 0, in the current header
+    let p = dir.path().join("logver.vhdx");
+    std::fs::copy(&base, &p).unwrap();
+    let mut f = std::fs::read(&p).unwrap();
+    let seq = |f: &Vec<u8>, o: usize| u64::from_le_bytes(f[o + 8..o + 16].try_into().unwrap());
+    let h = if seq(&f, 128 * 1024) > seq(&f, 64 * 1024) { 128 * 1024 } else { 64 * 1024 };
+    f[h + 64] = 1;
+    f[h + 4..h + 8].fill(0);
+    let c = crc32c(&f[h..h + 4096]);
+    f[h + 4..h + 8].copy_from_slice(&c.to_le_bytes());
+    std::fs::write(&p, &f).unwrap();
+    refuse(&p, 0, "log version 1");
+}
+
 /// qemu-nbd serving the image (read-write or read-only) holds qemu's lock: the write is
 /// refused naming the lock and the file is byte-identical.
 #[test]

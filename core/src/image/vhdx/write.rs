@@ -88,6 +88,8 @@ impl Vhdx {
         if let Some(why) = self.write_refusal() {
             return Err(Error::corrupt(format!("{}: refusing to write: {}", self.file.name, why)));
         }
+        // everything the write will touch is checked before the first byte changes
+        self.precheck(virt, data.len() as u64)?;
         if !self.session.started {
             self.start_session()?;
         }
@@ -107,6 +109,46 @@ impl Vhdx {
         }
         if !pending.is_empty() {
             self.commit(pending)?;
+        }
+        Ok(())
+    }
+
+    /// Refuse, before anything is written, a write through a damaged BAT entry: an invalid
+    /// state, a block past the end of the file, a partially present block without a sector
+    /// bitmap.
+    fn precheck(&self, virt: u64, len: u64) -> Result<()> {
+        let bs = self.block_size();
+        if len == 0 {
+            return Ok(());
+        }
+        for block in virt / bs..=(virt + len - 1) / bs {
+            let e = self.payload(block);
+            match e.state() {
+                bat::PAYLOAD_FULLY_PRESENT | bat::PAYLOAD_PARTIALLY_PRESENT => {
+                    self.block_host(block).map_err(|e| refusing(&self.file.name, e))?;
+                    if e.state() == bat::PAYLOAD_PARTIALLY_PRESENT && self.is_differencing() {
+                        let chunk = block / self.geo.chunk_ratio;
+                        if self.block_bitmap(block).map_err(|e| refusing(&self.file.name, e))?.is_none() {
+                            return Err(Error::damaged(
+                                "bat",
+                                Some(self.bat_offset + self.geo.bitmap_index(chunk) * 8),
+                                format!(
+                                    "{}: refusing to write: block {} is partially present but its chunk has no sector bitmap",
+                                    self.file.name, block
+                                ),
+                            ));
+                        }
+                    }
+                }
+                bat::PAYLOAD_NOT_PRESENT | bat::PAYLOAD_UNDEFINED | bat::PAYLOAD_ZERO | bat::PAYLOAD_UNMAPPED => {}
+                s => {
+                    return Err(Error::damaged(
+                        "bat",
+                        Some(self.bat_offset + self.geo.payload_index(block) * 8),
+                        format!("{}: refusing to write: BAT entry for block {} has the invalid state {}", self.file.name, block, s),
+                    ))
+                }
+            }
         }
         Ok(())
     }
@@ -376,4 +418,11 @@ impl Vhdx {
         self.update_headers(|h| h.log_guid = [0; 16])?;
         Ok(())
     }
+}
+
+/// An error found before writing, worded as a refusal.
+fn refusing(name: &str, e: Error) -> Error {
+    let msg = e.to_string();
+    let msg = msg.strip_prefix(&format!("{}: ", name)).unwrap_or(&msg).to_string();
+    Error::corrupt(format!("{}: refusing to write: {}", name, msg))
 }
