@@ -286,12 +286,14 @@ impl Vhdx {
 
     /// The 4 KiB sector at `sec` as it will be after the pending updates.
     fn pending_sector<'a>(&self, sec: u64, pending: &'a mut BTreeMap<u64, Vec<u8>>) -> Result<&'a mut Vec<u8>> {
-        if !pending.contains_key(&sec) {
-            let mut b = vec![0u8; SECTOR as usize];
-            self.file.read_zero_fill(sec, &mut b)?;
-            pending.insert(sec, b);
+        match pending.entry(sec) {
+            std::collections::btree_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                let mut b = vec![0u8; SECTOR as usize];
+                self.file.read_zero_fill(sec, &mut b)?;
+                Ok(v.insert(b))
+            }
         }
-        Ok(pending.get_mut(&sec).unwrap())
     }
 
     fn stage_bat(&mut self, idx: u64, value: u64, pending: &mut BTreeMap<u64, Vec<u8>>) -> Result<()> {
@@ -321,6 +323,12 @@ impl Vhdx {
             }
             for (off, data) in &self.overlay.sectors {
                 self.file.write_at(*off, data)?;
+            }
+            // the file is at least as long as the head entry says ([MS-VHDX] 2.3.3)
+            let head = self.log.active.map(|(_, head)| head);
+            let last = self.log.entries.iter().filter(|e| Some(e.sequence) == head).map(|e| e.last_file_offset).max().unwrap_or(0);
+            if last > self.file.len() && last <= self.file.len().saturating_add(1 << 40) {
+                self.file.write_at(last - 1, &[0])?;
             }
             self.file.sync()?;
             step("vhdx log replayed");
