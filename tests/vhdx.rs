@@ -829,6 +829,8 @@ fn crash_sweep(img: &Path, off: u64, len: u64, unit: u64, qemu_opens: bool, froz
                 assert_bytes_eq(&qemu_convert_raw(&q, "vhdx"), &vdiskview_ok(&["read", s(&work)]), &format!("{ctx}: qemu's replay vs ours"));
             }
         }
+        let c = vdiskview(&["check", s(&work)]);
+        assert_eq!(c.status.code(), Some(0), "{ctx}: vdiskview check: {}", String::from_utf8_lossy(&c.stdout));
         let got = vdiskview_ok(&["read", s(&work)]);
         for st in (0..got.len()).step_by(unit as usize) {
             let e = (st + unit as usize).min(got.len());
