@@ -661,11 +661,12 @@ fn write_differencing_new_and_partially_present_blocks() {
 
 /// A log that needs replay is replayed on disk before the first write (qemu then opens
 /// the file read-only without complaint and reads the same).
-#[test]
-fn write_replays_a_pending_log_first() {
-    let dir = workspace();
-    let p = make(dir.path(), "l.vhdx", "dynamic", "1M", "16M", &["write -P 0x44 3M 1M", "write -P 0x55 7M 4k"]);
-    let mut expected = qemu_convert_raw(&p, "vhdx");
+/// A qemu-made image whose BAT sector on disk lost its allocations, with the header naming
+/// the log whose newest entry still holds them: a log that needs replay. Returns the path
+/// and the guest bytes after replay.
+fn make_pending_log(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let p = make(dir, "l.vhdx", "dynamic", "1M", "16M", &["write -P 0x44 3M 1M", "write -P 0x55 7M 4k"]);
+    let expected = qemu_convert_raw(&p, "vhdx");
     let bat = bat_offset(&p);
     let mut f = std::fs::read(&p).unwrap();
     let seq = |f: &Vec<u8>, o: usize| u64::from_le_bytes(f[o + 8..o + 16].try_into().unwrap());
@@ -690,6 +691,13 @@ fn write_replays_a_pending_log_first() {
     let c = crc32c(&f[h..h + 4096]);
     f[h + 4..h + 8].copy_from_slice(&c.to_le_bytes());
     std::fs::write(&p, &f).unwrap();
+    (p, expected)
+}
+
+#[test]
+fn write_replays_a_pending_log_first() {
+    let dir = workspace();
+    let (p, mut expected) = make_pending_log(dir.path());
     let (code, text) = qemu_check_output(&p);
     assert_ne!(code, 0, "qemu should refuse a log needing replay read-only: {text}");
     // the reference: qemu's own replay, then qemu's write
@@ -923,6 +931,24 @@ fn write_differencing_allocates_the_sector_bitmap_block() {
     assert_eq!(c.status.code(), Some(0), "{}", String::from_utf8_lossy(&c.stdout));
     let t = vdiskview_text(&["tables", s(&child)]);
     assert!(t.contains("PARTIALLY_PRESENT"), "{t}");
+}
+
+/// A log that needs replay: replayed on disk (a step of its own), then the write.
+#[test]
+fn crash_sweep_pending_log_then_new_block() {
+    let dir = workspace();
+    let (p, _) = make_pending_log(dir.path());
+    let steps = crash_sweep(&p, 9 * MIB - 100, 200, MIB, true, &[]);
+    assert!(steps >= 11, "replay, headers, data, log, BAT, reset: {steps} steps");
+}
+
+/// A fixed VHDX: the session's headers, then the data in place.
+#[test]
+fn crash_sweep_fixed() {
+    let dir = workspace();
+    let p = make(dir.path(), "f.vhdx", "fixed", "1M", "8M", &["write -P 0x21 0 8M"]);
+    let steps = crash_sweep(&p, MIB - 100, 200, MIB, true, &[]);
+    assert_eq!(steps, 4, "two headers, data in two blocks");
 }
 
 #[test]
