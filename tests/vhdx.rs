@@ -714,6 +714,34 @@ fn write_replays_a_pending_log_first() {
     assert!(!info.contains("replayed in memory"), "{info}");
 }
 
+/// `check --repair all` replays a pending log on disk as `qemu-img check -r all` does: qemu
+/// then opens it read-only, sees the same disk, and the data write GUID is kept; a clean
+/// image is left byte-identical.
+#[test]
+fn check_repair_replays_the_log_like_qemu() {
+    let dir = workspace();
+    let (p, expected) = make_pending_log(dir.path());
+    let q = dir.path().join("q.vhdx");
+    std::fs::copy(&p, &q).unwrap();
+    qemu_img(&["check", "-q", "-r", "all", "-f", "vhdx", s(&q)]);
+    let guid_before = vdiskview_json(&["info", "--output", "json", s(&p)])["vdiskview"]["layers"][0]["vhdx"]["data-write-guid"].clone();
+    let out = vdiskview(&["check", "--repair", "all", s(&p)]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("Replaying the log"), "{text}");
+    assert_qemu_check_clean(&p, "after check --repair all");
+    assert_qemu_compare_equal(&p, &q, "repaired by vdiskview vs by qemu");
+    assert_bytes_eq(&qemu_convert_raw(&p, "vhdx"), &expected, "qemu reads the replayed state");
+    let info = vdiskview_json(&["info", "--output", "json", s(&p)]);
+    assert_eq!(info["vdiskview"]["layers"][0]["vhdx"]["data-write-guid"], guid_before);
+    assert_eq!(info["vdiskview"]["layers"][0]["vhdx"]["log-guid"], "00000000-0000-0000-0000-000000000000");
+    // nothing to repair: the file is left alone
+    let before = std::fs::read(&p).unwrap();
+    let out = vdiskview(&["check", "--repair", "all", s(&p)]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&p).unwrap(), before, "a clean image changed");
+}
+
 /// A read-only open refuses to write; the file is byte-identical.
 #[test]
 fn write_refused_on_a_read_only_open() {

@@ -309,34 +309,7 @@ impl Vhdx {
 
     /// Replay a pending log on disk, then the session's header update.
     fn start_session(&mut self) -> Result<()> {
-        let max_seq = self.log.entries.iter().map(|e| e.sequence).max().unwrap_or(0);
-        self.session.sequence = max_seq.saturating_add(1).max(1);
-        if self.log.replayed {
-            // the overlay's zero ranges, then its sectors (newer than any zero range)
-            for &(s, e) in &self.overlay.zeros {
-                let mut at = s;
-                while at < e {
-                    let n = (e - at).min(MIB);
-                    self.file.write_at(at, &vec![0u8; n as usize])?;
-                    at += n;
-                }
-            }
-            for (off, data) in &self.overlay.sectors {
-                self.file.write_at(*off, data)?;
-            }
-            // the file is at least as long as the head entry says ([MS-VHDX] 2.3.3)
-            let head = self.log.active.map(|(_, head)| head);
-            let last = self.log.entries.iter().filter(|e| Some(e.sequence) == head).map(|e| e.last_file_offset).max().unwrap_or(0);
-            if last > self.file.len() && last <= self.file.len().saturating_add(1 << 40) {
-                self.file.write_at(last - 1, &[0])?;
-            }
-            self.file.sync()?;
-            step("vhdx log replayed");
-            self.overlay = Default::default();
-            self.log.replayed = false;
-            self.warnings.retain(|w| !w.starts_with(super::log::REPLAYED));
-            self.warnings.push("the log was replayed on disk before writing".into());
-        }
+        self.replay_on_disk()?;
         let file_guid = new_guid()?;
         let data_guid = new_guid()?;
         self.update_headers(|h| {
@@ -345,6 +318,65 @@ impl Vhdx {
             h.log_guid = [0; 16];
         })?;
         self.session.started = true;
+        Ok(())
+    }
+
+    /// `check --repair` (qemu-img check -r, which replays the log when it opens the image for
+    /// writing): the pending log replayed on disk, then the headers name no log (a new
+    /// FileWriteGuid; the DataWriteGuid stays, the guest data is what it was).
+    pub fn repair_log(&mut self) -> Result<Vec<String>> {
+        if !self.header().log_active() {
+            return Ok(Vec::new());
+        }
+        if let Some(why) = self.write_refusal() {
+            return Err(Error::corrupt(format!("{}: refusing to repair: {}", self.file.name, why)));
+        }
+        let mut lines = Vec::new();
+        if let Some((tail, head)) = self.log.active.filter(|_| self.log.replayed) {
+            lines.push(format!("Replaying the log (entries with sequence numbers {} to {}) on disk", tail, head));
+        } else {
+            lines.push("Clearing the log GUID of a log that holds no entry of it".to_string());
+        }
+        self.replay_on_disk()?;
+        let file_guid = new_guid()?;
+        self.update_headers(|h| {
+            h.file_write_guid = file_guid;
+            h.log_guid = [0; 16];
+        })?;
+        Ok(lines)
+    }
+
+    /// Write what the replayed log holds (the in-memory overlay) into the file, flushed.
+    fn replay_on_disk(&mut self) -> Result<()> {
+        let max_seq = self.log.entries.iter().map(|e| e.sequence).max().unwrap_or(0);
+        self.session.sequence = self.session.sequence.max(max_seq.saturating_add(1)).max(1);
+        if !self.log.replayed {
+            return Ok(());
+        }
+        // the overlay's zero ranges, then its sectors (newer than any zero range)
+        for &(s, e) in &self.overlay.zeros {
+            let mut at = s;
+            while at < e {
+                let n = (e - at).min(MIB);
+                self.file.write_at(at, &vec![0u8; n as usize])?;
+                at += n;
+            }
+        }
+        for (off, data) in &self.overlay.sectors {
+            self.file.write_at(*off, data)?;
+        }
+        // the file is at least as long as the head entry says ([MS-VHDX] 2.3.3)
+        let head = self.log.active.map(|(_, head)| head);
+        let last = self.log.entries.iter().filter(|e| Some(e.sequence) == head).map(|e| e.last_file_offset).max().unwrap_or(0);
+        if last > self.file.len() && last <= self.file.len().saturating_add(1 << 40) {
+            self.file.write_at(last - 1, &[0])?;
+        }
+        self.file.sync()?;
+        step("vhdx log replayed");
+        self.overlay = Default::default();
+        self.log.replayed = false;
+        self.warnings.retain(|w| !w.starts_with(super::log::REPLAYED));
+        self.warnings.push("the log was replayed on disk".into());
         Ok(())
     }
 
