@@ -783,6 +783,13 @@ fn write_refusals_leave_the_file_byte_identical() {
     std::fs::copy(&base, &p).unwrap();
     patch_file(&p, bat + 16, &((1u64 << 30) << 20 | 6).to_le_bytes());
     refuse(&p, 2 * MIB + 10, "past the end of the file");
+    // a block pointing into the BAT, the log, the headers
+    for (i, target) in [(0, bat), (1, MIB), (2, 0)].into_iter() {
+        let p = dir.path().join(format!("over{i}.vhdx"));
+        std::fs::copy(&base, &p).unwrap();
+        patch_file(&p, bat + 16, &((target / MIB) << 20 | 6).to_le_bytes());
+        refuse(&p, 2 * MIB + 10, "refusing to write: BAT entry for block 2 points to");
+    }
     // a log version other than 0, in the current header
     let p = dir.path().join("logver.vhdx");
     std::fs::copy(&base, &p).unwrap();

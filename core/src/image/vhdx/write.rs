@@ -125,9 +125,32 @@ impl Vhdx {
             let e = self.payload(block);
             match e.state() {
                 bat::PAYLOAD_FULLY_PRESENT | bat::PAYLOAD_PARTIALLY_PRESENT => {
-                    self.block_host(block).map_err(|e| refusing(&self.file.name, e))?;
+                    let host = self.block_host(block).map_err(|e| refusing(&self.file.name, e))?;
+                    if let Some(what) = self.metadata_at(host, bs) {
+                        return Err(Error::damaged(
+                            "bat",
+                            Some(self.bat_offset + self.geo.payload_index(block) * 8),
+                            format!(
+                                "{}: refusing to write: BAT entry for block {} points to 0x{:x}, into the {}",
+                                self.file.name, block, host, what
+                            ),
+                        ));
+                    }
                     if e.state() == bat::PAYLOAD_PARTIALLY_PRESENT && self.is_differencing() {
                         let chunk = block / self.geo.chunk_ratio;
+                        let bm = self.bitmap_entry(chunk);
+                        if bm.state() == bat::SB_PRESENT {
+                            if let Some(what) = self.metadata_at(bm.offset(), MIB) {
+                                return Err(Error::damaged(
+                                    "bat",
+                                    Some(self.bat_offset + self.geo.bitmap_index(chunk) * 8),
+                                    format!(
+                                        "{}: refusing to write: the sector bitmap of chunk {} points to 0x{:x}, into the {}",
+                                        self.file.name, chunk, bm.offset(), what
+                                    ),
+                                ));
+                            }
+                        }
                         if self.block_bitmap(block).map_err(|e| refusing(&self.file.name, e))?.is_none() {
                             return Err(Error::damaged(
                                 "bat",
@@ -151,6 +174,20 @@ impl Vhdx {
             }
         }
         Ok(())
+    }
+
+    /// The metadata structure `off..off+len` would overwrite, if any: the headers and region
+    /// tables (the first MiB), the log, the metadata region, the BAT.
+    fn metadata_at(&self, off: u64, len: u64) -> Option<&'static str> {
+        let h = self.header();
+        let areas = [
+            (0, MIB, "headers and region tables"),
+            (h.log_offset, h.log_length as u64, "log"),
+            (self.meta.offset, self.meta.length, "metadata region"),
+            (self.bat_offset, self.bat_region_len, "block allocation table"),
+        ];
+        let end = off.saturating_add(len);
+        areas.iter().find(|&&(s, l, _)| l > 0 && off < s.saturating_add(l) && s < end).map(|a| a.2)
     }
 
     fn write_in_block(&mut self, block: u64, in_block: u64, data: &[u8], below: Below, pending: &mut BTreeMap<u64, Vec<u8>>) -> Result<()> {
