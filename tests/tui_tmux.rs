@@ -196,6 +196,41 @@ fn write_mode_saves_while_qemu_is_locked_out() {
     assert!(check.success());
 }
 
+/// The same for a VHDX: the edit lands in a block never written, so the save allocates it
+/// and updates the BAT through the log; qemu reads the bytes and qemu-img check is clean.
+#[test]
+fn write_mode_saves_a_vhdx_block_through_the_log() {
+    let dir = support::workspace();
+    let img = dir.path().join("w.vhdx");
+    let p = img.to_str().unwrap();
+    qemu(&["qemu-img", "create", "-q", "-f", "vhdx", "-o", "block_size=1M", p, "8M"]);
+    qemu(&["qemu-io", "-f", "vhdx", "-c", "write -P 0x11 0 2M", p]);
+    let t = Tmux::start(&["--write", p], &[]);
+    t.wait_for("WRITE");
+    t.send(&["g"]);
+    t.wait_for("Jump to");
+    t.send(&["0x300000", "Enter"]);
+    t.wait_for("┃00300000  ");
+    t.send(&["i"]);
+    t.wait_for("EDIT (hex)");
+    t.send(&["deadbeef"]);
+    t.wait_for("staged 4 byte(s)");
+    t.send(&["Escape"]);
+    t.wait_gone("EDIT (hex)");
+    t.send(&["C-s"]);
+    t.wait_for("saved 4 byte(s)");
+    t.send(&["q"]);
+    wait_exit(&t);
+    let out = Command::new("qemu-io")
+        .args(["-f", "vhdx", "-c", "read -P 0xde 0x300000 1", "-c", "read -P 0xef 0x300003 1", "-c", "read -P 0 0x300004 4092", "-c", "read -P 0x11 0 2M", p])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && !text.contains("Pattern verification failed"), "{}", text);
+    let check = Command::new("qemu-img").args(["check", "-q", "-f", "vhdx", p]).status().unwrap();
+    assert!(check.success());
+}
+
 /// A 1 TiB qcow2 (4 KiB clusters) with `n` data clusters 10 MiB apart, each under an L2 table
 /// of its own, written directly: qemu-io takes ~1.7 ms per scattered cluster (100,000: minutes),
 /// this takes well under a second (the file is sparse: data clusters are holes, read as zeros).

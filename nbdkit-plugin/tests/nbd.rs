@@ -96,7 +96,9 @@ fn map_shows_holes_and_data_on_a_sparse_vhd() {
 fn writes_through_the_plugin_equal_direct_qemu_io_writes() {
     let d = tmp();
     let cmds = ["write -P 0x42 1000 70000", "write -P 0x43 6M 3000", "write -z 0 512", "write -P 0x44 8388000 192"];
-    for (fmt, opts) in [("vpc", "subformat=dynamic"), ("qcow2", "cluster_size=65536"), ("qcow2", "extended_l2=on")] {
+    for (fmt, opts) in
+        [("vpc", "subformat=dynamic"), ("qcow2", "cluster_size=65536"), ("qcow2", "extended_l2=on"), ("vhdx", "block_size=1M"), ("vhdx", "subformat=fixed")]
+    {
         let a = d.path().join(format!("a-{}.img", opts.replace('=', "-")));
         let b = d.path().join(format!("b-{}.img", opts.replace('=', "-")));
         run(&["qemu-img", "create", "-q", "-f", fmt, "-o", opts, s(&a), "8M"]);
@@ -111,8 +113,8 @@ fn writes_through_the_plugin_equal_direct_qemu_io_writes() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         io(fmt, &b, &cmds);
         run(&["qemu-img", "compare", "-f", fmt, "-F", fmt, s(&a), s(&b)]);
-        if fmt == "qcow2" {
-            run(&["qemu-img", "check", "-q", s(&a)]);
+        if fmt == "qcow2" || fmt == "vhdx" {
+            run(&["qemu-img", "check", "-q", "-f", fmt, s(&a)]);
         } else {
             // the footer copies stay equal
             let bytes = std::fs::read(&a).unwrap();

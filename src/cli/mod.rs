@@ -294,7 +294,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
         /// Repair as qemu-img check -r does (qcow2): leaked clusters, or all (also refcounts
-        /// that are too low and OFLAG_COPIED flags); takes qemu's write lock
+        /// that are too low and OFLAG_COPIED flags); a VHDX's pending log is replayed; takes
+        /// qemu's write lock
         #[arg(long, short = 'r', value_enum)]
         repair: Option<check::Repair>,
     },

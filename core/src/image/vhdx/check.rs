@@ -87,7 +87,14 @@ fn structure_checks(file: &HostFile, r: &mut CheckReport) -> bool {
             "log",
             h.log_offset,
             h.log_length as u64,
-            format!("the header names log {}: the log needs replay (it is replayed in memory only)", super::guid_str(&h.log_guid)),
+            match super::log::scan_and_replay(file, h, &mut Vec::new()) {
+                // a crash between the header update and the log write: nothing to replay
+                Ok((scan, _)) if !scan.replayed && scan.problem.as_deref().is_some_and(|p| p.contains("no valid active sequence")) => format!(
+                    "the header names log {} but the log holds no valid entry of it: nothing to replay",
+                    super::guid_str(&h.log_guid)
+                ),
+                _ => format!("the header names log {}: the log needs replay (it is replayed in memory only)", super::guid_str(&h.log_guid)),
+            },
         );
     }
     let overlay = Overlay::default();

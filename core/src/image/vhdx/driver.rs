@@ -1,5 +1,5 @@
 //! VHDX behind the format-driver boundary: probing, and what the rest of vdiskview may ask
-//! of an opened VHDX (map, regions, info keys, tables, check). Writing is not supported yet.
+//! of an opened VHDX (map, regions, info keys, tables, check, write).
 
 use std::any::Any;
 use std::io::Write;
@@ -7,12 +7,12 @@ use std::io::Write;
 use serde_json::{json, Map, Value};
 
 use super::{bat, guid_str, header, Vhdx};
-use crate::image::check::CheckReport;
+use crate::image::check::{CheckReport, RepairMode, RepairReport};
 use crate::image::driver::{BackingRef, Format, FormatDriver, FormatLayer, LayerInfoKeys};
 use crate::image::io::HostFile;
 use crate::image::mapping::{HostFileId, LayerExtent};
 use crate::image::region::{human_size, Region};
-use crate::image::{Error, Result};
+use crate::image::Result;
 
 pub struct Driver;
 pub static DRIVER: Driver = Driver;
@@ -104,8 +104,16 @@ impl FormatLayer for Vhdx {
     fn check(&self, _name: &str) -> Result<CheckReport> {
         Ok(super::check::check(&self.file, Some(self)))
     }
-    fn write(&mut self, _virt: u64, _data: &[u8], _below: &dyn Fn(u64, &mut [u8]) -> Result<()>) -> Result<()> {
-        Err(Error::unsupported("writing VHDX is not supported yet"))
+    /// qemu-img check -r replays a pending log (any mode: qemu replays when it opens the
+    /// image for writing); the BAT and metadata need no other repair here.
+    fn repair(&mut self, name: &str, _mode: RepairMode) -> Result<RepairReport> {
+        let lines = self.repair_log()?;
+        let after = super::check::check(&self.file, Some(self));
+        let _ = name;
+        Ok(RepairReport { leaks_fixed: 0, corruptions_fixed: if lines.is_empty() { 0 } else { 1 }, lines, after })
+    }
+    fn write(&mut self, virt: u64, data: &[u8], below: &dyn Fn(u64, &mut [u8]) -> Result<()>) -> Result<()> {
+        Vhdx::write(self, virt, data, below)
     }
     fn as_any(&self) -> &dyn Any {
         self

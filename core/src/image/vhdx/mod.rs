@@ -1,4 +1,5 @@
-//! VHDX (Hyper-V, [MS-VHDX]): fixed, dynamic and differencing disks, read-only.
+//! VHDX (Hyper-V, [MS-VHDX]): fixed, dynamic and differencing disks, read and written
+//! (writing: see `write.rs`).
 //!
 //! Layout: a file type identifier at 0, two headers (64 KiB, 128 KiB), two region tables
 //! (192 KiB, 256 KiB) naming the BAT and the metadata region, a log that may hold metadata
@@ -13,6 +14,7 @@ pub mod metadata;
 pub mod region;
 mod driver;
 mod tables;
+mod write;
 
 pub use driver::DRIVER;
 
@@ -165,6 +167,8 @@ pub struct Vhdx {
     pub warnings: Vec<String>,
     format: Format,
     bitmaps: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    /// This process's write session (header update done, next log sequence number).
+    session: write::Session,
 }
 
 impl Vhdx {
@@ -263,6 +267,7 @@ impl Vhdx {
             warnings,
             format,
             bitmaps: Mutex::new(HashMap::new()),
+            session: write::Session::default(),
         })
     }
 

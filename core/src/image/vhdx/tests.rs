@@ -124,3 +124,13 @@ fn active_sequence_is_the_newest_run_from_its_tail() {
     assert_eq!(seqs(log::active_sequence(&es, 16384)), None);
     assert_eq!(seqs(log::active_sequence(&[], 16384)), None);
 }
+
+#[test]
+fn new_guids_are_random_version_4() {
+    let a = super::write::new_guid().unwrap();
+    let b = super::write::new_guid().unwrap();
+    assert_ne!(a, b);
+    assert_eq!(a[7] >> 4, 4, "{}", guid_str(&a));
+    assert_eq!(a[8] >> 6, 2, "{}", guid_str(&a));
+    assert_eq!(&guid_str(&a)[14..15], "4");
+}
