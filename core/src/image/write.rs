@@ -72,6 +72,23 @@ impl Image {
         r
     }
 
+    /// Let writes return before their last flush (`true`: NBD writes without FUA), or make
+    /// every write durable on return again (`false`, the default). The ordering flushes
+    /// inside a write are made either way; [`Image::flush`] makes everything durable.
+    pub fn set_lazy_flush(&self, lazy: bool) {
+        for f in self.layers[0].layer.host_files() {
+            f.set_lazy(lazy);
+        }
+    }
+
+    /// Make every write so far durable (NBD FLUSH, FUA, close).
+    pub fn flush(&self) -> Result<()> {
+        for f in self.layers[0].layer.host_files() {
+            f.sync()?;
+        }
+        Ok(())
+    }
+
     /// Write raw bytes into the top image file (file space), for repairs by hand. Only inside
     /// the file: growing it is the write engine's business.
     pub fn write_host(&mut self, off: u64, data: &[u8]) -> Result<()> {

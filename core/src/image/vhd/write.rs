@@ -44,7 +44,7 @@ impl Vhd {
                 )));
             }
             self.file.write_at(virt, data)?;
-            self.file.sync()?;
+            self.file.sync_final()?;
             step("vhd fixed data");
             return Ok(());
         };
@@ -59,13 +59,16 @@ impl Vhd {
             let v = virt + pos as u64;
             let block = v / bs;
             let n = ((bs - v % bs) as usize).min(data.len() - pos);
-            self.write_in_block(block, v % bs, &data[pos..pos + n], below)?;
+            let last = pos + n == data.len();
+            self.write_in_block(block, v % bs, &data[pos..pos + n], below, last)?;
             pos += n;
         }
         Ok(())
     }
 
-    fn write_in_block(&mut self, block: u64, in_block: u64, data: &[u8], below: Below) -> Result<()> {
+    /// `last`: the last block of the write call, whose last flush is the final one
+    /// ([`crate::image::io::HostFile::sync_final`]: deferred on a lazy file).
+    fn write_in_block(&mut self, block: u64, in_block: u64, data: &[u8], below: Below, last: bool) -> Result<()> {
         let bs = self.block_size().expect("dynamic");
         let start = match self.block_start(block)? {
             Some(s) => s,
@@ -95,8 +98,6 @@ impl Vhd {
         let off = (in_block - first) as usize;
         buf[off..off + data.len()].copy_from_slice(data);
         self.file.write_at(start + self.bitmap_size + first, &buf)?;
-        self.file.sync()?;
-        step("vhd block data");
         let mut changed = false;
         for s in first / SECTOR..end / SECTOR {
             if !bit(&bm, s) {
@@ -104,9 +105,19 @@ impl Vhd {
                 changed = true;
             }
         }
+        if changed || !last {
+            self.file.sync()?;
+        } else {
+            self.file.sync_final()?;
+        }
+        step("vhd block data");
         if changed {
             self.file.write_at(start, &bm)?;
-            self.file.sync()?;
+            if last {
+                self.file.sync_final()?;
+            } else {
+                self.file.sync()?;
+            }
             step("vhd sector bitmap");
         }
         self.forget_bitmap(block);
