@@ -307,6 +307,20 @@ fn crash_qcow2_extended_l2_subclusters() {
     sc.sweep();
 }
 
+/// One write that needs several new refcount blocks (512-byte clusters, 64-bit refcounts:
+/// a block covers 32 KiB of file): the blocks are written, then one flush, then all their
+/// refcount table entries; a crash in between leaves them unreferenced, never a referenced
+/// cluster uncounted.
+#[test]
+fn crash_qcow2_many_new_refcount_blocks() {
+    let dir = workspace();
+    let img = qcow2_create(dir.path(), "rbs.qcow2", "cluster_size=512,refcount_bits=64", "4M", None);
+    qemu_io("qcow2", &img, &["write -P 0x95 0 4k"]);
+    let sc = Scenario::new("qcow2 several new refcount blocks", dir, img, "qcow2", 512, 64 * 1024 + 300, 200 * 1024);
+    let steps = sc.sweep();
+    assert_eq!(steps, 5, "new refcount blocks, refcounts, data, L2 tables, L1 entries: {steps} steps");
+}
+
 /// Refcount table growth: 512-byte clusters, 64-bit refcounts (a table cluster covers
 /// 2 MiB of file); the file is filled up to the last covered cluster first.
 #[test]

@@ -34,6 +34,9 @@ pub(crate) struct WriteState {
     table: Option<Vec<u64>>,
     /// First cluster past everything allocated so far.
     next_free: u64,
+    /// While a write counts its new clusters: refcount blocks created and written, whose
+    /// refcount table entries (index, offset) wait for one flush after all of them.
+    pending_blocks: Option<Vec<(usize, u64)>>,
 }
 
 impl Qcow2 {
@@ -211,6 +214,11 @@ impl Qcow2 {
             return Err(Error::corrupt(format!("{}: refusing to write: {}", self.file.name, why)));
         }
         let r = self.write_batched(virt, data, below);
+        if r.is_err() {
+            // what was counted in memory may not be on disk: read the refcount table again
+            self.wstate.table = None;
+            self.wstate.pending_blocks = None;
+        }
         self.invalidate_caches();
         r
     }
@@ -395,23 +403,19 @@ impl Qcow2 {
         // 1. refcounts
         let mut hosts: Vec<u64> = Vec::with_capacity(plans.len());
         if groups[0] {
-            for p in &plans {
-                if let Planned::New { cluster_virt, .. } = p {
-                    if no_refcounts {
-                        // external data files map guest clusters 1:1 and carry no refcounts
-                        hosts.push(*cluster_virt);
-                    } else {
-                        let c = self.alloc(1)?;
-                        self.add_refcount(c / cs, 1)?;
-                        hosts.push(c);
-                    }
+            // new refcount blocks: written (zeros and the counts that fall in them) as they
+            // are needed, nothing points at them yet; one flush, then their refcount table
+            // entries, then the flush that ends the group
+            self.wstate.pending_blocks = Some(Vec::new());
+            let r = self.count_new(&plans, &mut hosts, &mut new_tables);
+            let pending = self.wstate.pending_blocks.take().unwrap_or_default();
+            r?;
+            if !pending.is_empty() {
+                self.file.sync()?;
+                step("qcow2 new refcount blocks");
+                for (ti, at) in pending {
+                    self.file.write_at(self.header.refcount_table_offset + ti as u64 * 8, &at.to_be_bytes())?;
                 }
-            }
-            let l1is: Vec<usize> = new_tables.keys().copied().collect();
-            for l1i in l1is {
-                let t = self.alloc(1)?;
-                self.add_refcount(t / cs, 1)?;
-                new_tables.insert(l1i, t);
             }
             barrier(self, 0, "qcow2 refcounts of new clusters")?;
         } else {
@@ -504,6 +508,32 @@ impl Qcow2 {
                 self.release_refs(old)?;
             }
             barrier(self, 4, "qcow2 releases")?;
+        }
+        Ok(())
+    }
+
+    /// Reserve and count the write's new clusters (their host offsets into `hosts`, in plan
+    /// order) and its new L2 tables (into `new_tables`). No flush.
+    fn count_new(&mut self, plans: &[Planned], hosts: &mut Vec<u64>, new_tables: &mut BTreeMap<usize, u64>) -> Result<()> {
+        let cs = self.cluster_size();
+        let no_refcounts = self.data_file.is_some();
+        for p in plans {
+            if let Planned::New { cluster_virt, .. } = p {
+                if no_refcounts {
+                    // external data files map guest clusters 1:1 and carry no refcounts
+                    hosts.push(*cluster_virt);
+                } else {
+                    let c = self.alloc(1)?;
+                    self.add_refcount(c / cs, 1)?;
+                    hosts.push(c);
+                }
+            }
+        }
+        let l1is: Vec<usize> = new_tables.keys().copied().collect();
+        for l1i in l1is {
+            let t = self.alloc(1)?;
+            self.add_refcount(t / cs, 1)?;
+            new_tables.insert(l1i, t);
         }
         Ok(())
     }
@@ -622,13 +652,20 @@ impl Qcow2 {
         let covers_itself = own / per == ti as u64;
         if !covers_itself {
             self.add_refcount(own, 1)?;
-            self.file.sync()?;
-            step("qcow2 refcount of new refcount block");
+            if self.wstate.pending_blocks.is_none() {
+                self.file.sync()?;
+                step("qcow2 refcount of new refcount block");
+            }
         }
         self.file.write_at(at, &vec![0u8; cs as usize])?;
         self.wstate.table.as_mut().expect("loaded")[ti] = at;
         if covers_itself {
             self.add_refcount(own, 1)?;
+        }
+        if let Some(pending) = self.wstate.pending_blocks.as_mut() {
+            // a batched write: the table entry after one flush for every new block
+            pending.push((ti, at));
+            return Ok(at);
         }
         self.file.sync()?;
         step("qcow2 new refcount block");
