@@ -13,7 +13,7 @@ const CHUNK: u64 = 4 << 20;
 /// Chunk size where the output is not a file to leave holes in (a pipe, /dev/null, a
 /// terminal): small enough that the buffers stay in the CPU cache between the read that
 /// fills them and the write that empties them.
-const STREAM_CHUNK: u64 = 256 << 10;
+const STREAM_CHUNK: u64 = 128 << 10;
 /// Granularity at which holes inside an image's data are kept in the output.
 const HOLE_PIECE: u64 = 64 << 10;
 
@@ -69,6 +69,25 @@ pub fn run(path: &Path, opts: &OpenOptions, off: &str, length: Option<&str>, fil
         // page-cache pages, nothing is copied in user space), the rest written from two
         // reused buffers
         copy_to_pipe(&img, 1, start, start + len, file)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if sparse.is_none() && is_char_device(&out) {
+        // /dev/null, a terminal: one small buffer, reused, on this thread (a writer thread
+        // and its channel cost more than the write itself)
+        let mut buf = vec![0u8; STREAM_CHUNK as usize];
+        let mut pos = start;
+        while pos < start + len {
+            let n = STREAM_CHUNK.min(start + len - pos) as usize;
+            if file {
+                img.read_host(0, pos, &mut buf[..n])?;
+            } else {
+                img.read(pos, &mut buf[..n])?;
+            }
+            if !write_fd(1, &buf[..n])? {
+                break;
+            }
+            pos += n as u64;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     // buffers of one size, reused: the first few are allocated, the rest come back
@@ -145,6 +164,11 @@ pub fn run(path: &Path, opts: &OpenOptions, off: &str, length: Option<&str>, fil
     }
     out.flush()?;
     result
+}
+
+fn is_char_device(out: &std::fs::File) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    out.metadata().map(|m| m.file_type().is_char_device()).unwrap_or(false)
 }
 
 fn is_pipe(out: &std::fs::File) -> bool {

@@ -34,7 +34,7 @@ impl Vhd {
         if let Some(why) = self.qemu_refusal() {
             return Err(Error::corrupt(format!("{}: refusing to write: {}", self.file.name, why)));
         }
-        let Some(bs) = self.block_size() else {
+        let Some(_) = self.block_size() else {
             // fixed: the guest disk is the start of the file
             let end_data = self.end_footer.as_ref().map(|f| f.offset).unwrap_or(0);
             if virt + data.len() as u64 > end_data {
