@@ -55,6 +55,12 @@ pub fn run(path: &Path, opts: &OpenOptions, off: &str, length: Option<&str>, fil
         }
         return Ok(ExitCode::SUCCESS);
     }
+    // the kernel-side copies below never decrypt: refuse as the buffered read does
+    if !file {
+        if let Some(l) = img.layers.iter().find(|l| l.layer.encrypted()) {
+            bail!("{} is encrypted; vdiskview does not decrypt guest data (map, info and tables still work)", l.name);
+        }
+    }
     // the caller's writer holds nothing yet: everything below writes to fd 1 itself
     w.flush()?;
     // Straight to fd 1: Rust's stdout is line-buffered and would scan every chunk for

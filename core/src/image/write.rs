@@ -2,9 +2,12 @@
 //! from the layers below), host writes for repairs by hand, and the failpoints that prove
 //! the crash ordering.
 //!
-//! Every format writes in the order qemu relies on: refcounts (or the file's new end) first,
-//! then data, then the table entry that points at it, then the release of what it replaced,
-//! with a flush between, so a crash at any step leaves at worst a leaked cluster.
+//! Every format writes in the order qemu relies on: refcounts (or the file's new end) and
+//! data first, then the table entry that points at them, then the release of what it
+//! replaced. A write call is done in those groups, each for all its clusters at once, with
+//! a flush between groups (not between clusters), so a crash at any step leaves at worst
+//! leaked clusters. The last flush of a write is made before it returns, unless the image
+//! is lazy ([`Image::set_lazy_flush`], the NBD plugin): then [`Image::flush`] makes it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -333,9 +333,11 @@ impl Qcow2 {
 
     /// One write call in qemu's dependency order, one flush per group instead of per
     /// cluster:
-    ///  1. the refcounts of every new cluster and new L2 table (and any refcount block or
-    ///     table growth they need, with its own ordered flushes); flush
-    ///  2. all data, new clusters and in place; flush
+    ///  1. the refcounts of every new cluster and new L2 table (new refcount blocks first,
+    ///     then one flush, then their refcount table entries; a refcount table growth with
+    ///     its own ordered flushes), and all data, new clusters and in place: nothing points
+    ///     at a new cluster yet, so its count and its data need no order between them; flush
+    ///  2. (the same group)
     ///  3. all L2 entries: in place in tables this layer owns, and the new tables whole
     ///     (copies of shared ones, or zeros); flush
     ///  4. the L1 entries of the new tables; flush
@@ -417,7 +419,7 @@ impl Qcow2 {
                     self.file.write_at(self.header.refcount_table_offset + ti as u64 * 8, &at.to_be_bytes())?;
                 }
             }
-            barrier(self, 0, "qcow2 refcounts of new clusters")?;
+            // no flush here: the refcounts and the data of the new clusters are one group
         } else {
             for p in &plans {
                 if let Planned::New { cluster_virt, .. } = p {
@@ -437,7 +439,7 @@ impl Qcow2 {
                 }
             }
         }
-        barrier(self, 1, "qcow2 data")?;
+        barrier(self, 1, "qcow2 refcounts and data")?;
 
         // 3. L2 entries, grouped by table
         if groups[2] {
