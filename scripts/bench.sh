@@ -22,6 +22,16 @@
 #           reported as not timed.
 #   nbd     `nbdcopy URI null:` from the vdiskview nbdkit plugin (nbdkit -U - ... --run) vs
 #           from `qemu-nbd -r -f FMT -k SOCK IMG`; only the nbdcopy is timed in both.
+#   write   on disk (BENCH_TMPDIR: a flush on tmpfs costs nothing), into a fresh empty image
+#           each run (made untimed): `vdiskview write IMG --offset 0 --length N --pattern
+#           0xab` (durable on return) vs `qemu-io -f FMT -c 'write -P 0xab 0 N'` (qemu-io's
+#           default writethrough: also durable on return), 1 MiB into a qcow2 with 512 B
+#           clusters, 64 MiB into a qcow2 with 64 KiB clusters and into a dynamic VHD; then
+#           `nbdcopy --flush` of 256 MiB of random data into an empty qcow2 and VHD through
+#           the plugin vs through `qemu-nbd -f FMT` (only the nbdcopy is timed). The written
+#           images are checked (qemu-img check, qemu-io read -P, qemu-img compare).
+#   stream  `vdiskview read` of the dense 1 GiB qcow2 to /dev/null and into a pipe
+#           (`| cat >/dev/null`) vs `cat` of the image file to the same place.
 #   render  `vdiskview render IMG --size 160x48 --format text`: wall time (median) and peak
 #           RSS (/usr/bin/time -f %M, warm-up run) of the first frame, for every image size.
 #   keys    hex page-down (Tabs to the Hex pane, PgDn x K), grid page-down across the whole
@@ -62,7 +72,7 @@
 #   BENCH_FRAG=6400         clusters/blocks in the 64 GiB images (>= 6000 wanted)
 #   BENCH_HUGE=102400       clusters in the 1 TiB image (>= 100000 wanted)
 #   BENCH_SKIP_HUGE=        1: skip the 1 TiB image (skipped anyway when the disk is short)
-#   BENCH_SKIP=             space-separated groups to skip: map read nbd render keys tui
+#   BENCH_SKIP=             space-separated groups to skip: map read nbd write stream render keys tui
 #   BENCH_TMPDIR=           where the on-disk image goes (default $TMPDIR or /tmp)
 #   BENCH_SHMDIR=/dev/shm   tmpfs for the other images and the read outputs
 #   BENCH_KEYS_HEX=500      page-downs in the hex case
@@ -168,6 +178,7 @@ cleanup() {
   fi
   [[ -n "$WORK" ]] && rm -rf -- "$WORK"
   [[ -n "$DWORK" ]] && rm -rf -- "$DWORK"
+  [[ -n "${WDIR:-}" ]] && rm -rf -- "$WDIR"
   exit "$rc"
 }
 trap cleanup EXIT
@@ -498,6 +509,116 @@ if ! skipped nbd; then
   nbd_case "nbdcopy 1G VHD to null:" "$DVHD" vpc
   mc_vd=$(nbdkit -U - "$PLUGIN" file="$DQCOW" readonly=true --run 'nbdinfo "$uri"' 2>/dev/null | awk '/can_multi_conn/ {print $2}')
   note "nbdcopy opens 4 connections when the server allows multi-conn: the plugin says can_multi_conn=$mc_vd; qemu-nbd -r (default --shared=1) does not, so it is read over one connection."
+fi
+
+# ---------------------------------------------------------------- write
+WDIR=""
+w_fresh() {
+  rm -f -- "$W_IMG"
+  qemu-img create -q -f "$W_FMT" ${W_OPTS:+-o "$W_OPTS"} "$W_IMG" "$W_SIZE"
+  sync -f "$W_IMG"
+}
+vd_write() { w_fresh; tm "$BIN" write "$W_IMG" --offset 0 --length "$W_LEN" --pattern 0xab; }
+qm_write() { w_fresh; tm qemu-io -f "$W_FMT" -c "write -P 0xab 0 $W_LEN" "$W_IMG" >/dev/null; }
+w_verify() { # the image vdiskview wrote: clean for qemu, and the bytes are there
+  if [[ "$W_FMT" == qcow2 ]]; then
+    qemu-img check -q -f qcow2 "$W_IMG" || die "qemu-img check failed after vdiskview's write into $W_IMG"
+  fi
+  qemu-io -f "$W_FMT" -c "read -P 0xab 0 $W_LEN" "$W_IMG" | grep -q '^read ' || die "qemu-io does not read back vdiskview's write"
+}
+write_case() { # NAME FORMAT OPTS LENGTH MUST_RATIO
+  local name=$1
+  W_FMT=$2 W_OPTS=$3 W_LEN=$4 W_SIZE=1G W_IMG="$WDIR/w.img"
+  say "timing: $name"
+  interleave "$RUNS" vd_write qm_write || die "$name failed"
+  add_ratio_row "$name" "$(median "${TIMES[0]}")" "$(median "${TIMES[1]}")" 1.0 "$5"
+  note "$name runs (ms): vdiskview $(spread "${TIMES[0]}"), qemu-io $(spread "${TIMES[1]}")"
+  vd_write && w_verify
+}
+NBDW_RUN="$WORK/nbdcopy-write-timed.sh"
+cat >"$NBDW_RUN" <<'EOF'
+#!/usr/bin/env bash
+# nbdcopy-write-timed.sh SRC URI OUTFILE: nbdcopy --flush SRC URI, its wall time in microseconds to OUTFILE
+s=$EPOCHREALTIME
+nbdcopy --flush "$1" "$2" || exit 1
+e=$EPOCHREALTIME
+echo $((10#${e/./} - 10#${s/./})) >"$3"
+EOF
+chmod +x "$NBDW_RUN"
+vd_nbdw() {
+  w_fresh
+  rm -f -- "$NBD_T"
+  nbdkit -U - "$PLUGIN" file="$W_IMG" --run "$(q "$NBDW_RUN") $(q "$W_SRC") \"\$uri\" $(q "$NBD_T")" &
+  BG_PID=$!
+  wait "$BG_PID" || { say "nbdkit/nbdcopy failed on $W_IMG"; return 1; }
+  BG_PID=""
+  T_US=$(<"$NBD_T")
+}
+qm_nbdw() {
+  local sock="$WORK/qemu-nbd-w.sock" pid i
+  w_fresh
+  rm -f -- "$NBD_T" "$sock"
+  qemu-nbd -f "$W_FMT" -k "$sock" "$W_IMG" &
+  pid=$!
+  BG_PID=$pid
+  for ((i = 0; i < 4000; i++)); do
+    [[ -S "$sock" ]] && break
+    kill -0 "$pid" 2>/dev/null || { say "qemu-nbd exited"; return 1; }
+    sleep 0.005
+  done
+  [[ -S "$sock" ]] || { say "qemu-nbd made no socket"; return 1; }
+  "$NBDW_RUN" "$W_SRC" "nbd+unix:///?socket=$sock" "$NBD_T" || { say "nbdcopy into qemu-nbd failed"; return 1; }
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  BG_PID=""
+  rm -f -- "$sock"
+  T_US=$(<"$NBD_T")
+}
+nbdw_case() { # NAME FORMAT OPTS
+  local name=$1
+  W_FMT=$2 W_OPTS=$3 W_SIZE=1G W_IMG="$WDIR/w.img"
+  say "timing: $name"
+  interleave "$RUNS" vd_nbdw qm_nbdw || die "$name failed"
+  add_ratio_row "$name" "$(median "${TIMES[0]}")" "$(median "${TIMES[1]}")" 1.0 1.2
+  note "$name runs (ms): plugin $(spread "${TIMES[0]}"), qemu-nbd $(spread "${TIMES[1]}")"
+  vd_nbdw
+  if [[ "$W_FMT" == qcow2 ]]; then
+    qemu-img check -q -f qcow2 "$W_IMG" || die "qemu-img check failed after nbdcopy into the plugin"
+  fi
+  # the rest of the (larger) image reads as zero, which compare accepts
+  qemu-img compare -q -f raw -F "$W_FMT" "$W_SRC" "$W_IMG" || die "the image the plugin wrote does not hold the source's bytes"
+}
+if ! skipped write; then
+  WDIR="$(mktemp -d "$DISK_BASE/vdiskview-bench-write.XXXXXX")"
+  say "write cases in $WDIR ($(df -P "$WDIR" | awk 'NR==2 {print $1}'))"
+  write_case "write 1M, qcow2 512 B clusters (on disk)" qcow2 "cluster_size=512" $((1 * MiB)) 2.0
+  write_case "write 64M, qcow2 64 KiB clusters (on disk)" qcow2 "" $((64 * MiB)) 1.5
+  write_case "write 64M, dynamic VHD (on disk)" vpc "subformat=dynamic" $((64 * MiB)) 1.5
+  if ! skipped nbd; then
+    W_SRC="$WDIR/random.bin"
+    head -c $((256 * MiB)) /dev/urandom >"$W_SRC"
+    nbdw_case "nbdcopy 256M random into qcow2 (on disk)" qcow2 ""
+    nbdw_case "nbdcopy 256M random into VHD (on disk)" vpc "subformat=dynamic"
+  fi
+  rm -rf -- "$WDIR"
+  WDIR=""
+fi
+
+# ---------------------------------------------------------------- stream
+vd_rnull() { tm "$BIN" read "$DQCOW" >/dev/null; }
+cat_null() { tm cat "$DQCOW" >/dev/null; }
+vd_rpipe() { tm bash -c '"$0" read "$1" | cat >/dev/null' "$BIN" "$DQCOW"; }
+cat_pipe() { tm bash -c 'cat "$0" | cat >/dev/null' "$DQCOW"; }
+if ! skipped stream; then
+  say "timing: read 1G qcow2 -> /dev/null vs cat"
+  interleave "$RUNS" vd_rnull cat_null || die "read to /dev/null failed"
+  add_ratio_row "read 1G qcow2 -> /dev/null (qemu column: cat of the file)" "$(median "${TIMES[0]}")" "$(median "${TIMES[1]}")" 1.5 1.5
+  say "timing: read 1G qcow2 -> pipe vs cat"
+  interleave "$RUNS" vd_rpipe cat_pipe || die "read into a pipe failed"
+  add_ratio_row "read 1G qcow2 -> pipe (qemu column: cat of the file)" "$(median "${TIMES[0]}")" "$(median "${TIMES[1]}")" 1.5 1.5
+  "$BIN" read "$DQCOW" | cat >"$WORK/pipe.raw"
+  qemu-img compare -q -f raw -F qcow2 "$WORK/pipe.raw" "$DQCOW" || die "vdiskview read into a pipe differs from qemu's guest bytes"
+  rm -f -- "$WORK/pipe.raw"
 fi
 
 # ---------------------------------------------------------------- render

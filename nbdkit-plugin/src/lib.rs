@@ -5,10 +5,16 @@
 //! `nbdkit -U SOCK target/release/libvdiskview_nbdkit.so file=disk.vhd [readonly=true] [format=auto]`
 //!
 //! One image is shared by every connection behind a read-write lock: reads run in parallel,
-//! writes one at a time, and every write is durable when it returns (the engine flushes in
-//! its crash-safe order), so flush has nothing left to do and multi-conn is truthful.
+//! writes one at a time. As with qemu-nbd, a write returns before its last flush: the
+//! engine still flushes between its ordered steps (refcounts, data, L2, L1, releases), so a
+//! crash leaves every cluster old or new and at worst leaked clusters, but the last step of
+//! a write becomes durable on the client's NBD FLUSH, on a write with FUA, when a
+//! connection closes, and within a second otherwise (a timer thread). One image and one
+//! file for every connection: a flush on any connection makes every completed write
+//! durable, so multi-conn stays truthful.
 
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
 
 use nbdkit::*;
 use vdiskview_core::image::{self, Format, Image, OpenOptions};
@@ -35,7 +41,24 @@ fn image(readonly: bool) -> Result<Arc<RwLock<Image>>> {
         let cfg = CONFIG.lock().unwrap();
         let file = cfg.file.clone().ok_or((libc::EINVAL, "file= is required".to_string()))?;
         let opts = OpenOptions { format: cfg.format, write: !(cfg.readonly || readonly), ..Default::default() };
-        image::open(std::path::Path::new(&file), &opts).map(|i| Arc::new(RwLock::new(i))).map_err(|e| (e.errno(), e.to_string()))
+        let img = image::open(std::path::Path::new(&file), &opts).map_err(|e| (e.errno(), e.to_string()))?;
+        let writable = img.layers[0].layer.file().writable();
+        let img = Arc::new(RwLock::new(img));
+        if writable {
+            // writes without FUA return before their last flush; this thread bounds how long
+            // such a write stays in the page cache only
+            img.read().unwrap().set_lazy_flush(true);
+            let weak = Arc::downgrade(&img);
+            std::thread::spawn(move || loop {
+                std::thread::sleep(Duration::from_secs(1));
+                let Some(img) = weak.upgrade() else { break };
+                let r = img.read().unwrap().flush();
+                if let Err(e) = r {
+                    nbdkit::debug!("vdiskview: background flush: {}", e);
+                }
+            });
+        }
+        Ok(img)
     });
     r.clone().map_err(|(errno, m)| Error::new(errno, m))
 }
@@ -128,7 +151,7 @@ impl Server for Handle {
     }
 
     fn can_fua(&self) -> Result<FuaFlags> {
-        // every write is durable when it returns
+        // write and zero honour Flags::FUA themselves (a flush after the request)
         Ok(FuaFlags::Native)
     }
 
@@ -148,14 +171,19 @@ impl Server for Handle {
         self.img.read().unwrap().read(offset, buf).map_err(err)
     }
 
-    fn write_at(&self, buf: &[u8], offset: u64, _flags: Flags) -> Result<()> {
+    fn write_at(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
         if self.readonly {
             return Err(Error::new(libc::EROFS, "the export is read-only"));
         }
-        self.img.write().unwrap().write(offset, buf).map_err(err)
+        let mut img = self.img.write().unwrap();
+        img.write(offset, buf).map_err(err)?;
+        if flags.contains(Flags::FUA) {
+            img.flush().map_err(err)?;
+        }
+        Ok(())
     }
 
-    fn zero(&self, count: u32, offset: u64, _flags: Flags) -> Result<()> {
+    fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
         if self.readonly {
             return Err(Error::new(libc::EROFS, "the export is read-only"));
         }
@@ -174,11 +202,15 @@ impl Server for Handle {
                 pos += n as u64;
             }
         }
+        if flags.contains(Flags::FUA) {
+            img.flush().map_err(err)?;
+        }
         Ok(())
     }
 
     fn flush(&self) -> Result<()> {
-        Ok(())
+        // every write that completed, on any connection, becomes durable
+        self.img.read().unwrap().flush().map_err(err)
     }
 
     fn extents(&self, count: u32, offset: u64, _flags: Flags, h: &mut ExtentHandle) -> Result<()> {
@@ -195,6 +227,17 @@ impl Server for Handle {
             h.add(e.virt, e.len, t)?;
         }
         Ok(())
+    }
+}
+
+impl Drop for Handle {
+    /// A connection closing makes what it wrote durable, as qemu-nbd does at close.
+    fn drop(&mut self) {
+        if !self.readonly {
+            if let Ok(img) = self.img.read() {
+                let _ = img.flush();
+            }
+        }
     }
 }
 

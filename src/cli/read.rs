@@ -10,6 +10,10 @@ use super::{offset, open};
 use crate::image::OpenOptions;
 
 const CHUNK: u64 = 4 << 20;
+/// Chunk size where the output is not a file to leave holes in (a pipe, /dev/null, a
+/// terminal): small enough that the buffers stay in the CPU cache between the read that
+/// fills them and the write that empties them.
+const STREAM_CHUNK: u64 = 128 << 10;
 /// Granularity at which holes inside an image's data are kept in the output.
 const HOLE_PIECE: u64 = 64 << 10;
 
@@ -51,6 +55,12 @@ pub fn run(path: &Path, opts: &OpenOptions, off: &str, length: Option<&str>, fil
         }
         return Ok(ExitCode::SUCCESS);
     }
+    // the kernel-side copies below never decrypt: refuse as the buffered read does
+    if !file {
+        if let Some(l) = img.layers.iter().find(|l| l.layer.encrypted()) {
+            bail!("{} is encrypted; vdiskview does not decrypt guest data (map, info and tables still work)", l.name);
+        }
+    }
     // the caller's writer holds nothing yet: everything below writes to fd 1 itself
     w.flush()?;
     // Straight to fd 1: Rust's stdout is line-buffered and would scan every chunk for
@@ -60,6 +70,34 @@ pub fn run(path: &Path, opts: &OpenOptions, off: &str, length: Option<&str>, fil
     let mut out = std::mem::ManuallyDrop::new(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(1) });
     let sparse = SparseSink::probe(&out);
     let can_skip = sparse.is_some();
+    if sparse.is_none() && is_pipe(&out) {
+        // into a pipe: what lies plainly in a host file is spliced (the kernel moves the
+        // page-cache pages, nothing is copied in user space), the rest written from two
+        // reused buffers
+        copy_to_pipe(&img, 1, start, start + len, file)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if sparse.is_none() && is_char_device(&out) {
+        // /dev/null, a terminal: one small buffer, reused, on this thread (a writer thread
+        // and its channel cost more than the write itself)
+        let mut buf = vec![0u8; STREAM_CHUNK as usize];
+        let mut pos = start;
+        while pos < start + len {
+            let n = STREAM_CHUNK.min(start + len - pos) as usize;
+            if file {
+                img.read_host(0, pos, &mut buf[..n])?;
+            } else {
+                img.read(pos, &mut buf[..n])?;
+            }
+            if !write_fd(1, &buf[..n])? {
+                break;
+            }
+            pos += n as u64;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    // buffers of one size, reused: the first few are allocated, the rest come back
+    let chunk = if can_skip { CHUNK } else { STREAM_CHUNK };
     if let Some(sink) = &sparse {
         // into a regular file: data the image stores as plain bytes is copied by the kernel
         // (copy_file_range), zero runs become holes, the rest goes through a buffer
@@ -91,13 +129,13 @@ pub fn run(path: &Path, opts: &OpenOptions, off: &str, length: Option<&str>, fil
                         }
                     }
                 } else {
-                    (false, CHUNK.min(end - pos))
+                    (false, chunk.min(end - pos))
                 };
                 let chunk = if zero {
                     Ok(Chunk::Zero(n))
                 } else {
                     let n = n as usize;
-                    let mut buf = back_rx.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK as usize]);
+                    let mut buf = back_rx.try_recv().unwrap_or_else(|_| vec![0u8; chunk as usize]);
                     let r = if file { img.read_host(0, pos, &mut buf[..n]) } else { img.read(pos, &mut buf[..n]) };
                     r.map(|_| Chunk::Data(buf, n)).map_err(anyhow::Error::from)
                 };
@@ -132,6 +170,120 @@ pub fn run(path: &Path, opts: &OpenOptions, off: &str, length: Option<&str>, fil
     }
     out.flush()?;
     result
+}
+
+fn is_char_device(out: &std::fs::File) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    out.metadata().map(|m| m.file_type().is_char_device()).unwrap_or(false)
+}
+
+fn is_pipe(out: &std::fs::File) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    out.metadata().map(|m| m.file_type().is_fifo()).unwrap_or(false)
+}
+
+/// Write all of `buf` to `fd`; false when the reader went away (EPIPE: a closed pipe ends
+/// the read quietly, as `head` expects).
+fn write_fd(fd: i32, buf: &[u8]) -> Result<bool> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: writing our own buffer to our own descriptor.
+        let r = unsafe { libc::write(fd, buf[done..].as_ptr().cast(), buf.len() - done) };
+        if r < 0 {
+            let err = std::io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EPIPE) => return Ok(false),
+                _ => return Err(err.into()),
+            }
+        }
+        done += r as usize;
+    }
+    Ok(true)
+}
+
+/// Copy `[start, end)` into the pipe `fd`: plain data extents with splice from the host
+/// file, zeros from one zero buffer, the rest (compressed clusters, backing reads past a
+/// short file) read into one reused buffer.
+fn copy_to_pipe(img: &crate::image::Image, fd: i32, start: u64, end: u64, file: bool) -> Result<()> {
+    use crate::image::LayerKind;
+    let zeros = vec![0u8; STREAM_CHUNK as usize];
+    let mut buf = vec![0u8; STREAM_CHUNK as usize];
+    let mut can_splice = true;
+    let mut pos = start;
+    while pos < end {
+        let (src, host, n, zero) = if file {
+            (Some(img.top().file().raw_fd()), pos, end - pos, false)
+        } else {
+            let e = img.resolve(pos, end - pos)?;
+            if reads_zero(&e) {
+                (None, 0, e.len, true)
+            } else {
+                match e.kind {
+                    LayerKind::Data { file: id, host, .. } => {
+                        let f = img.layers[e.depth].layer.host(id).expect("the extent's file");
+                        if host + e.len <= f.len() {
+                            (Some(f.raw_fd()), host, e.len, false)
+                        } else {
+                            (None, 0, e.len.min(STREAM_CHUNK), false)
+                        }
+                    }
+                    _ => (None, 0, e.len.min(STREAM_CHUNK), false),
+                }
+            }
+        };
+        if zero {
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(STREAM_CHUNK) as usize;
+                if !write_fd(fd, &zeros[..k])? {
+                    return Ok(());
+                }
+                left -= k as u64;
+            }
+            pos += n;
+            continue;
+        }
+        let mut done = 0u64;
+        if let (Some(src), true) = (src, can_splice) {
+            let mut off = host as libc::loff_t;
+            while done < n {
+                // SAFETY: splice between two descriptors we own; the input offset is ours.
+                let r = unsafe { libc::splice(src, &mut off, fd, std::ptr::null_mut(), (n - done).min(1 << 30) as usize, libc::SPLICE_F_MORE) };
+                if r < 0 {
+                    let err = std::io::Error::last_os_error();
+                    match err.raw_os_error() {
+                        Some(libc::EINTR) => continue,
+                        Some(libc::EPIPE) => return Ok(()),
+                        Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => {
+                            // this kernel or file cannot splice: buffered from here on
+                            can_splice = false;
+                            break;
+                        }
+                        _ => return Err(err.into()),
+                    }
+                }
+                if r == 0 {
+                    anyhow::bail!("unexpected end of the image file at 0x{:x}", off);
+                }
+                done += r as u64;
+            }
+        }
+        while done < n {
+            let k = (n - done).min(STREAM_CHUNK) as usize;
+            if file {
+                img.read_host(0, pos + done, &mut buf[..k])?;
+            } else {
+                img.read(pos + done, &mut buf[..k])?;
+            }
+            if !write_fd(fd, &buf[..k])? {
+                return Ok(());
+            }
+            done += k as u64;
+        }
+        pos += n;
+    }
+    Ok(())
 }
 
 enum Chunk {

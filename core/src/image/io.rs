@@ -2,7 +2,7 @@
 //! through here, so "past the end of the file" is caught in one place.
 
 use std::fs::File;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,12 @@ pub struct HostFile {
     /// Grows as writes append (allocation at the end of the file).
     len: AtomicU64,
     writable: bool,
+    /// Written to since the last flush (a flush with nothing to flush is skipped).
+    dirty: AtomicBool,
+    /// Writes need not be durable on return: the last flush of a write is left to the
+    /// caller's [`HostFile::sync`] (an NBD FLUSH or FUA, a close). The ordering flushes
+    /// between a write's steps are still made.
+    lazy: AtomicBool,
 }
 
 impl HostFile {
@@ -40,7 +46,7 @@ impl HostFile {
             return Err(Error::io_other(path.display().to_string(), "is a directory"));
         }
         let len = if meta.file_type().is_file() { meta.len() } else { block_device_len(&file) };
-        Ok(HostFile { file, name, path: path.to_path_buf(), len: AtomicU64::new(len), writable: write })
+        Ok(HostFile { file, name, path: path.to_path_buf(), len: AtomicU64::new(len), writable: write, dirty: AtomicBool::new(false), lazy: AtomicBool::new(false) })
     }
 
     pub fn len(&self) -> u64 {
@@ -61,7 +67,7 @@ impl HostFile {
     pub fn dup(&self) -> Result<HostFile> {
         let file = self.file.try_clone().map_err(|e| Error::io(format!("{}", self.name), e))?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(self.len());
-        Ok(HostFile { file, name: self.name.clone(), path: self.path.clone(), len: AtomicU64::new(len), writable: self.writable })
+        Ok(HostFile { file, name: self.name.clone(), path: self.path.clone(), len: AtomicU64::new(len), writable: self.writable, dirty: AtomicBool::new(self.dirty.load(Ordering::Acquire)), lazy: AtomicBool::new(self.lazy.load(Ordering::Acquire)) })
     }
 
     /// (device, inode) of the open file: two names of one file compare equal.
@@ -83,15 +89,34 @@ impl HostFile {
             .write_all_at(data, off)
             .map_err(|e| Error::io(format!("{}: write at 0x{:x}", self.name, off), e))?;
         self.len.fetch_max(off + data.len() as u64, Ordering::AcqRel);
+        self.dirty.store(true, Ordering::Release);
         Ok(())
     }
 
-    /// Make everything written so far durable before what follows is written.
+    /// Make everything written so far durable before what follows is written (an ordering
+    /// barrier; skipped when nothing was written since the last one).
     pub fn sync(&self) -> Result<()> {
-        if !self.writable {
+        if !self.writable || !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
-        self.file.sync_data().map_err(|e| Error::io(format!("{}: flush", self.name), e))
+        self.file.sync_data().map_err(|e| {
+            self.dirty.store(true, Ordering::Release);
+            Error::io(format!("{}: flush", self.name), e)
+        })
+    }
+
+    /// The last flush of a write: made now, unless the file is lazy (then the next
+    /// [`HostFile::sync`], ordering barrier or explicit flush, makes it).
+    pub fn sync_final(&self) -> Result<()> {
+        if self.lazy.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.sync()
+    }
+
+    /// Let writes return before their last flush (NBD without FUA); see [`HostFile::sync_final`].
+    pub fn set_lazy(&self, lazy: bool) {
+        self.lazy.store(lazy, Ordering::Release);
     }
 
     /// Take qemu's image locks for a writer; see [`super::lock`].

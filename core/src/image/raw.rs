@@ -54,7 +54,7 @@ impl FormatLayer for Raw {
     }
     fn write(&mut self, virt: u64, data: &[u8], _below: &dyn Fn(u64, &mut [u8]) -> Result<()>) -> Result<()> {
         self.file.write_at(virt, data)?;
-        self.file.sync()?;
+        self.file.sync_final()?;
         super::write::step("raw data");
         Ok(())
     }

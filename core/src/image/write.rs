@@ -2,9 +2,12 @@
 //! from the layers below), host writes for repairs by hand, and the failpoints that prove
 //! the crash ordering.
 //!
-//! Every format writes in the order qemu relies on: refcounts (or the file's new end) first,
-//! then data, then the table entry that points at it, then the release of what it replaced,
-//! with a flush between, so a crash at any step leaves at worst a leaked cluster.
+//! Every format writes in the order qemu relies on: refcounts (or the file's new end) and
+//! data first, then the table entry that points at them, then the release of what it
+//! replaced. A write call is done in those groups, each for all its clusters at once, with
+//! a flush between groups (not between clusters), so a crash at any step leaves at worst
+//! leaked clusters. The last flush of a write is made before it returns, unless the image
+//! is lazy ([`Image::set_lazy_flush`], the NBD plugin): then [`Image::flush`] makes it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -70,6 +73,23 @@ impl Image {
         let r = top[0].layer.write(virt, data, &reader);
         self.invalidate();
         r
+    }
+
+    /// Let writes return before their last flush (`true`: NBD writes without FUA), or make
+    /// every write durable on return again (`false`, the default). The ordering flushes
+    /// inside a write are made either way; [`Image::flush`] makes everything durable.
+    pub fn set_lazy_flush(&self, lazy: bool) {
+        for f in self.layers[0].layer.host_files() {
+            f.set_lazy(lazy);
+        }
+    }
+
+    /// Make every write so far durable (NBD FLUSH, FUA, close).
+    pub fn flush(&self) -> Result<()> {
+        for f in self.layers[0].layer.host_files() {
+            f.sync()?;
+        }
+        Ok(())
     }
 
     /// Write raw bytes into the top image file (file space), for repairs by hand. Only inside

@@ -7,6 +7,9 @@
 //! the end of the file holding the cluster's whole current content (copy-on-write from a
 //! backing file, a compressed cluster, zeros) with the new bytes over it.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
 use super::cluster::{Sub, L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_COPIED, OFLAG_ZERO};
 use super::header::{EXT_BITMAPS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY};
 use super::Qcow2;
@@ -16,12 +19,24 @@ use crate::image::{Error, Result};
 
 pub type Below<'a> = &'a dyn Fn(u64, &mut [u8]) -> Result<()>;
 
+/// One cluster of a write, planned before anything is written.
+enum Planned<'a> {
+    /// Bytes at `host` of a cluster this layer owns, with the L2 entry to set after (a
+    /// zero cluster or zero/unallocated subclusters completed).
+    InPlace { host: u64, bytes: Cow<'a, [u8]>, l2: Option<(usize, usize, u64, u64)> },
+    /// A new cluster with the whole content; `old` is the entry it replaces.
+    New { cluster_virt: u64, bytes: Cow<'a, [u8]>, old: Option<u64>, l1i: usize, l2i: usize },
+}
+
 #[derive(Default)]
 pub(crate) struct WriteState {
     /// The refcount table, as last written.
     table: Option<Vec<u64>>,
     /// First cluster past everything allocated so far.
     next_free: u64,
+    /// While a write counts its new clusters: refcount blocks created and written, whose
+    /// refcount table entries (index, offset) wait for one flush after all of them.
+    pending_blocks: Option<Vec<(usize, u64)>>,
 }
 
 impl Qcow2 {
@@ -198,18 +213,12 @@ impl Qcow2 {
         if let Some(why) = self.write_preflight(virt, data.len() as u64) {
             return Err(Error::corrupt(format!("{}: refusing to write: {}", self.file.name, why)));
         }
-        let cs = self.cluster_size();
-        let mut pos = 0usize;
-        let r = (|| {
-            while pos < data.len() {
-                let v = virt + pos as u64;
-                let n = ((cs - v % cs) as usize).min(data.len() - pos);
-                self.write_cluster(v / cs * cs, v % cs, &data[pos..pos + n], below)?;
-                self.invalidate_caches();
-                pos += n;
-            }
-            Ok(())
-        })();
+        let r = self.write_batched(virt, data, below);
+        if r.is_err() {
+            // what was counted in memory may not be on disk: read the refcount table again
+            self.wstate.table = None;
+            self.wstate.pending_blocks = None;
+        }
         self.invalidate_caches();
         r
     }
@@ -242,7 +251,8 @@ impl Qcow2 {
         Ok(buf)
     }
 
-    fn write_cluster(&mut self, cluster_virt: u64, off: u64, data: &[u8], below: Below) -> Result<()> {
+    /// What one cluster of a write needs, decided before anything is written.
+    fn plan_cluster<'a>(&self, cluster_virt: u64, off: u64, data: &'a [u8], below: Below) -> Result<Planned<'a>> {
         let cs = self.cluster_size();
         let per = self.geo.l2_entries();
         let l1i = (cluster_virt / cs / per) as usize;
@@ -254,48 +264,34 @@ impl Qcow2 {
             let host = e.entry & L2E_OFFSET_MASK;
             let allocated = host != 0 || (self.data_file.is_some() && e.entry & OFLAG_COPIED != 0);
             if allocated && owned(e.entry) && l2_owned {
-                return self.write_owned(cluster_virt, off, data, e, host, l1i, l2i, below);
+                return self.plan_owned(cluster_virt, off, data, e, host, l1i, l2i, below);
             }
         }
         // a new cluster holding the whole current content with the new bytes over it
-        let mut content = self.current_cluster(cluster_virt, below)?;
-        content[off as usize..off as usize + data.len()].copy_from_slice(data);
-        let new = if self.data_file.is_some() {
-            // external data files map guest clusters 1:1 and carry no refcounts
-            cluster_virt
+        let bytes = if off == 0 && data.len() as u64 == cs {
+            Cow::Borrowed(data)
         } else {
-            let c = self.alloc(1)?;
-            self.add_refcount(c / cs, 1)?;
-            self.file.sync()?;
-            step("qcow2 refcount of new cluster");
-            c
+            let mut content = self.current_cluster(cluster_virt, below)?;
+            content[off as usize..off as usize + data.len()].copy_from_slice(data);
+            Cow::Owned(content)
         };
-        self.data_host().write_at(new, &content)?;
-        self.data_host().sync()?;
-        step("qcow2 data");
-        let bitmap = if self.geo.extended { 0xffff_ffffu64 } else { 0 };
-        self.set_l2_entry(l1i, l2i, new | OFLAG_COPIED, bitmap)?;
-        // release what the cluster replaced
-        if let Some(e) = entry {
-            self.release(e.entry)?;
-        }
-        Ok(())
+        Ok(Planned::New { cluster_virt, bytes, old: entry.map(|e| e.entry), l1i, l2i })
     }
 
-    /// Write into a cluster this layer owns: data in place; zero and unallocated
-    /// subclusters (or a zero cluster) completed first, then their flags cleared.
+    /// A cluster this layer owns: data in place; zero and unallocated subclusters (or a
+    /// zero cluster) completed, then their flags cleared.
     #[allow(clippy::too_many_arguments)]
-    fn write_owned(
-        &mut self,
+    fn plan_owned<'a>(
+        &self,
         cluster_virt: u64,
         off: u64,
-        data: &[u8],
+        data: &'a [u8],
         e: super::cluster::L2Entry,
         host: u64,
         l1i: usize,
         l2i: usize,
         below: Below,
-    ) -> Result<()> {
+    ) -> Result<Planned<'a>> {
         // a damaged entry pointing past the end of the file: reading it is an error, and
         // writing through it would grow the file to wherever it points
         if host >= self.data_host().len() {
@@ -313,89 +309,240 @@ impl Qcow2 {
         let last = (off + data.len() as u64 - 1) / scs;
         let all_normal = (first..=last).all(|sc| matches!(self.geo.classify(e, sc as u32), Sub::Normal(_)));
         if all_normal {
-            self.data_host().write_at(host + off, data)?;
-            self.data_host().sync()?;
-            step("qcow2 data in place");
-            return Ok(());
+            return Ok(Planned::InPlace { host: host + off, bytes: Cow::Borrowed(data), l2: None });
         }
-        // widen to whole subclusters, their current content under the new bytes
-        let content = self.current_cluster(cluster_virt, below)?;
-        let (lo, hi) = (first * scs, (last + 1) * scs);
-        let mut buf = content[lo as usize..hi as usize].to_vec();
-        buf[(off - lo) as usize..(off - lo) as usize + data.len()].copy_from_slice(data);
-        self.data_host().write_at(host + lo, &buf)?;
-        self.data_host().sync()?;
-        step("qcow2 data in place");
+        // widen to whole subclusters (the whole cluster without extended L2), their
+        // current content under the new bytes
+        let mut content = self.current_cluster(cluster_virt, below)?;
+        content[off as usize..off as usize + data.len()].copy_from_slice(data);
         if self.geo.extended {
+            let (lo, hi) = (first * scs, (last + 1) * scs);
             let mut alloc = e.bitmap & 0xffff_ffff;
             let mut zero = e.bitmap >> 32;
             for sc in first..=last {
                 alloc |= 1 << sc;
                 zero &= !(1 << sc);
             }
-            self.set_l2_entry(l1i, l2i, e.entry, alloc | (zero << 32))?;
+            let bytes = Cow::Owned(content[lo as usize..hi as usize].to_vec());
+            Ok(Planned::InPlace { host: host + lo, bytes, l2: Some((l1i, l2i, e.entry, alloc | (zero << 32))) })
         } else {
-            // a zero cluster with its own host cluster: the whole cluster was completed only
-            // for the written range; complete the rest before clearing the flag
-            let cs = self.cluster_size();
-            if lo != 0 || hi != cs {
-                let mut full = content.clone();
-                full[(off) as usize..off as usize + data.len()].copy_from_slice(data);
-                self.data_host().write_at(host, &full)?;
-                self.data_host().sync()?;
-                step("qcow2 data in place");
-            }
-            self.set_l2_entry(l1i, l2i, e.entry & !OFLAG_ZERO, 0)?;
+            // a zero cluster with its own host cluster: all of it written, then the flag cleared
+            Ok(Planned::InPlace { host, bytes: Cow::Owned(content), l2: Some((l1i, l2i, e.entry & !OFLAG_ZERO, 0)) })
         }
-        Ok(())
     }
 
-    /// Point L2 entry `l2i` of L1 entry `l1i` at `value` (with `bitmap` for extended L2),
-    /// allocating or copying the L2 table first when this layer does not own one.
-    fn set_l2_entry(&mut self, l1i: usize, l2i: usize, value: u64, bitmap: u64) -> Result<()> {
+    /// One write call in qemu's dependency order, one flush per group instead of per
+    /// cluster:
+    ///  1. the refcounts of every new cluster and new L2 table (new refcount blocks first,
+    ///     then one flush, then their refcount table entries; a refcount table growth with
+    ///     its own ordered flushes), and all data, new clusters and in place: nothing points
+    ///     at a new cluster yet, so its count and its data need no order between them; flush
+    ///  2. (the same group)
+    ///  3. all L2 entries: in place in tables this layer owns, and the new tables whole
+    ///     (copies of shared ones, or zeros); flush
+    ///  4. the L1 entries of the new tables; flush
+    ///  5. the releases (replaced compressed or shared clusters, shared L2 tables); flush.
+    ///
+    /// Each group only depends on groups before it, so a crash between any two flushes
+    /// leaves every cluster old or new and at worst leaked clusters (counted, unreferenced).
+    /// The last flush is [`HostFile::sync_final`]: deferred on a lazy file (NBD without FUA).
+    fn write_batched(&mut self, virt: u64, data: &[u8], below: Below) -> Result<()> {
         let cs = self.cluster_size();
         let esize: u64 = if self.geo.extended { 16 } else { 8 };
-        let l1e = self.l1[l1i];
-        let old = l1e & L1E_OFFSET_MASK;
-        let mut entry_bytes = value.to_be_bytes().to_vec();
-        if self.geo.extended {
-            entry_bytes.extend_from_slice(&bitmap.to_be_bytes());
+        // plan every cluster before writing anything
+        let mut plans = Vec::with_capacity((data.len() as u64 / cs + 2) as usize);
+        let mut pos = 0usize;
+        while pos < data.len() {
+            let v = virt + pos as u64;
+            let n = ((cs - v % cs) as usize).min(data.len() - pos);
+            plans.push(self.plan_cluster(v / cs * cs, v % cs, &data[pos..pos + n], below)?);
+            pos += n;
         }
-        if old != 0 && l1e & OFLAG_COPIED != 0 {
-            self.file.write_at(old + l2i as u64 * esize, &entry_bytes)?;
-            self.file.sync()?;
-            step("qcow2 l2 entry");
-            return Ok(());
+        // L2 tables this write must create (a copy of a shared one, or a first one)
+        let mut new_tables: BTreeMap<usize, u64> = BTreeMap::new();
+        for p in &plans {
+            let l1i = match p {
+                Planned::New { l1i, .. } => *l1i,
+                Planned::InPlace { l2: Some((l1i, ..)), .. } => *l1i,
+                Planned::InPlace { l2: None, .. } => continue,
+            };
+            let l1e = self.l1[l1i];
+            if !(l1e & L1E_OFFSET_MASK != 0 && l1e & OFLAG_COPIED != 0) {
+                new_tables.insert(l1i, 0);
+            }
         }
-        // a new table: a copy of the shared one, or zeros
-        let mut table = vec![0u8; cs as usize];
-        if old != 0 {
-            self.file.read_exact_at(old, &mut table, "L2 table")?;
+        let no_refcounts = self.data_file.is_some();
+        let has_new = plans.iter().any(|p| matches!(p, Planned::New { .. }));
+        let releases: Vec<u64> = plans
+            .iter()
+            .filter_map(|p| match p {
+                Planned::New { old: Some(o), .. } if !no_refcounts && (o & OFLAG_COMPRESSED != 0 || o & L2E_OFFSET_MASK != 0) => Some(*o),
+                _ => None,
+            })
+            .collect();
+        let shared_tables: Vec<u64> = new_tables.keys().map(|&i| self.l1[i] & L1E_OFFSET_MASK).filter(|&o| o != 0).collect();
+        // which groups write something; the last one's flush is the final one
+        let groups = [
+            (has_new && !no_refcounts) || !new_tables.is_empty(),
+            true,
+            has_new || plans.iter().any(|p| matches!(p, Planned::InPlace { l2: Some(_), .. })),
+            !new_tables.is_empty(),
+            !releases.is_empty() || !shared_tables.is_empty(),
+        ];
+        let last = groups.iter().rposition(|&g| g).unwrap_or(1);
+        let barrier = |me: &Self, g: usize, what: &str| -> Result<()> {
+            if g == last {
+                me.data_host().sync_final()?;
+                me.file.sync_final()?;
+            } else {
+                me.data_host().sync()?;
+                me.file.sync()?;
+            }
+            step(what);
+            Ok(())
+        };
+
+        // 1. refcounts
+        let mut hosts: Vec<u64> = Vec::with_capacity(plans.len());
+        if groups[0] {
+            // new refcount blocks: written (zeros and the counts that fall in them) as they
+            // are needed, nothing points at them yet; one flush, then their refcount table
+            // entries, then the flush that ends the group
+            self.wstate.pending_blocks = Some(Vec::new());
+            let r = self.count_new(&plans, &mut hosts, &mut new_tables);
+            let pending = self.wstate.pending_blocks.take().unwrap_or_default();
+            r?;
+            if !pending.is_empty() {
+                self.file.sync()?;
+                step("qcow2 new refcount blocks");
+                for (ti, at) in pending {
+                    self.file.write_at(self.header.refcount_table_offset + ti as u64 * 8, &at.to_be_bytes())?;
+                }
+            }
+            // no flush here: the refcounts and the data of the new clusters are one group
+        } else {
+            for p in &plans {
+                if let Planned::New { cluster_virt, .. } = p {
+                    hosts.push(*cluster_virt);
+                }
+            }
         }
-        let at = l2i * esize as usize;
-        table[at..at + entry_bytes.len()].copy_from_slice(&entry_bytes);
-        let new = self.alloc(1)?;
-        self.add_refcount(new / cs, 1)?;
-        self.file.sync()?;
-        step("qcow2 refcount of new l2 table");
-        self.file.write_at(new, &table)?;
-        self.file.sync()?;
-        step("qcow2 new l2 table");
-        let l1_value = new | OFLAG_COPIED;
-        self.file.write_at(self.header.l1_table_offset + l1i as u64 * 8, &l1_value.to_be_bytes())?;
-        self.file.sync()?;
-        step("qcow2 l1 entry");
-        self.l1[l1i] = l1_value;
-        if old != 0 {
-            self.add_refcount(old / cs, -1)?;
-            self.file.sync()?;
-            step("qcow2 release shared l2 table");
+
+        // 2. data
+        {
+            let dh = self.data_host();
+            let mut hi = hosts.iter();
+            for p in &plans {
+                match p {
+                    Planned::InPlace { host, bytes, .. } => dh.write_at(*host, bytes)?,
+                    Planned::New { bytes, .. } => dh.write_at(*hi.next().expect("one host per new cluster"), bytes)?,
+                }
+            }
+        }
+        barrier(self, 1, "qcow2 refcounts and data")?;
+
+        // 3. L2 entries, grouped by table
+        if groups[2] {
+            let mut updates: BTreeMap<usize, Vec<(usize, u64, u64)>> = BTreeMap::new();
+            let bitmap_new = if self.geo.extended { 0xffff_ffffu64 } else { 0 };
+            let mut hi = hosts.iter();
+            for p in &plans {
+                match p {
+                    Planned::InPlace { l2: Some((l1i, l2i, value, bitmap)), .. } => {
+                        updates.entry(*l1i).or_default().push((*l2i, *value, *bitmap))
+                    }
+                    Planned::InPlace { l2: None, .. } => {}
+                    Planned::New { l1i, l2i, .. } => {
+                        let h = *hi.next().expect("one host per new cluster");
+                        updates.entry(*l1i).or_default().push((*l2i, h | OFLAG_COPIED, bitmap_new))
+                    }
+                }
+            }
+            for (l1i, ups) in &updates {
+                let old = self.l1[*l1i] & L1E_OFFSET_MASK;
+                let (at, mut buf, base) = if let Some(&new) = new_tables.get(l1i) {
+                    // a new table: a copy of the shared one, or zeros
+                    let mut table = vec![0u8; cs as usize];
+                    if old != 0 {
+                        self.file.read_exact_at(old, &mut table, "L2 table")?;
+                    }
+                    (new, table, 0usize)
+                } else {
+                    // the span of the owned table the entries cover, read and patched
+                    let lo = ups.iter().map(|u| u.0).min().unwrap();
+                    let hi = ups.iter().map(|u| u.0).max().unwrap();
+                    let mut span = vec![0u8; (hi - lo + 1) * esize as usize];
+                    self.file.read_exact_at(old + lo as u64 * esize, &mut span, "L2 table")?;
+                    (old + lo as u64 * esize, span, lo)
+                };
+                for &(l2i, value, bitmap) in ups {
+                    let i = (l2i - base) * esize as usize;
+                    buf[i..i + 8].copy_from_slice(&value.to_be_bytes());
+                    if self.geo.extended {
+                        buf[i + 8..i + 16].copy_from_slice(&bitmap.to_be_bytes());
+                    }
+                }
+                self.file.write_at(at, &buf)?;
+            }
+            barrier(self, 2, "qcow2 l2 entries")?;
+        }
+
+        // 4. L1 entries of the new tables
+        if groups[3] {
+            for (&l1i, &t) in &new_tables {
+                let l1_value = t | OFLAG_COPIED;
+                self.file.write_at(self.header.l1_table_offset + l1i as u64 * 8, &l1_value.to_be_bytes())?;
+            }
+            barrier(self, 3, "qcow2 l1 entries")?;
+        }
+        let mut old_tables = Vec::new();
+        for (&l1i, &t) in &new_tables {
+            old_tables.push(self.l1[l1i] & L1E_OFFSET_MASK);
+            self.l1[l1i] = t | OFLAG_COPIED;
+        }
+
+        // 5. releases: what the write replaced
+        if groups[4] {
+            for old in old_tables.into_iter().filter(|&o| o != 0) {
+                self.add_refcount(old / cs, -1)?;
+            }
+            for old in releases {
+                self.release_refs(old)?;
+            }
+            barrier(self, 4, "qcow2 releases")?;
         }
         Ok(())
     }
 
-    /// Drop this layer's reference to what an L2 entry pointed at before a write replaced it.
-    fn release(&mut self, old: u64) -> Result<()> {
+    /// Reserve and count the write's new clusters (their host offsets into `hosts`, in plan
+    /// order) and its new L2 tables (into `new_tables`). No flush.
+    fn count_new(&mut self, plans: &[Planned], hosts: &mut Vec<u64>, new_tables: &mut BTreeMap<usize, u64>) -> Result<()> {
+        let cs = self.cluster_size();
+        let no_refcounts = self.data_file.is_some();
+        for p in plans {
+            if let Planned::New { cluster_virt, .. } = p {
+                if no_refcounts {
+                    // external data files map guest clusters 1:1 and carry no refcounts
+                    hosts.push(*cluster_virt);
+                } else {
+                    let c = self.alloc(1)?;
+                    self.add_refcount(c / cs, 1)?;
+                    hosts.push(c);
+                }
+            }
+        }
+        let l1is: Vec<usize> = new_tables.keys().copied().collect();
+        for l1i in l1is {
+            let t = self.alloc(1)?;
+            self.add_refcount(t / cs, 1)?;
+            new_tables.insert(l1i, t);
+        }
+        Ok(())
+    }
+
+    /// Drop this layer's reference to what an L2 entry pointed at before a write replaced it
+    /// (no flush: the caller's group ends with one).
+    fn release_refs(&mut self, old: u64) -> Result<()> {
         let cs = self.cluster_size();
         if self.data_file.is_some() {
             return Ok(());
@@ -415,8 +562,6 @@ impl Qcow2 {
         for c in clusters {
             self.add_refcount(c, -1)?;
         }
-        self.file.sync()?;
-        step("qcow2 release replaced cluster");
         Ok(())
     }
 
@@ -431,8 +576,11 @@ impl Qcow2 {
         let table = self.table()?;
         // crashes leak a few clusters each; a long run of them is damage, not leaks
         const MAX_SKIP: u64 = 1 << 16;
+        // (counted as clusters skipped: a batched write reserves many clusters before it
+        // writes any, so the distance from the end of the file says nothing)
+        let mut skipped = 0u64;
         'search: loop {
-            if at - end > MAX_SKIP * cs {
+            if skipped > MAX_SKIP {
                 return Err(Error::corrupt(format!(
                     "{}: more than {} clusters past the end of the file have refcounts; the refcounts look damaged (qemu-img check -r all)",
                     self.file.name, MAX_SKIP
@@ -440,6 +588,7 @@ impl Qcow2 {
             }
             for c in at / cs..at / cs + n {
                 if self.refcount(&table, c)? != 0 {
+                    skipped += c + 1 - at / cs;
                     at = (c + 1) * cs;
                     continue 'search;
                 }
@@ -505,13 +654,20 @@ impl Qcow2 {
         let covers_itself = own / per == ti as u64;
         if !covers_itself {
             self.add_refcount(own, 1)?;
-            self.file.sync()?;
-            step("qcow2 refcount of new refcount block");
+            if self.wstate.pending_blocks.is_none() {
+                self.file.sync()?;
+                step("qcow2 refcount of new refcount block");
+            }
         }
         self.file.write_at(at, &vec![0u8; cs as usize])?;
         self.wstate.table.as_mut().expect("loaded")[ti] = at;
         if covers_itself {
             self.add_refcount(own, 1)?;
+        }
+        if let Some(pending) = self.wstate.pending_blocks.as_mut() {
+            // a batched write: the table entry after one flush for every new block
+            pending.push((ti, at));
+            return Ok(at);
         }
         self.file.sync()?;
         step("qcow2 new refcount block");

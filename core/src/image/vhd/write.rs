@@ -1,7 +1,7 @@
-//! Writing a VHD: in place for fixed disks and allocated blocks; a new block at the end of
-//! the file otherwise (the footer moves after it first, so the file always ends in a
-//! footer), the BAT entry last. In a differencing disk a partly written sector whose bit is
-//! clear is completed from the parent before its bit is set.
+//! Writing a VHD: in place for fixed disks and allocated blocks; new blocks at the end of
+//! the file otherwise (the footer moves past them first, so the file always ends in a
+//! footer), their bitmaps and data next, the BAT entries last. In a differencing disk a
+//! partly written sector whose bit is clear is completed from the parent before its bit is set.
 
 use super::{bit, Vhd, BAT_UNUSED, SECTOR};
 use crate::image::write::step;
@@ -34,7 +34,7 @@ impl Vhd {
         if let Some(why) = self.qemu_refusal() {
             return Err(Error::corrupt(format!("{}: refusing to write: {}", self.file.name, why)));
         }
-        let Some(bs) = self.block_size() else {
+        let Some(_) = self.block_size() else {
             // fixed: the guest disk is the start of the file
             let end_data = self.end_footer.as_ref().map(|f| f.offset).unwrap_or(0);
             if virt + data.len() as u64 > end_data {
@@ -44,7 +44,7 @@ impl Vhd {
                 )));
             }
             self.file.write_at(virt, data)?;
-            self.file.sync()?;
+            self.file.sync_final()?;
             step("vhd fixed data");
             return Ok(());
         };
@@ -54,103 +54,145 @@ impl Vhd {
                 self.file.name
             )));
         }
+        self.write_blocks(virt, data, below)
+    }
+
+    /// A write call on a dynamic or differencing disk, in groups, each flushed before the
+    /// next (one flush per group, not per block):
+    ///  1. new blocks: the footer at the new end of the file, past all of them (the file
+    ///     always ends in a valid footer); flush
+    ///  2. their sector bitmaps (all present on a dynamic disk, as qemu marks them; all
+    ///     clear on a differencing one) and all data, partial sectors completed from this
+    ///     file or the parent; nothing points at a new block yet; flush
+    ///  3. the BAT entries of the new blocks; flush
+    ///  4. on a differencing disk, the bitmap bits of the sectors written; flush.
+    ///
+    /// A crash between groups leaves each block old (unreachable, or its sectors still in
+    /// the parent) or new, the file ending in a footer. The last flush is
+    /// [`crate::image::io::HostFile::sync_final`] (deferred on a lazy file).
+    fn write_blocks(&mut self, virt: u64, data: &[u8], below: Below) -> Result<()> {
+        let bs = self.block_size().expect("dynamic");
+        let h = self.header.as_ref().expect("dynamic");
+        let (table_offset, max_entries) = (h.table_offset, h.max_table_entries as u64);
+        let footer = self.end_footer.as_ref().expect("checked").clone();
+        let diff = self.is_differencing();
+        let fill = if diff { 0 } else { 0xff };
+        struct Piece {
+            block: u64,
+            start: u64,
+            at: u64,
+            buf: Vec<u8>,
+            bitmap: Option<Vec<u8>>,
+        }
+        let mut pieces = Vec::new();
+        let mut new_blocks: Vec<(u64, u64)> = Vec::new();
+        let mut next = footer.offset.next_multiple_of(SECTOR);
         let mut pos = 0usize;
         while pos < data.len() {
             let v = virt + pos as u64;
             let block = v / bs;
-            let n = ((bs - v % bs) as usize).min(data.len() - pos);
-            self.write_in_block(block, v % bs, &data[pos..pos + n], below)?;
+            let in_block = v % bs;
+            let n = ((bs - in_block) as usize).min(data.len() - pos);
+            let d = &data[pos..pos + n];
+            let (start, bm) = match self.block_start(block)? {
+                Some(s) => (s, self.bitmap(block)?.expect("allocated").as_ref().clone()),
+                None => {
+                    if block >= max_entries {
+                        return Err(Error::corrupt(format!("block {} has no BAT entry", block)));
+                    }
+                    if next / SECTOR >= BAT_UNUSED as u64 {
+                        return Err(Error::Invalid("the file is too large for another VHD block".into()));
+                    }
+                    let s = next;
+                    next += self.bitmap_size + bs;
+                    new_blocks.push((block, s));
+                    (s, vec![fill; self.bitmap_size as usize])
+                }
+            };
+            let is_new = new_blocks.last().is_some_and(|&(b, _)| b == block);
+            // whole sectors to write: widen to sector bounds, completing partial sectors
+            // whose bytes are not in this file yet from the parent (differencing) or zeros
+            let first = in_block / SECTOR * SECTOR;
+            let end = (in_block + n as u64).div_ceil(SECTOR) * SECTOR;
+            let mut buf = vec![0u8; (end - first) as usize];
+            for (i, s) in [(0usize, first / SECTOR), (buf.len() - SECTOR as usize, end / SECTOR - 1)] {
+                let partial = (s == first / SECTOR && !in_block.is_multiple_of(SECTOR))
+                    || (s == end / SECTOR - 1 && !(in_block + n as u64).is_multiple_of(SECTOR));
+                if !partial {
+                    continue;
+                }
+                let sector = &mut buf[i..i + SECTOR as usize];
+                if bit(&bm, s) || !diff {
+                    if !is_new {
+                        self.file.read_zero_fill(start + self.bitmap_size + s * SECTOR, sector)?;
+                    }
+                } else {
+                    below(block * bs + s * SECTOR, sector)?;
+                }
+            }
+            let off = (in_block - first) as usize;
+            buf[off..off + n].copy_from_slice(d);
+            let mut new_bm = bm.clone();
+            let mut changed = false;
+            for s in first / SECTOR..end / SECTOR {
+                if !bit(&new_bm, s) {
+                    new_bm[(s / 8) as usize] |= 0x80 >> (s % 8);
+                    changed = true;
+                }
+            }
+            pieces.push(Piece { block, start, at: start + self.bitmap_size + first, buf, bitmap: changed.then_some(new_bm) });
             pos += n;
         }
-        Ok(())
-    }
-
-    fn write_in_block(&mut self, block: u64, in_block: u64, data: &[u8], below: Below) -> Result<()> {
-        let bs = self.block_size().expect("dynamic");
-        let start = match self.block_start(block)? {
-            Some(s) => s,
-            None => self.allocate_block(block)?,
-        };
-        let diff = self.is_differencing();
-        let mut bm = self.bitmap(block)?.expect("allocated").as_ref().clone();
-        // whole sectors to write: widen to sector bounds, completing partial sectors whose
-        // bytes are not in this file yet from the parent (differencing) or zeros
-        let first = in_block / SECTOR * SECTOR;
-        let end = (in_block + data.len() as u64).div_ceil(SECTOR) * SECTOR;
-        let mut buf = vec![0u8; (end - first) as usize];
-        let block_virt = block * bs;
-        for (i, s) in [(0usize, first / SECTOR), (buf.len() - SECTOR as usize, end / SECTOR - 1)] {
-            let partial = (s == first / SECTOR && !in_block.is_multiple_of(SECTOR))
-                || (s == end / SECTOR - 1 && !(in_block + data.len() as u64).is_multiple_of(SECTOR));
-            if !partial {
-                continue;
-            }
-            let sector = &mut buf[i..i + SECTOR as usize];
-            if bit(&bm, s) || !diff {
-                self.file.read_zero_fill(start + self.bitmap_size + s * SECTOR, sector)?;
+        let groups = [!new_blocks.is_empty(), true, !new_blocks.is_empty(), pieces.iter().any(|p| p.bitmap.is_some())];
+        let last = groups.iter().rposition(|&g| g).unwrap_or(1);
+        let barrier = |me: &Self, g: usize, what: &str| -> Result<()> {
+            if g == last {
+                me.file.sync_final()?;
             } else {
-                below(block_virt + s * SECTOR, sector)?;
+                me.file.sync()?;
             }
+            step(what);
+            Ok(())
+        };
+        // 1. the footer past the new blocks
+        if groups[0] {
+            self.file.write_at(next, &footer.bytes)?;
+            barrier(self, 0, "vhd footer moved")?;
         }
-        let off = (in_block - first) as usize;
-        buf[off..off + data.len()].copy_from_slice(data);
-        self.file.write_at(start + self.bitmap_size + first, &buf)?;
-        self.file.sync()?;
-        step("vhd block data");
-        let mut changed = false;
-        for s in first / SECTOR..end / SECTOR {
-            if !bit(&bm, s) {
-                bm[(s / 8) as usize] |= 0x80 >> (s % 8);
-                changed = true;
+        // 2. bitmaps of the new blocks, all data
+        for &(_, s) in &new_blocks {
+            self.file.write_at(s, &vec![fill; self.bitmap_size as usize])?;
+        }
+        for p in &pieces {
+            self.file.write_at(p.at, &p.buf)?;
+        }
+        barrier(self, 1, if new_blocks.is_empty() { "vhd block data" } else { "vhd bitmaps and block data" })?;
+        // 3. the BAT entries
+        if groups[2] {
+            for &(block, s) in &new_blocks {
+                self.file.write_at(table_offset + block * 4, &((s / SECTOR) as u32).to_be_bytes())?;
             }
+            barrier(self, 2, "vhd bat entries")?;
+            for &(block, s) in &new_blocks {
+                self.bat[block as usize] = (s / SECTOR) as u32;
+            }
+            let mut moved = footer;
+            moved.offset = next;
+            self.end_footer = Some(moved);
         }
-        if changed {
-            self.file.write_at(start, &bm)?;
-            self.file.sync()?;
-            step("vhd sector bitmap");
+        // 4. the sectors' bits (differencing)
+        if groups[3] {
+            for p in &pieces {
+                if let Some(bm) = &p.bitmap {
+                    self.file.write_at(p.start, bm)?;
+                }
+            }
+            barrier(self, 3, "vhd sector bitmap")?;
         }
-        self.forget_bitmap(block);
+        for p in &pieces {
+            self.forget_bitmap(p.block);
+        }
         Ok(())
-    }
-
-    /// Put a new block where the footer is, the footer after it, then the BAT entry.
-    fn allocate_block(&mut self, block: u64) -> Result<u64> {
-        let bs = self.block_size().expect("dynamic");
-        let h = self.header.as_ref().expect("dynamic");
-        if block >= h.max_table_entries as u64 {
-            return Err(Error::corrupt(format!("block {} has no BAT entry", block)));
-        }
-        let footer = self.end_footer.as_ref().expect("checked").clone();
-        let start = footer.offset.next_multiple_of(SECTOR);
-        if start / SECTOR >= BAT_UNUSED as u64 {
-            return Err(Error::Invalid("the file is too large for another VHD block".into()));
-        }
-        let new_footer = start + self.bitmap_size + bs;
-        // 1. the footer at the new end: the file ends in a valid footer from here on
-        let mut fbytes = self.footer.bytes;
-        if let Some(e) = &self.end_footer {
-            fbytes = e.bytes;
-        }
-        self.file.write_at(new_footer, &fbytes)?;
-        self.file.sync()?;
-        step("vhd footer moved");
-        // 2. the block's bitmap over the old footer: qemu marks a dynamic disk's new block
-        //    all present; a differencing disk's sectors stay in the parent until written
-        let fill = if self.is_differencing() { 0 } else { 0xff };
-        self.file.write_at(start, &vec![fill; self.bitmap_size as usize])?;
-        self.file.sync()?;
-        step("vhd bitmap");
-        // 3. the BAT entry
-        let entry = (start / SECTOR) as u32;
-        self.file.write_at(h.table_offset + block * 4, &entry.to_be_bytes())?;
-        self.file.sync()?;
-        step("vhd bat entry");
-        self.bat[block as usize] = entry;
-        let mut moved = footer;
-        moved.offset = new_footer;
-        self.end_footer = Some(moved);
-        self.forget_bitmap(block);
-        Ok(start)
     }
 
     fn forget_bitmap(&self, block: u64) {
