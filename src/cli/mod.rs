@@ -29,8 +29,8 @@ use crate::image::{self, Format, Image, OpenOptions};
 #[command(
     name = "vdiskview",
     version,
-    about = "See virtual disk images (VHD, QCOW2, raw) as they really are",
-    long_about = "See virtual disk images (VHD fixed/dynamic/differencing, QCOW2, raw) as they really are: \
+    about = "See virtual disk images (VHD, VHDX, QCOW2, VMDK, VDI, raw) as they really are",
+    long_about = "See virtual disk images (VHD, VHDX, QCOW2, VMDK, VDI, raw; differencing and backing chains) as they really are: \
 decoded headers, allocation tables, guest and host offsets, backing chains.\n\n\
 `vdiskview IMAGE` opens the TUI (read-only unless --write; F1 shows its keys). With no IMAGE it \
 opens the bundled demo image (assets/demo.vhd). Without a terminal it prints `info` instead.\n\
