@@ -185,3 +185,36 @@ fn ntfs_behind_a_backing_file() {
     let v = check_locate_reads_back(&top, "/pattern.bin", &files.iter().find(|f| f.0 == "pattern.bin").unwrap().1);
     assert!(v["extents"].as_array().unwrap().iter().all(|e| e["layer"] == 1), "{}", pretty(&v));
 }
+
+/// `mkntfs -s 4096`: 4096-byte sectors. mkntfs then makes MFT records of one sector (4096
+/// bytes, never smaller than a sector) and, like Windows, still puts an update sequence entry
+/// at the end of every 512-byte block of a record (usa count 9), so the fixups the reader
+/// checks are 512-byte strided whatever the sector size. In an MBR partition (dynamic VHD)
+/// and a GPT partition (QCOW2), with 4 KiB and 64 KiB clusters.
+#[test]
+fn ntfs_4096_byte_sectors() {
+    let dir = workspace();
+    let d = dir.path();
+    for (c, size) in [("4096", 24 * MIB), ("65536", 48 * MIB)] {
+        let sub = d.join(format!("c{c}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        let (fs, files) = ntfs_volume(&sub, "ntfs.fs", size, &["-s", "4096", "-c", c]);
+        let b = std::fs::read(&fs).unwrap();
+        assert_eq!(u16::from_le_bytes([b[0x0b], b[0x0c]]), 4096, "bytes per sector");
+        let cs = 4096 * b[0x0d] as usize;
+        let rec_size = if (b[0x40] as i8) < 0 { 1usize << -(b[0x40] as i8) } else { b[0x40] as usize * cs };
+        assert_eq!(rec_size, 4096, "mkntfs makes 4096-byte MFT records with 4096-byte sectors");
+        let mft = u64::from_le_bytes(b[0x30..0x38].try_into().unwrap()) as usize * cs;
+        assert_eq!(&b[mft..mft + 4], b"FILE");
+        assert_eq!(u16::from_le_bytes([b[mft + 6], b[mft + 7]]), 9, "update sequence: the USN and 8 entries (512-byte strides)");
+        let mbr = mbr_disk_with(&sub, "mbr.raw", size + 2 * MIB, &fs, "7");
+        let gpt = gpt_disk_with(&sub, "gpt.raw", size + 2 * MIB, &fs);
+        for img in [convert(&mbr, "vpc-dynamic", &sub.join("mbr.vhd")), convert(&gpt, "qcow2", &sub.join("gpt.qcow2"))] {
+            check_volume(&img, &fs, &files);
+            let v = vdiskview_json(&["locate", s(&img), "/big.txt", "--output=json"]);
+            assert_eq!(v["block-size"], c.parse::<u64>().unwrap());
+            let v = vdiskview_json(&["locate", s(&img), "/tiny.txt", "--output=json"]);
+            assert_eq!(v["extents"][0]["kind"], "resident", "{}", pretty(&v));
+        }
+    }
+}
