@@ -218,3 +218,59 @@ fn ntfs_4096_byte_sectors() {
         }
     }
 }
+
+/// An $MFT in many runs with thousands of files, made without mounting: the data zone is
+/// filled first (a file as large as the free clusters past the MFT zone), so ntfs-3g puts the
+/// new files' data and index blocks into the MFT zone between the MFT's extensions; then 3000
+/// files by `ntfscp` (every 20th with 8000 bytes of non-resident data, the rest resident).
+/// ntfscluster gives the $MFT runs; ls equals ntfsls, cat equals ntfscat, and resident files
+/// in records of late runs are located at host offsets that hold their bytes.
+#[test]
+fn ntfs_fragmented_mft_thousands_of_files() {
+    let dir = workspace();
+    let d = dir.path();
+    let size = 48 * MIB;
+    let fs = d.join("frag.fs");
+    std::fs::File::create(&fs).unwrap().set_len(size).unwrap();
+    tool("mkntfs", &["-F", "-Q", "-q", "-L", "FRAG", s(&fs)], None);
+    let info = String::from_utf8_lossy(&tool("ntfsinfo", &["-m", s(&fs)], None).stdout).to_string();
+    let field = |name: &str| -> usize {
+        info.lines().find_map(|l| l.trim().strip_prefix(name)).unwrap_or_else(|| panic!("{name} in {info}")).trim().parse().unwrap()
+    };
+    let (zone_end, clusters) = (field("MFT Zone End:"), field("Volume Size in Clusters:"));
+    let bitmap = tool("ntfscat", &[s(&fs), "$Bitmap"], None).stdout;
+    let free_past_zone = (zone_end..clusters).filter(|&i| bitmap[i / 8] >> (i % 8) & 1 == 0).count();
+    let src = d.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("filler"), vec![b'F'; free_past_zone * 4096]).unwrap();
+    tool("ntfscp", &["-q", s(&fs), s(&src.join("filler")), "filler.bin"], None);
+    let n = 3000usize;
+    let content = |i: usize| if i % 20 == 0 { pattern_bytes(i as u64, 8000) } else { format!("file {i}\n").into_bytes() };
+    let name = |i: usize| if i % 20 == 0 { format!("d{i}.bin") } else { format!("f{i}.txt") };
+    let local = src.join("one");
+    for i in 1..=n {
+        std::fs::write(&local, content(i)).unwrap();
+        tool("ntfscp", &["-q", s(&fs), s(&local), &name(i)], None);
+    }
+    let mft_runs = ntfscluster_runs(&fs, "$MFT");
+    eprintln!("$MFT $DATA runs: {}", mft_runs.len());
+    assert!(mft_runs.len() >= 10, "the $MFT should be fragmented: {mft_runs:?}");
+    let raw = gpt_disk_with(d, "gpt.raw", size + 2 * MIB, &fs);
+    let img = convert(&raw, "qcow2", &d.join("gpt.qcow2"));
+    let names = ntfsls_names(&fs, "/");
+    assert_eq!(names.len(), n + 1);
+    assert_eq!(ls(&raw, "/"), names, "ls / of the raw disk");
+    assert_eq!(ls(&img, "/"), names, "ls / of the qcow2");
+    // records past the first runs: a sample of files, every non-resident one
+    for i in (1..=n).filter(|i| i % 20 == 0 || i % 97 == 1 || *i == n - 1) {
+        let path = format!("/{}", name(i));
+        let got = vdiskview_ok(&["cat", s(&img), &path]);
+        assert_bytes_eq(&got, &content(i), &format!("cat {path}"));
+        assert_bytes_eq(&got, &ntfscat(&fs, &path), &format!("cat {path} vs ntfscat"));
+    }
+    for i in [1, 1501, n - 1] {
+        let path = format!("/{}", name(i));
+        let v = check_locate_reads_back(&img, &path, &content(i));
+        assert_eq!(v["extents"][0]["kind"], "resident", "{}", pretty(&v));
+    }
+}
