@@ -320,23 +320,13 @@ impl Vmdk {
                 let grain = se.grain;
                 let in_grain = rel % grain;
                 let (first, n) = se.lookup(f, rel)?;
-                let mut len = (n * grain - in_grain).min(avail);
+                let len = (n * grain - in_grain).min(avail);
                 let kind = match first {
                     Grain::Unallocated => LayerKind::Unallocated { host: None },
                     Grain::Zeroed => LayerKind::Zero { host: None },
                     Grain::At(at) => LayerKind::Data { file: id, host: at + in_grain, passthrough: false },
                 };
-                while len < avail {
-                    let (g, n) = se.lookup(f, rel + len)?;
-                    let same = match (first, g) {
-                        (Grain::At(a), Grain::At(b)) => b == a + in_grain + len,
-                        (a, b) => a == b,
-                    };
-                    if !same {
-                        break;
-                    }
-                    len = (len + n * grain).min(avail);
-                }
+                let len = extend_run(first, grain, in_grain, len, avail, |o| se.lookup(f, rel + o))?;
                 Ok(LayerExtent { len, kind })
             }
             ExtentKind::Sparse(sp) => {
@@ -345,7 +335,7 @@ impl Vmdk {
                 let grain = sp.grain;
                 let in_grain = rel % grain;
                 let (first, n) = sp.lookup(f, rel)?;
-                let mut len = (n * grain - in_grain).min(avail);
+                let len = (n * grain - in_grain).min(avail);
                 let kind = match first {
                     Grain::Unallocated => LayerKind::Unallocated { host: None },
                     Grain::Zeroed => LayerKind::Zero { host: None },
@@ -359,18 +349,7 @@ impl Vmdk {
                     }
                     Grain::At(at) => LayerKind::Data { file: id, host: at + in_grain, passthrough: false },
                 };
-                // extend over following grains that say the same (data: contiguous in the file)
-                while len < avail {
-                    let (g, n) = sp.lookup(f, rel + len)?;
-                    let same = match (first, g) {
-                        (Grain::At(a), Grain::At(b)) => b == a + in_grain + len,
-                        (a, b) => a == b,
-                    };
-                    if !same {
-                        break;
-                    }
-                    len = (len + n * grain).min(avail);
-                }
+                let len = extend_run(first, grain, in_grain, len, avail, |o| sp.lookup(f, rel + o))?;
                 Ok(LayerExtent { len, kind })
             }
         }
@@ -410,4 +389,23 @@ impl Vmdk {
         }
         first.grain()
     }
+}
+
+/// Extend a run of `len` bytes that starts `in_grain` into a grain saying `first` over the
+/// following grains that say the same (data: contiguous in the file), up to `avail` bytes.
+/// `lookup(offset)` gives the grain at `offset` bytes from the run's start and how many grains
+/// from there say the same.
+fn extend_run(first: Grain, grain: u64, in_grain: u64, mut len: u64, avail: u64, lookup: impl Fn(u64) -> Result<(Grain, u64)>) -> Result<u64> {
+    while len < avail {
+        let (g, n) = lookup(len)?;
+        let same = match (first, g) {
+            (Grain::At(a), Grain::At(b)) => b == a + in_grain + len,
+            (a, b) => a == b,
+        };
+        if !same {
+            break;
+        }
+        len = (len + n * grain).min(avail);
+    }
+    Ok(len)
 }
