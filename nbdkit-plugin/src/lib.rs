@@ -78,7 +78,7 @@ impl Server for Handle {
     }
 
     fn config_help() -> Option<&'static str> {
-        Some("file=<IMAGE>       (required) the image to serve\nreadonly=true|false serve read-only (also nbdkit -r)\nformat=auto|vhd|qcow2|raw probe or force the format")
+        Some("file=<IMAGE>       (required) the image to serve\nreadonly=true|false serve read-only (also nbdkit -r)\nformat=auto|NAME     probe, or force a format (vhd, vhdx, qcow2, vmdk, vdi, raw)")
     }
 
     fn config(key: &str, value: &str) -> Result<()> {
@@ -95,7 +95,7 @@ impl Server for Handle {
             "format" => {
                 cfg.format = match value {
                     "auto" => None,
-                    v => Some(Format::parse(v).ok_or_else(|| Error::new(libc::EINVAL, format!("format={}: expected auto, vhd, qcow2 or raw", v)))?),
+                    v => Some(Format::parse(v).ok_or_else(|| Error::new(libc::EINVAL, format!("format={}: expected auto or one of {}", v, Format::all().map(|f| f.name()).collect::<Vec<_>>().join(", "))))?),
                 }
             }
             _ => return Err(Error::new(libc::EINVAL, format!("unknown parameter {}", key))),
