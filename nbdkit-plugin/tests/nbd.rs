@@ -4,7 +4,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{qemu_convert_raw, run, vhd::DiffVhd, with_nbdkit};
+use common::{io, qemu_convert_raw, run, vhd::DiffVhd, with_nbdkit};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("vdvw-nbd-").tempdir().unwrap()
@@ -19,17 +19,6 @@ fn nbdcopy(img: &Path, out: &Path) -> Vec<u8> {
     let o = with_nbdkit(img, &["readonly=true"], &format!("nbdcopy \"$uri\" {}", s(out)));
     assert!(o.status.success(), "nbdcopy failed: {}", String::from_utf8_lossy(&o.stderr));
     std::fs::read(out).unwrap()
-}
-
-fn io(fmt: &str, img: &Path, cmds: &[&str]) {
-    let mut args = vec!["qemu-io", "-f", fmt];
-    for c in cmds {
-        args.push("-c");
-        args.push(c);
-    }
-    args.push(s(img));
-    let out = run(&args);
-    assert!(!out.contains("failed"), "{}", out);
 }
 
 #[test]

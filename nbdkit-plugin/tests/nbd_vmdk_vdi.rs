@@ -5,21 +5,10 @@ mod common;
 
 use std::path::Path;
 
-use common::{qemu_convert_raw, run, with_nbdkit};
+use common::{io, qemu_convert_raw, run, with_nbdkit};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-fn io(fmt: &str, img: &Path, cmds: &[&str]) {
-    let mut args = vec!["qemu-io", "-f", fmt];
-    for c in cmds {
-        args.push("-c");
-        args.push(c);
-    }
-    args.push(s(img));
-    let out = run(&args);
-    assert!(!out.contains("failed"), "{}", out);
 }
 
 #[test]

@@ -48,3 +48,17 @@ pub fn with_nbdkit(img: &Path, args: &[&str], cmd: &str) -> std::process::Output
     c.args(["60", "nbdkit", "-U", "-", "--exit-with-parent"]).arg(&plugin).arg(&file).args(args).args(["--run", cmd]);
     c.output().expect("nbdkit is installed (.ci/run installs it)")
 }
+
+/// Run `qemu-io -f FMT -c CMD … IMG` and insist nothing failed.
+#[allow(dead_code)] // not every test file writes with qemu-io
+pub fn io(fmt: &str, img: &Path, cmds: &[&str]) {
+    let mut args = vec!["qemu-io", "-f", fmt];
+    for c in cmds {
+        args.push("-c");
+        args.push(c);
+    }
+    let img = img.to_str().expect("UTF-8 temp path");
+    args.push(img);
+    let out = run(&args);
+    assert!(!out.contains("failed"), "{}", out);
+}

@@ -31,11 +31,7 @@ pub fn check(v: &Vmdk, name: &str) -> CheckReport {
                     let (g, n) = match se.lookup(f, rel) {
                         Ok(x) => x,
                         Err(err) => {
-                            r.push(Finding::new(
-                                Severity::CheckError,
-                                "gt",
-                                format!("could not get cluster_offset for sector {}: {}", (e.start + rel) / SECTOR, err),
-                            ).virt(Some(e.start + rel)));
+                            r.push(lookup_failed(e.start + rel, &err));
                             break 'extents;
                         }
                     };
@@ -96,11 +92,7 @@ pub fn check(v: &Vmdk, name: &str) -> CheckReport {
                     let (g, n) = match sp.lookup(f, rel) {
                         Ok(x) => x,
                         Err(err) => {
-                            r.push(Finding::new(
-                                Severity::CheckError,
-                                "gt",
-                                format!("could not get cluster_offset for sector {}: {}", (e.start + rel) / SECTOR, err),
-                            ).virt(Some(e.start + rel)));
+                            r.push(lookup_failed(e.start + rel, &err));
                             break 'extents;
                         }
                     };
@@ -156,4 +148,10 @@ pub fn check(v: &Vmdk, name: &str) -> CheckReport {
         }
     }
     r
+}
+
+/// qemu's "could not get cluster_offset" for the guest offset `virt` whose grain table
+/// entry could not be read: the check cannot go on (qemu's "Check failed").
+fn lookup_failed(virt: u64, err: &crate::image::Error) -> Finding {
+    Finding::new(Severity::CheckError, "gt", format!("could not get cluster_offset for sector {}: {}", virt / SECTOR, err)).virt(Some(virt))
 }
