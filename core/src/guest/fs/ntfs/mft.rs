@@ -491,6 +491,15 @@ impl Mft {
 
     /// Bytes `[off, off+len)` of a non-resident value (sparse and uninitialized bytes zero).
     pub fn read_non_resident(&self, nr: &NonResident, off: u64, len: u64) -> Result<Vec<u8>> {
+        let mut out = self.read_clusters(nr, off, len)?;
+        let init = nr.initialized_size.saturating_sub(off).min(len) as usize;
+        out[init..].fill(0);
+        Ok(out)
+    }
+
+    /// Bytes `[off, off+len)` of an attribute's clusters as stored (sparse ones zero): what a
+    /// compressed attribute's units hold, where the initialized size counts the file's bytes.
+    pub fn read_clusters(&self, nr: &NonResident, off: u64, len: u64) -> Result<Vec<u8>> {
         let mut out = vec![0u8; len as usize];
         let mut at = 0usize;
         for (vo, n) in map_range(&nr.runs, self.geo.cluster_size, off, len)? {
@@ -499,8 +508,6 @@ impl Mft {
             }
             at += n as usize;
         }
-        let init = nr.initialized_size.saturating_sub(off).min(len) as usize;
-        out[init..].fill(0);
         Ok(out)
     }
 

@@ -308,13 +308,17 @@ impl NtfsFs {
             if stored == 0 {
                 plain.fill(0);
             } else if sparse == 0 || stored == unit_clusters {
-                plain[..n as usize].copy_from_slice(&self.mft.read_non_resident(nr, pos, n.min(stored * cs))?.as_slice()[..n.min(stored * cs) as usize]);
-                plain[n.min(stored * cs) as usize..].fill(0);
+                let k = n.min(stored * cs) as usize;
+                plain[..k].copy_from_slice(&self.mft.read_clusters(nr, pos, k as u64)?);
+                plain[k..].fill(0);
             } else {
-                let src = self.mft.read_non_resident(nr, pos, stored * cs)?;
+                let src = self.mft.read_clusters(nr, pos, stored * cs)?;
                 plain.fill(0);
                 lznt1::decompress(&src, &mut plain).map_err(|e| Error::Damaged(format!("{}: {}", path, e)))?;
             }
+            // past the initialized size the file reads as zeros
+            let init = nr.initialized_size.saturating_sub(pos).min(n) as usize;
+            plain[init..n as usize].fill(0);
             out.write_all(&plain[..n as usize]).map_err(Error::Write)?;
             pos += n;
         }
