@@ -9,6 +9,7 @@ case $t in
     vhd_footer) max=512 ;;
     qcow2_header) max=8192 ;;
     qcow2_decompress) max=65536 ;;
+    ntfs_lznt1) max=70000 ;;
     *) max=262144 ;;
 esac
 mkdir -p "corpus/$t" "artifacts/$t"
