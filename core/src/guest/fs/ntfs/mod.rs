@@ -296,7 +296,8 @@ impl NtfsFs {
             let vcn0 = pos / cs;
             let mut stored = 0u64;
             let mut sparse = 0u64;
-            for r in nr.runs.iter().filter(|r| r.vcn < vcn0 + unit_clusters && r.vcn + r.len > vcn0) {
+            let first = nr.runs.partition_point(|r| r.vcn + r.len <= vcn0);
+            for r in nr.runs[first..].iter().take_while(|r| r.vcn < vcn0 + unit_clusters) {
                 let s = r.vcn.max(vcn0);
                 let e = (r.vcn + r.len).min(vcn0 + unit_clusters);
                 if r.lcn.is_some() {
