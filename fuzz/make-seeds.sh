@@ -3,8 +3,8 @@
 # made by qemu-img/qemu-io (qcow2 of every cluster kind, snapshots, bitmaps, backing file),
 # VHDs (qemu-made fixed/dynamic, and dynamic/differencing VHDs with 4 KiB blocks written here),
 # partition tables by sfdisk/sgdisk, a tiny ext2, compressed clusters, offset expressions,
-# VMDK (sparse, zeroed grains, streamOptimized, descriptors) and VDI (dynamic, static).
-# Needs qemu-utils, fdisk, gdisk, e2fsprogs, zstd, python3.
+# VMDK (sparse, zeroed grains, streamOptimized, descriptors), VDI (dynamic, static) and NTFS.
+# Needs qemu-utils, fdisk, gdisk, e2fsprogs, zstd, python3, ntfs-3g.
 set -euo pipefail
 cd "$(dirname "$0")"
 C=corpus
@@ -202,6 +202,28 @@ for f in "$W"/*.vdi; do cp "$f" "$C/vdi_image/$(basename "$f" .vdi)"; done
 dd if="$W/sparse.vmdk" bs=512 skip=1 count=20 status=none > "$C/vmdk_descriptor/embedded"
 q create -f vmdk -o subformat=twoGbMaxExtentSparse "$W/two.vmdk" 3G
 cp "$W/two.vmdk" "$C/vmdk_descriptor/two-gb"
+
+# --- NTFS (mkntfs/ntfscp, no mounting): 2 MiB volumes, the smallest mkntfs makes ----------
+# `ntfs`: a compressed root (mkntfs -C, 512-byte clusters) with an LZNT1 file, a resident
+# file with a named stream, random bytes; and plain 4 KiB clusters. `ntfs_lznt1`: the stored
+# clusters of the compressed file's first unit ([4]: a unit of 512 << 4 bytes).
+mkdir -p "$C/ntfs" "$C/ntfs_lznt1"
+python3 -c "import sys; sys.stdout.write(''.join('line %d of text\\n' % i for i in range(900)))" > "$W/t.txt"
+echo small > "$W/sm"
+head -c 3000 /dev/urandom > "$W/r3k"
+truncate -s 2M "$W/ntfs-c"
+mkntfs -F -Q -q -C -c 512 -L SEED "$W/ntfs-c" >/dev/null 2>&1
+ntfscp -q "$W/ntfs-c" "$W/t.txt" comp.txt
+ntfscp -q "$W/ntfs-c" "$W/sm" small.txt
+ntfscp -q -N alt "$W/ntfs-c" "$W/sm" small.txt
+ntfscp -q "$W/ntfs-c" "$W/r3k" rand.bin
+cp "$W/ntfs-c" "$C/ntfs/compressed-512"
+truncate -s 2M "$W/ntfs-p"
+mkntfs -F -Q -q "$W/ntfs-p" >/dev/null 2>&1
+ntfscp -q "$W/ntfs-p" "$W/t.txt" a.txt
+cp "$W/ntfs-p" "$C/ntfs/plain-4k"
+lcn=$(ntfscluster -F comp.txt "$W/ntfs-c" 2>/dev/null | awk 'NF == 3 && $1 == "0" { print $2; exit }')
+{ printf '\004'; dd if="$W/ntfs-c" bs=512 skip="$lcn" count=16 status=none; } > "$C/ntfs_lznt1/unit-8k"
 
 echo "seeds in $(pwd)/$C:"
 for d in "$C"/*; do echo "  $(basename "$d"): $(ls "$d" | wc -l) files, $(du -sk "$d" | cut -f1) KiB"; done

@@ -10,6 +10,7 @@ case $t in
     qcow2_header) max=8192 ;;
     qcow2_decompress) max=65536 ;;
     ntfs_lznt1) max=70000 ;;
+    ntfs) max=2200000 ;;
     *) max=262144 ;;
 esac
 mkdir -p "corpus/$t" "artifacts/$t"
