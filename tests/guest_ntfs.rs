@@ -169,6 +169,20 @@ fn ntfs_errors_are_clean() {
         }
     }
     assert!(failures > 0, "damage to the MFT should break something");
+    // one file's record damaged: the listing goes on without it, with a warning
+    let ls_i = String::from_utf8_lossy(&tool("ntfsls", &["-i", s(&fs)], None).stdout).to_string();
+    let rec: usize = ls_i.lines().find_map(|l| l.trim().strip_suffix(" pattern.bin")).unwrap().trim().parse().unwrap();
+    std::fs::copy(&raw, &bad).unwrap();
+    patch_file(&bad, (mft + rec * 1024) as u64, b"BAAD");
+    let out = vdiskview(&["ls", s(&bad), "/"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut want = ntfsls_names(&fs, "/");
+    want.retain(|n| n != "pattern.bin");
+    let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
+    got.sort();
+    assert_eq!(got, want);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pattern.bin") && err.contains("left out"), "{err}");
 }
 
 /// A qcow2 over a dynamic VHD base holding the NTFS volume: every byte comes from the base.

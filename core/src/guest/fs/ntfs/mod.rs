@@ -14,6 +14,7 @@ mod index;
 pub mod lznt1;
 mod mft;
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::rc::Rc;
 
@@ -46,6 +47,8 @@ pub struct NtfsFs {
     pub vol: VolumeReader,
     mft: Mft,
     label: Option<String>,
+    /// Entries left out of a listing because their record is damaged.
+    warnings: RefCell<Vec<String>>,
 }
 
 /// Seconds since 1970 from NTFS time (100 ns units since 1601).
@@ -95,7 +98,7 @@ impl NtfsFs {
             )));
         }
         let mft = Mft::open(MetaCache::new(vol.clone()), geo).map_err(|e| on(e, &what))?;
-        let mut fs = NtfsFs { vol, mft, label: None };
+        let mut fs = NtfsFs { vol, mft, label: None, warnings: RefCell::new(Vec::new()) };
         // $Volume (record 3) holds the label; a damaged one costs only the label
         fs.label = fs.mft.file(3).ok().and_then(|(_, attrs)| {
             let a = attrs.into_iter().find(|a| a.ty == AT_VOLUME_NAME)?;
@@ -368,8 +371,16 @@ impl Filesystem for NtfsFs {
             if e.namespace == 2 || e.record < FIRST_USER_RECORD {
                 continue;
             }
-            let file = self.file(e.record)?;
-            out.push(self.info(&file, e.name));
+            // a damaged record costs its entry, not the listing
+            match self.file(e.record) {
+                Ok(file) => out.push(self.info(&file, e.name)),
+                Err(err) => {
+                    let mut w = self.warnings.borrow_mut();
+                    if w.len() < 100 {
+                        w.push(format!("{}/{} (MFT record {}) left out: {}", path.trim_end_matches('/'), e.name, e.record, err));
+                    }
+                }
+            }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -408,6 +419,9 @@ impl Filesystem for NtfsFs {
     }
     fn file_map(&self, path: &str) -> Result<FileMap> {
         self.data_map(path)
+    }
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.borrow().clone()
     }
     fn regions(&self) -> Vec<Region> {
         let mut out = Vec::new();
