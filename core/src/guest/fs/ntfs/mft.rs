@@ -163,6 +163,9 @@ pub struct NonResident {
     pub initialized_size: u64,
 }
 
+/// A resident value (fixups applied) and its pieces in the volume: (volume offset, length).
+pub type Resident = (Vec<u8>, Vec<(u64, u64)>);
+
 /// One attribute (the pieces of a non-resident one in several records joined).
 #[derive(Clone, Debug)]
 pub struct Attribute {
@@ -171,7 +174,7 @@ pub struct Attribute {
     pub flags: u16,
     /// The value of a resident attribute (fixups applied) and the volume offset of each
     /// piece of it (several when the record spans non-adjacent clusters).
-    pub resident: Option<(Vec<u8>, Vec<(u64, u64)>)>,
+    pub resident: Option<Resident>,
     pub non_resident: Option<NonResident>,
     /// VCN the piece starts at (for joining pieces of an attribute list).
     lowest_vcn: u64,
@@ -242,7 +245,7 @@ impl Record {
                 break;
             }
             let len = le32(b, off + 4) as usize;
-            if len < 24 || len % 8 != 0 || off + len > used {
+            if len < 24 || !len.is_multiple_of(8) || off + len > used {
                 return Err(damaged(format!("MFT record {}: an attribute of {} bytes at 0x{:x}", rec, len, off)));
             }
             let a = &b[off..off + len];

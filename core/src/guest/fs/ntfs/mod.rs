@@ -226,6 +226,11 @@ impl NtfsFs {
 
     fn data_map(&self, path: &str) -> Result<FileMap> {
         let (file, a) = self.data_attr(path)?;
+        self.map_of(&file, &a, path)
+    }
+
+    /// The map of attribute `a` (a $DATA of `file`).
+    fn map_of(&self, file: &File, a: &Attribute, path: &str) -> Result<FileMap> {
         let size = a.size();
         let mut runs = Vec::new();
         let mut notes = Vec::new();
@@ -386,7 +391,7 @@ impl Filesystem for NtfsFs {
         Ok(out)
     }
     fn copy_to(&self, path: &str, out: &mut dyn Write) -> Result<u64> {
-        let (_, a) = self.data_attr(path)?;
+        let (file, a) = self.data_attr(path)?;
         let size = a.size();
         match (&a.resident, &a.non_resident) {
             // resident bytes as read from the record (fixups applied)
@@ -396,7 +401,7 @@ impl Filesystem for NtfsFs {
             }
             (_, Some(nr)) if a.flags & mft::FLAG_COMPRESSED != 0 => self.copy_compressed(nr, size, path, out),
             (_, Some(nr)) => {
-                let mut map = self.data_map(path)?;
+                let mut map = self.map_of(&file, &a, path)?;
                 // past the initialized size the bytes read as zeros, whatever the clusters hold
                 let init = nr.initialized_size.min(size);
                 let mut runs = Vec::new();
