@@ -494,7 +494,9 @@ fn dispatch(cli: Cli, w: &mut dyn std::io::Write, to_stdout: bool) -> Result<Exi
         Command::Where { image, offset, file, output, open } => where_::run(&image, &open.options(), &offset, file, output, w),
         Command::Partitions { image, output, open } => partitions::run(&image, &open.options(), output, w),
         Command::Ls { image, path, partition, long, open } => fs::ls(&image, &open.options(), &path, partition, long, w),
-        Command::Cat { image, path, partition, open } => fs::cat(&image, &open.options(), &path, partition, w),
+        Command::Cat { image, path, partition, open } => {
+            out::stream_to_fd1(w, to_stdout, |w| fs::cat(&image, &open.options(), &path, partition, w))
+        }
         Command::Locate { image, path, partition, output, open } => fs::locate(&image, &open.options(), &path, partition, output, w),
     }
 }

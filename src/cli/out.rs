@@ -49,3 +49,18 @@ pub fn capture_warnings<T>(f: impl FnOnce() -> T) -> (T, Vec<u8>) {
 macro_rules! warnln {
     ($($t:tt)*) => { $crate::cli::out::warn(format_args!($($t)*)) };
 }
+
+/// Run `f` writing straight to fd 1 when `to_fd1`, else into `w`. Rust's stdout is
+/// line-buffered: a 128 KiB chunk of file data was split at its last newline into two
+/// `write`s, and every chunk scanned for newlines (`cat` against `read`, BENCHMARKS.md).
+pub fn stream_to_fd1<T>(w: &mut dyn Write, to_fd1: bool, f: impl FnOnce(&mut dyn Write) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    if !to_fd1 {
+        return f(w);
+    }
+    // what the caller's writer holds goes first
+    w.flush()?;
+    let _lock = std::io::stdout().lock();
+    // SAFETY: fd 1 stays open for the life of the process; ManuallyDrop never closes it.
+    let mut fd1 = std::mem::ManuallyDrop::new(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(1) });
+    f(&mut *fd1)
+}
