@@ -363,13 +363,114 @@ fn write_like_qemu_io() {
     }
 }
 
+/// streamOptimized writes as qemu-io makes them: whole grains appended compressed, the same
+/// guest content (`qemu-img compare`), `qemu-img check` clean, read by `qemu-img convert`; what
+/// qemu refuses (a grain written before, part of a grain) refused too, before anything is
+/// written; a footer image (grain directory at the end) refused, where qemu breaks it.
 #[test]
-fn stream_optimized_is_read_only() {
-    let dir = workspace();
-    let p = create(dir.path(), "so.vmdk", "subformat=streamOptimized");
-    let out = vdiskview(&["write", "--offset", "0", "--pattern", "1", "--length", "512", s(&p)]);
-    assert_clean_error(&out, "write to streamOptimized");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("read-only"));
+fn stream_optimized_write_like_qemu_io() {
+    let root = workspace();
+    let (qa, va) = (root.path().join("q.vmdk"), root.path().join("v.vmdk"));
+    for p in [&qa, &va] {
+        qemu_img(&["create", "-q", "-f", "vmdk", "-o", "subformat=streamOptimized", s(p), "16M"]);
+    }
+    // one grain, three grains in one write, the last grains of the disk, two grains after a
+    // gap in the file (a new session starts at the next grain boundary)
+    let writes: &[(u8, u64, u64)] = &[(0x21, 64 << 10, 64 << 10), (0x22, 1 << 20, 192 << 10), (0x23, 15 << 20, 1 << 20), (0x24, (8 << 20) - (64 << 10), 128 << 10)];
+    for (i, &(pat, off, len)) in writes.iter().enumerate() {
+        qemu_io_quiet(&qa, &[&format!("write -P {pat} {off} {len}")]);
+        vdiskview_ok(&["write", "--offset", &off.to_string(), "--pattern", &pat.to_string(), "--length", &len.to_string(), s(&va)]);
+        if i == 0 {
+            // pseudo-random bytes: a grain that deflate barely shrinks
+            let data = pattern_bytes(9, 64 << 10);
+            let src = root.path().join("rand.bin");
+            std::fs::write(&src, &data).unwrap();
+            qemu_io_quiet(&qa, &[&format!("write -s {} 4M 64k", s(&src))]);
+            vdiskview_ok(&["write", "--offset", "4M", "--input", s(&src), s(&va)]);
+        }
+    }
+    qemu_img(&["compare", "-f", "vmdk", "-F", "vmdk", s(&qa), s(&va)]);
+    let q = qemu_img_output(&["check", "-f", "vmdk", s(&va)]);
+    assert!(q.status.success(), "qemu-img check after our writes: {}", String::from_utf8_lossy(&q.stdout));
+    assert_json_eq(&qemu_map_json(&va, "vmdk"), &qemu_map_json(&qa, "vmdk"), "map after writes");
+    compare_all(&va);
+    // the same layout as qemu's: both files end at the same offset
+    assert_eq!(std::fs::metadata(&va).unwrap().len(), std::fs::metadata(&qa).unwrap().len(), "file length after the same writes");
+
+    // refusals: qemu's and ours, nothing written by ours
+    for (what, off, len) in [("a grain written before", 64u64 << 10, 64u64 << 10), ("part of a grain", 10 << 20, 512), ("a run ending in a written grain", 0, 128 << 10)] {
+        let q = run_with_timeout(
+            std::process::Command::new("qemu-io").args(["-f", "vmdk", "-c", &format!("write -P 1 {off} {len}"), s(&qa)]),
+            DEFAULT_TIMEOUT,
+        );
+        let qtext = format!("{}{}", String::from_utf8_lossy(&q.stdout), String::from_utf8_lossy(&q.stderr));
+        assert!(qtext.contains("failed"), "qemu-io should refuse {what}: {qtext}");
+        let before = std::fs::read(&va).unwrap();
+        let out = vdiskview(&["write", "--offset", &off.to_string(), "--pattern", "1", "--length", &len.to_string(), s(&va)]);
+        assert_clean_error(&out, what);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("streamOptimized") && err.contains("qemu refuses"), "{what}: {err}");
+        assert!(std::fs::read(&va).unwrap() == before, "{what}: the refused write changed the file");
+    }
+    qemu_img(&["convert", "-f", "vmdk", "-O", "raw", s(&va), s(&root.path().join("out.raw"))]);
+
+    // a VMware-style file with its grain directory at the end: refused, unchanged
+    let f = root.path().join("f.vmdk");
+    let mut b = std::fs::read(&va).unwrap();
+    let header = b[..512].to_vec();
+    b.truncate(b.len().div_ceil(512) * 512);
+    let mut marker = vec![0u8; 512];
+    marker[12..16].copy_from_slice(&3u32.to_le_bytes());
+    b.extend_from_slice(&marker);
+    b.extend_from_slice(&header);
+    b.extend_from_slice(&[0u8; 512]);
+    b[56..64].copy_from_slice(&u64::MAX.to_le_bytes());
+    std::fs::write(&f, &b).unwrap();
+    compare_all(&f);
+    let out = vdiskview(&["write", "--offset", "8M", "--pattern", "1", "--length", "64k", s(&f)]);
+    assert_clean_error(&out, "write to a footer streamOptimized file");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("footer"));
+    assert!(std::fs::read(&f).unwrap() == b, "the refused write changed the footer file");
+}
+
+/// A streamOptimized write stopped after each of its durable steps: qemu still opens the
+/// image, `qemu-img check` is clean, and each grain reads either old or new.
+#[test]
+fn stream_optimized_write_crash() {
+    let root = workspace();
+    let img = root.path().join("s.vmdk");
+    qemu_img(&["create", "-q", "-f", "vmdk", "-o", "subformat=streamOptimized", s(&img), "8M"]);
+    qemu_io_quiet(&img, &["write -P 0x31 0 64k"]);
+    let old = qemu_convert_raw(&img, "vmdk");
+    let (off, len) = (1usize << 20, 128usize << 10);
+    let mut new = old.clone();
+    new[off..off + len].fill(0x77);
+    let work = root.path().join("w.vmdk");
+    let mut k = 1;
+    loop {
+        assert!(k < 50, "the write did not complete");
+        std::fs::copy(&img, &work).unwrap();
+        let out = run_with_timeout(
+            std::process::Command::new(vdiskview_bin())
+                .args(["write", s(&work), "--offset", &off.to_string(), "--pattern", "0x77", "--length", &len.to_string()])
+                .env("VDISKVIEW_FAILPOINT", k.to_string()),
+            DEFAULT_TIMEOUT,
+        );
+        let q = qemu_img_output(&["check", "-f", "vmdk", s(&work)]);
+        assert!(q.status.success(), "crash at step {k}: qemu-img check: {}", String::from_utf8_lossy(&q.stdout));
+        let got = qemu_convert_raw(&work, "vmdk");
+        for g in (0..got.len()).step_by(64 << 10) {
+            let r = g..g + (64 << 10);
+            assert!(got[r.clone()] == old[r.clone()] || got[r.clone()] == new[r.clone()], "crash at step {k}: grain at 0x{g:x} is neither old nor new");
+        }
+        if out.status.success() {
+            assert_bytes_eq(&got, &new, "completed write");
+            break;
+        }
+        k += 1;
+    }
+    // grain, entry (twice) and the CID: at least the two ordered steps of each grain
+    assert!(k > 4, "only {} durable steps", k - 1);
 }
 
 /// A qcow2 overlay over a multi-file VMDK: the chain mixes formats as qemu's does.
@@ -521,4 +622,56 @@ fn damaged_descriptors_never_panic() {
             assert!(out.status.code().is_some(), "{l:?}: {args:?} killed by a signal");
         }
     }
+}
+
+/// ZERO, RDONLY and NOACCESS extents. qemu drops every extent line that is not `RW` with a
+/// quoted file name (its `vmdk_parse_extents`), so the extents after them move down and the
+/// disk shrinks; vdiskview keeps each extent at its place in the descriptor (ZERO reads as
+/// zero, RDONLY and NOACCESS read their file) and refuses to write the non-RW ones. The RW
+/// extents read the same bytes in both, at their own offsets.
+#[test]
+fn zero_rdonly_noaccess_extents() {
+    let dir = workspace();
+    const M: usize = 1 << 20;
+    for (i, c) in ["a", "b", "c", "d"].iter().enumerate() {
+        std::fs::write(dir.path().join(format!("{c}.bin")), pattern_bytes(40 + i as u64, M)).unwrap();
+    }
+    let p = dir.path().join("z.vmdk");
+    std::fs::write(
+        &p,
+        "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n# Extents\n\
+         RW 2048 FLAT \"a.bin\" 0\nRW 2048 ZERO\nRDONLY 2048 FLAT \"b.bin\" 0\nNOACCESS 2048 FLAT \"c.bin\" 0\nRW 2048 FLAT \"d.bin\" 0\n",
+    )
+    .unwrap();
+    let file = |c: &str| std::fs::read(dir.path().join(format!("{c}.bin"))).unwrap();
+    // qemu: a and d only, d right after a
+    let q = qemu_convert_raw(&p, "vmdk");
+    assert_eq!(q.len(), 2 * M, "qemu drops the ZERO, RDONLY and NOACCESS extents");
+    assert_bytes_eq(&q[M..], &file("d"), "qemu reads d.bin right after a.bin");
+    // vdiskview: every extent in place
+    let ours = vdiskview_ok(&["read", s(&p)]);
+    assert_eq!(ours.len(), 5 * M);
+    assert_bytes_eq(&ours[..M], &q[..M], "the first RW extent, as qemu reads it");
+    assert!(ours[M..2 * M].iter().all(|&b| b == 0), "the ZERO extent reads as zero");
+    assert_bytes_eq(&ours[2 * M..3 * M], &file("b"), "the RDONLY extent");
+    assert_bytes_eq(&ours[3 * M..4 * M], &file("c"), "the NOACCESS extent");
+    assert_bytes_eq(&ours[4 * M..], &q[M..], "the last RW extent, as qemu reads it at 1 MiB");
+    let map = vdiskview_json(&["map", "--output", "json", s(&p)]);
+    assert_eq!(map[1]["zero"], Value::Bool(true), "{}", pretty(&map));
+    assert_eq!(map[1]["data"], Value::Bool(false), "{}", pretty(&map));
+    let info = vdiskview_json(&["info", "--output", "json", s(&p)]);
+    assert_eq!(info["virtual-size"], 5 * M as u64);
+    let ext = &info["vdiskview"]["layers"][0]["vmdk"]["extents"];
+    assert_eq!(ext[2]["access"], "RDONLY", "{}", pretty(&info));
+    assert_eq!(ext[3]["access"], "NOACCESS", "{}", pretty(&info));
+    // writes: RW extents only
+    for (off, what) in [(M + 4096, "ZERO"), (2 * M, "RDONLY"), (3 * M + 512, "NOACCESS")] {
+        let before: Vec<Vec<u8>> = ["b", "c"].iter().map(|c| file(c)).collect();
+        let out = vdiskview(&["write", "--offset", &off.to_string(), "--pattern", "1", "--length", "512", s(&p)]);
+        assert_clean_error(&out, what);
+        assert!(String::from_utf8_lossy(&out.stderr).contains(what), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(["b", "c"].iter().map(|c| file(c)).collect::<Vec<_>>() == before, "{what}: an extent file changed");
+    }
+    vdiskview_ok(&["write", "--offset", &(4 * M).to_string(), "--pattern", "0x5e", "--length", "512", s(&p)]);
+    assert!(file("d")[..512].iter().all(|&b| b == 0x5e));
 }

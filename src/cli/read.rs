@@ -299,7 +299,15 @@ fn copy_direct(img: &crate::image::Image, sink: &SparseSink, start: u64, end: u6
     let mut pos = start;
     let mut buf = Vec::new();
     let mut first = true;
+    // zeros found right after a data run, skipped once the run is copied
+    let mut skip_after = 0u64;
     while pos < end {
+        if skip_after > 0 {
+            sink.skip(skip_after)?;
+            pos += skip_after;
+            skip_after = 0;
+            continue;
+        }
         let (src, host, n) = if file {
             (Some(img.top().file().raw_fd()), pos, end - pos)
         } else {
@@ -320,19 +328,22 @@ fn copy_direct(img: &crate::image::Image, sink: &SparseSink, start: u64, end: u6
                         // filled around a small write, become holes too, as qemu-img convert
                         // makes them)
                         let piece = e.len.min(HOLE_PIECE - host % HOLE_PIECE);
-                        if f.next_data(host) >= host + piece || stored_zeros(f, host, piece, &mut buf) {
-                            sink.skip(piece)?;
-                            pos += piece;
+                        let zeros = zero_prefix(f, host, e.len, &mut buf);
+                        if zeros > 0 {
+                            sink.skip(zeros)?;
+                            pos += zeros;
                             continue;
                         }
                         // grow the copy over the following pieces that start with data
+                        // (the zeros that stop it are skipped at once, not looked at again)
                         let mut run = piece;
                         while run < e.len {
-                            let next = (e.len - run).min(HOLE_PIECE);
-                            if f.next_data(host + run) >= host + run + next || stored_zeros(f, host + run, next, &mut buf) {
+                            let z = zero_prefix(f, host + run, e.len - run, &mut buf);
+                            if z > 0 {
+                                skip_after = z;
                                 break;
                             }
-                            run += next;
+                            run += (e.len - run).min(HOLE_PIECE);
                         }
                         (Some(f.raw_fd()), host, run)
                     } else {
@@ -384,20 +395,43 @@ fn copy_direct(img: &crate::image::Image, sink: &SparseSink, start: u64, end: u6
     Ok(true)
 }
 
-/// Whether `len` bytes stored at `off` are all zero: a 4 KiB look first (data usually shows
-/// at once), the whole piece only when that is zero.
-fn stored_zeros(f: &crate::image::io::HostFile, off: u64, len: u64, buf: &mut Vec<u8>) -> bool {
-    let head = len.min(4096);
-    for n in [head, len] {
+/// How many bytes from `off` (at most `max`, in whole 64 KiB pieces, the first ending at a
+/// 64 KiB boundary of the file) are a hole or stored zeros. A SEEK_DATA and a 4 KiB look
+/// first (data usually shows at once); when those say zero, up to 1 MiB is read in one call
+/// and its pieces tested in memory, so a VDI block or VMDK grain qemu filled with zeros around
+/// a small write costs one read, not one per piece.
+fn zero_prefix(f: &crate::image::io::HostFile, off: u64, max: u64, buf: &mut Vec<u8>) -> u64 {
+    const WINDOW: u64 = 1 << 20;
+    let first = max.min(HOLE_PIECE - off % HOLE_PIECE);
+    let data = f.next_data(off);
+    if data >= off + first {
+        // a hole: whole pieces up to the data (or `max`)
+        let hole = (data - off).min(max);
+        return if hole >= max { max } else { first + (hole - first) / HOLE_PIECE * HOLE_PIECE };
+    }
+    let head = first.min(4096) as usize;
+    let n = max.min(WINDOW.max(first));
+    if buf.len() < n as usize {
+        // grown once, never shrunk (a resize down and up again would clear it each time)
         buf.resize(n as usize, 0);
-        if f.read_zero_fill(off, buf).is_err() || !all_zero(buf) {
-            return false;
-        }
-        if n == len {
+    }
+    if f.read_zero_fill(off, &mut buf[..head]).is_err() || !all_zero(&buf[..head]) {
+        return 0;
+    }
+    if f.read_zero_fill(off + head as u64, &mut buf[head..n as usize]).is_err() {
+        return 0;
+    }
+    let mut done = 0u64;
+    let mut piece = first;
+    while done < n {
+        let k = piece.min(n - done);
+        if !all_zero(&buf[done as usize..(done + k) as usize]) {
             break;
         }
+        done += k;
+        piece = HOLE_PIECE;
     }
-    true
+    done
 }
 
 /// A zero test the compiler vectorises (OR over 64-byte blocks, no early exit per byte).

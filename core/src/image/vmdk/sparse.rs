@@ -247,6 +247,9 @@ pub struct SparseExtent {
     pub zero_grain: bool,
     pub warnings: Vec<String>,
     gts: Mutex<HashMap<u32, Arc<Vec<u32>>>>,
+    /// streamOptimized writes: the sector where this session's next compressed grain goes
+    /// (0: not chosen yet).
+    pub(super) stream_next: std::sync::atomic::AtomicU64,
 }
 
 fn read_u32s(file: &HostFile, off: u64, n: u64, what: &str) -> Result<Vec<u32>> {
@@ -347,6 +350,7 @@ impl SparseExtent {
             first_header,
             warnings,
             gts: Mutex::new(HashMap::new()),
+            stream_next: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
