@@ -69,6 +69,13 @@ impl Vmdk {
                     self.write_stream_grain(i, id, v, rel, &data[pos..pos + n])?;
                     (n, id)
                 }
+                ExtentKind::Sparse(sp) if sp.header.version == 3 && !sp.header.cowd => {
+                    // version 3 added changed-block tracking, which a writer must keep up to date
+                    return Err(Error::unsupported(format!(
+                        "{}: an uncompressed version 3 sparse extent (changed-block tracking) is read-only, as in qemu (\"VMDK version 3 must be read only\")",
+                        self.file.name
+                    )));
+                }
                 ExtentKind::Sparse(sp) => {
                     let grain = sp.grain;
                     let in_grain = rel % grain;
@@ -81,6 +88,8 @@ impl Vmdk {
             let _ = id;
             pos += n;
         }
+        // grains moved or were added: the file-offset index is built again when next asked
+        self.reverse = std::sync::OnceLock::new();
         if !self.cid_updated {
             self.update_cid()?;
             self.cid_updated = true;
