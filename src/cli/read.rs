@@ -291,30 +291,17 @@ enum Chunk {
     Zero(u64),
 }
 
-/// Ranges at least this long are copied by two threads, one half each.
-const PARALLEL_MIN: u64 = 64 << 20;
-
 /// Copy `[start, end)` into the sink with copy_file_range where the bytes lie plainly in a
 /// host file. Returns false when the kernel cannot copy between these files, so the caller
 /// takes the buffered path (which writes everything again from the same place).
 ///
 /// Every byte goes to an explicit output offset (the sink's position at the start plus its
-/// guest offset), so a long range is split in two halves copied by two threads: the reads,
-/// zero tests and copies of one overlap the other's (qemu-img convert keeps several requests
-/// in flight the same way). The sink's position is left at the end of the range.
+/// guest offset); the sink's position is left at the end of the range. (Two threads copying
+/// one half each were tried: on a loaded 2-core machine they cost more CPU on dense images,
+/// both writing into one tmpfs file, and gained nothing measurable; see BENCHMARKS.md.)
 fn copy_direct(img: &crate::image::Image, sink: &SparseSink, start: u64, end: u64, file: bool) -> Result<bool> {
     let base = sink.position()?;
-    let ok = if end - start >= PARALLEL_MIN {
-        let mid = start + (end - start) / 2 / HOLE_PIECE * HOLE_PIECE;
-        let (a, b) = std::thread::scope(|sc| {
-            let h = sc.spawn(|| copy_range(img, sink, start, mid, base, file));
-            let b = copy_range(img, sink, mid, end, base + (mid - start), file);
-            (h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the copying thread panicked"))), b)
-        });
-        a? && b?
-    } else {
-        copy_range(img, sink, start, end, base, file)?
-    };
+    let ok = copy_range(img, sink, start, end, base, file)?;
     if ok {
         sink.seek_to(base + (end - start))?;
     }
