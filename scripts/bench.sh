@@ -15,7 +15,7 @@
 #   read    `vdiskview read IMG > OUT` vs `qemu-img convert -O raw IMG OUT`, OUT on tmpfs,
 #           on the dense 1 GiB qcow2 and VHD and on sparse images (2 TiB qcow2 and VHD with
 #           a few writes; a 4 GiB qcow2 with clusters scattered as densely as in the 64 GiB
-#           one; the 64 GiB qcow2, VHD, VMDK and VDI). The outputs are compared (`qemu-img compare`,
+#           one; the 64 GiB qcow2, VHD, VMDK (sparse and streamOptimized) and VDI). The outputs are compared (`qemu-img compare`,
 #           sizes) and their allocated size reported. A first, untimed vdiskview read is
 #           watched and stopped when its output passes the virtual size, a fifth of the free
 #           memory or a third of the free tmpfs (zeros written instead of holes would fill
@@ -67,6 +67,7 @@
 #   sparse4g.qcow2           4 GiB, BENCH_FRAG/16 clusters scattered like frag64.qcow2's
 #   frag64.vmdk              64 GiB monolithicSparse VMDK (64 KiB grains), BENCH_FRAG grains
 #                            scattered like frag64.qcow2's (64 KiB written in each)
+#   frag64-stream.vmdk       frag64.vmdk converted to streamOptimized (compressed grains)
 #   frag64.vdi               64 GiB dynamic VDI (1 MiB blocks), BENCH_FRAG/3 blocks scattered
 #                            (4 KiB written in each: qemu stores the rest of the block as
 #                            zeros, so the file is ~BENCH_FRAG/3 MiB; a third, to keep tmpfs
@@ -308,6 +309,7 @@ say "images made in $IMG_S s: 64G qcow2 $COUNT_FQ data clusters, 64G VHD $COUNT_
 # VMDK and VDI (issue 14): their own images, made after the others
 FVMDK="$WORK/frag64.vmdk"
 FVDI="$WORK/frag64.vdi"
+FSVMDK="$WORK/frag64-stream.vmdk"
 make_vmdk_vdi_images() {
   say "making the 64 GiB VMDK ($FRAG grains) and VDI ($((FRAG / 3)) blocks)"
   qemu-img create -q -f vmdk "$FVMDK" $((64 * GiB))
@@ -316,6 +318,7 @@ make_vmdk_vdi_images() {
   qemu-img create -q -f vdi "$FVDI" $((64 * GiB))
   scattered $((FRAG / 3)) $((64 * GiB / MiB)) $MiB 4k scattered | qemu_io_script vdi "$FVDI" \
     || die "qemu-io failed on $FVDI"
+  qemu-img convert -f vmdk -O vmdk -o subformat=streamOptimized "$FVMDK" "$FSVMDK"
   COUNT_VMDK=$(data_units "$FVMDK" $((64 * KiB)))
   COUNT_VDI=$(data_units "$FVDI" $MiB)
   say "64G VMDK $COUNT_VMDK data grains, 64G VDI $COUNT_VDI data blocks"
@@ -486,6 +489,7 @@ fi
 if ! skipped read; then
   read_case "read 64G VMDK, $COUNT_VMDK grains -> tmpfs" "$FVMDK" vmdk
   read_case "read 64G VDI, $COUNT_VDI blocks -> tmpfs" "$FVDI" vdi
+  read_case "read 64G streamOptimized VMDK, $COUNT_VMDK grains -> tmpfs" "$FSVMDK" vmdk
 fi
 
 # ---------------------------------------------------------------- nbd
