@@ -151,7 +151,6 @@ impl FormatLayer for Vdi {
 
 fn regions(v: &Vdi) -> Vec<Region> {
     let h = &v.header;
-    let len = v.file.len();
     let mut out = Vec::new();
     let mut r = Region::new(0, HEADER_SIZE, "header", "VDI header");
     r.fields = h.fields();
