@@ -132,12 +132,29 @@ impl Vmdk {
             return Err(Error::Invalid(format!("{}: the extent file is too large for another grain", f.name)));
         }
         let grain_virt = virt - in_grain;
-        let mut buf = vec![0u8; grain as usize];
-        if state == Grain::Unallocated {
-            below(grain_virt, &mut buf)?;
+        // the grain is written in pieces of at most 1 MiB (a grain may be up to 1 GiB), and
+        // only as far as the extent reaches; the file is then made a whole grain long past
+        // the grain's start (a hole), so the next grain lands where qemu would put it
+        const PIECE: u64 = 1 << 20;
+        let fill = grain.min(e.size - (rel - in_grain));
+        let mut buf = vec![0u8; PIECE.min(fill) as usize];
+        let (p0, p1) = (in_grain, in_grain + piece.len() as u64);
+        let mut o = 0u64;
+        while o < fill {
+            let n = PIECE.min(fill - o);
+            let b = &mut buf[..n as usize];
+            b.fill(0);
+            if state == Grain::Unallocated {
+                below(grain_virt + o, b)?;
+            }
+            let (s0, s1) = (p0.max(o), p1.min(o + n));
+            if s0 < s1 {
+                b[(s0 - o) as usize..(s1 - o) as usize].copy_from_slice(&piece[(s0 - p0) as usize..(s1 - p0) as usize]);
+            }
+            f.write_at(at + o, b)?;
+            o += n;
         }
-        buf[in_grain as usize..in_grain as usize + piece.len()].copy_from_slice(piece);
-        f.write_at(at, &buf)?;
+        f.extend_to(at + grain)?;
         f.sync()?;
         step("vmdk new grain");
         let entry = ((at / SECTOR) as u32).to_le_bytes();
