@@ -194,6 +194,9 @@ q create -f vmdk -o zeroed_grain=on "$W/zeroed.vmdk" 1M
 vio vmdk "$W/zeroed.vmdk" "write -P 1 0 64k" "write -z 64k 128k"
 head -c 200000 /dev/urandom > "$W/r.raw"
 q convert -f raw -O vmdk -o subformat=streamOptimized "$W/r.raw" "$W/stream.vmdk"
+# streamOptimized as qemu-img create makes it (tables in place), grains appended by qemu-io
+q create -f vmdk -o subformat=streamOptimized "$W/stream-written.vmdk" 1M
+vio vmdk "$W/stream-written.vmdk" "write -P 3 64k 64k" "write -P 4 512k 128k"
 q create -f vdi "$W/dynamic.vdi" 3M
 vio vdi "$W/dynamic.vdi" "write -P 2 1M 4k"
 q create -f vdi -o static=on "$W/static.vdi" 1M

@@ -10,11 +10,12 @@
 # each) and prints one table of medians, side by side:
 #
 #   map     `vdiskview map --output json` vs `qemu-img map --output=json`, to /dev/null, on
-#           the fragmented images (64 GiB qcow2, 64 GiB dynamic VHD, 1 TiB qcow2)
+#           the fragmented images (64 GiB qcow2, 64 GiB dynamic VHD, 1 TiB qcow2, 64 GiB
+#           VMDK and VDI)
 #   read    `vdiskview read IMG > OUT` vs `qemu-img convert -O raw IMG OUT`, OUT on tmpfs,
 #           on the dense 1 GiB qcow2 and VHD and on sparse images (2 TiB qcow2 and VHD with
 #           a few writes; a 4 GiB qcow2 with clusters scattered as densely as in the 64 GiB
-#           one; the 64 GiB qcow2 and VHD). The outputs are compared (`qemu-img compare`,
+#           one; the 64 GiB qcow2, VHD, VMDK (sparse and streamOptimized) and VDI). The outputs are compared (`qemu-img compare`,
 #           sizes) and their allocated size reported. A first, untimed vdiskview read is
 #           watched and stopped when its output passes the virtual size, a fifth of the free
 #           memory or a third of the free tmpfs (zeros written instead of holes would fill
@@ -64,6 +65,13 @@
 #   sparse2t.qcow2           2 TiB, three 64 KiB writes (start, middle, end)
 #   sparse2t.vhd             2040 GiB dynamic VHD (the VHD limit, a 1M-entry BAT), the same
 #   sparse4g.qcow2           4 GiB, BENCH_FRAG/16 clusters scattered like frag64.qcow2's
+#   frag64.vmdk              64 GiB monolithicSparse VMDK (64 KiB grains), BENCH_FRAG grains
+#                            scattered like frag64.qcow2's (64 KiB written in each)
+#   frag64-stream.vmdk       frag64.vmdk converted to streamOptimized (compressed grains)
+#   frag64.vdi               64 GiB dynamic VDI (1 MiB blocks), BENCH_FRAG/3 blocks scattered
+#                            (4 KiB written in each: qemu stores the rest of the block as
+#                            zeros, so the file is ~BENCH_FRAG/3 MiB; a third, to keep tmpfs
+#                            use near 2 GiB)
 #   assets/demo.vhd          the bundled 8 MiB demo image
 #
 # Environment:
@@ -158,7 +166,8 @@ avail_kib() { df -Pk "$1" 2>/dev/null | awk 'NR==2 {print $4}'; }
 mem_avail_kib() { awk '/^MemAvailable:/ {print $2}' /proc/meminfo; }
 # tmpfs needs: dense raw + 2 dense images (3 GiB), two read outputs (2 GiB), the sparse 4 GiB
 # read output of vdiskview (up to ~2 GiB, see below), the 64 GiB images (~0.5 GiB)
-SHM_NEED_KIB=$((8 << 20))
+# (+ 3 GiB: the 64 GiB VDI, ~2.1 GiB of stored blocks, and its read outputs)
+SHM_NEED_KIB=$((11 << 20))
 if [[ ! -d "$SHM_BASE" || ! -w "$SHM_BASE" ]] || (($(avail_kib "$SHM_BASE") < SHM_NEED_KIB)) \
   || (($(mem_avail_kib) < SHM_NEED_KIB + (2 << 20))); then
   say "WARNING: $SHM_BASE has not $((SHM_NEED_KIB >> 20)) GiB free (or memory is short): everything goes to $DISK_BASE, reads are not to tmpfs"
@@ -297,6 +306,28 @@ say "images made in $IMG_S s: 64G qcow2 $COUNT_FQ data clusters, 64G VHD $COUNT_
 ((COUNT_FQ >= FRAG && COUNT_FV >= FRAG)) || die "the 64 GiB images have fewer allocated units than $FRAG"
 [[ -z "$HQCOW" ]] || ((COUNT_H >= HUGE)) || die "the 1 TiB image has fewer clusters than $HUGE"
 
+# VMDK and VDI (issue 14): their own images, made after the others
+FVMDK="$WORK/frag64.vmdk"
+FVDI="$WORK/frag64.vdi"
+FSVMDK="$WORK/frag64-stream.vmdk"
+make_vmdk_vdi_images() {
+  say "making the 64 GiB VMDK ($FRAG grains) and VDI ($((FRAG / 3)) blocks)"
+  qemu-img create -q -f vmdk "$FVMDK" $((64 * GiB))
+  scattered "$FRAG" $((64 * GiB / (64 * KiB))) $((64 * KiB)) 64k scattered | qemu_io_script vmdk "$FVMDK" \
+    || die "qemu-io failed on $FVMDK"
+  qemu-img create -q -f vdi "$FVDI" $((64 * GiB))
+  scattered $((FRAG / 3)) $((64 * GiB / MiB)) $MiB 4k scattered | qemu_io_script vdi "$FVDI" \
+    || die "qemu-io failed on $FVDI"
+  qemu-img convert -f vmdk -O vmdk -o subformat=streamOptimized "$FVMDK" "$FSVMDK"
+  COUNT_VMDK=$(data_units "$FVMDK" $((64 * KiB)))
+  COUNT_VDI=$(data_units "$FVDI" $MiB)
+  say "64G VMDK $COUNT_VMDK data grains, 64G VDI $COUNT_VDI data blocks"
+  ((COUNT_VMDK >= FRAG && COUNT_VDI >= FRAG / 3)) || die "the 64 GiB VMDK/VDI have fewer allocated units than wanted"
+}
+if ! skipped map || ! skipped read; then
+  make_vmdk_vdi_images
+fi
+
 # the virtual size in bytes (not from the JSON: its first "virtual-size" is the file's)
 vsize() { qemu-img info "$1" | sed -n 's/^virtual size: .*(\([0-9]*\) bytes).*/\1/p' | head -1; }
 
@@ -381,6 +412,11 @@ if ! skipped map; then
     skip_row "map 1T qcow2" "<= 0.5x" "$HUGE_NOTE"
   fi
 fi
+# VMDK and VDI (issue 14)
+if ! skipped map; then
+  map_case "map 64G VMDK, $COUNT_VMDK grains" "$FVMDK" vmdk
+  map_case "map 64G VDI, $COUNT_VDI blocks" "$FVDI" vdi
+fi
 
 # ---------------------------------------------------------------- read
 OUT_VD="$WORK/out.vd.raw"
@@ -448,6 +484,12 @@ if ! skipped read; then
   read_case "read 4G qcow2, $((FRAG / 16)) scattered clusters -> tmpfs" "$S4G" qcow2
   read_case "read 64G qcow2, $COUNT_FQ clusters -> tmpfs" "$FQCOW" qcow2
   read_case "read 64G VHD, $COUNT_FV blocks -> tmpfs" "$FVHD" vpc
+fi
+# VMDK and VDI (issue 14)
+if ! skipped read; then
+  read_case "read 64G VMDK, $COUNT_VMDK grains -> tmpfs" "$FVMDK" vmdk
+  read_case "read 64G VDI, $COUNT_VDI blocks -> tmpfs" "$FVDI" vdi
+  read_case "read 64G streamOptimized VMDK, $COUNT_VMDK grains -> tmpfs" "$FSVMDK" vmdk
 fi
 
 # ---------------------------------------------------------------- nbd

@@ -476,3 +476,26 @@ fn bitmap_data_region_with_a_granularity_of_two_to_the_60() {
         assert!(out.status.code().is_some(), "vdiskview {}: killed", args.join(" "));
     }
 }
+
+/// vmdk_image (writes): a sparse extent whose header claims 256 MiB grains over a 4 MiB disk.
+/// A new grain was built in one buffer of the whole grain (the fuzz allocator's runaway
+/// guard); it is now written in 1 MiB pieces, only as far as the extent reaches, the rest of
+/// the grain left a hole. qemu-io's write of the same bytes reads the same.
+#[test]
+fn vmdk_write_into_a_quarter_gib_grain() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = workspace();
+    let (q, v) = (dir.path().join("q.vmdk"), dir.path().join("v.vmdk"));
+    qemu_img(&["create", "-q", "-f", "vmdk", s(&q), "4M"]);
+    let mut b = std::fs::read(&q).unwrap();
+    b[20..28].copy_from_slice(&0x80000u64.to_le_bytes());
+    std::fs::write(&q, &b).unwrap();
+    std::fs::write(&v, &b).unwrap();
+    qemu_io("vmdk", &q, &["write -P 7 1M 4k"]);
+    vdiskview_ok(&["write", s(&v), "--offset", "1M", "--length", "4k", "--pattern", "7"]);
+    qemu_img(&["compare", "-f", "vmdk", "-F", "vmdk", s(&q), s(&v)]);
+    let m = std::fs::metadata(&v).unwrap();
+    assert_eq!(m.len(), std::fs::metadata(&q).unwrap().len(), "the file ends where qemu's does");
+    assert!(m.blocks() * 512 < 64 << 20, "{} bytes allocated for a 4 MiB disk", m.blocks() * 512);
+    survives(&v);
+}

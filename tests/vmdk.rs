@@ -363,13 +363,114 @@ fn write_like_qemu_io() {
     }
 }
 
+/// streamOptimized writes as qemu-io makes them: whole grains appended compressed, the same
+/// guest content (`qemu-img compare`), `qemu-img check` clean, read by `qemu-img convert`; what
+/// qemu refuses (a grain written before, part of a grain) refused too, before anything is
+/// written; a footer image (grain directory at the end) refused, where qemu breaks it.
 #[test]
-fn stream_optimized_is_read_only() {
-    let dir = workspace();
-    let p = create(dir.path(), "so.vmdk", "subformat=streamOptimized");
-    let out = vdiskview(&["write", "--offset", "0", "--pattern", "1", "--length", "512", s(&p)]);
-    assert_clean_error(&out, "write to streamOptimized");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("read-only"));
+fn stream_optimized_write_like_qemu_io() {
+    let root = workspace();
+    let (qa, va) = (root.path().join("q.vmdk"), root.path().join("v.vmdk"));
+    for p in [&qa, &va] {
+        qemu_img(&["create", "-q", "-f", "vmdk", "-o", "subformat=streamOptimized", s(p), "16M"]);
+    }
+    // one grain, three grains in one write, the last grains of the disk, two grains after a
+    // gap in the file (a new session starts at the next grain boundary)
+    let writes: &[(u8, u64, u64)] = &[(0x21, 64 << 10, 64 << 10), (0x22, 1 << 20, 192 << 10), (0x23, 15 << 20, 1 << 20), (0x24, (8 << 20) - (64 << 10), 128 << 10)];
+    for (i, &(pat, off, len)) in writes.iter().enumerate() {
+        qemu_io_quiet(&qa, &[&format!("write -P {pat} {off} {len}")]);
+        vdiskview_ok(&["write", "--offset", &off.to_string(), "--pattern", &pat.to_string(), "--length", &len.to_string(), s(&va)]);
+        if i == 0 {
+            // pseudo-random bytes: a grain that deflate barely shrinks
+            let data = pattern_bytes(9, 64 << 10);
+            let src = root.path().join("rand.bin");
+            std::fs::write(&src, &data).unwrap();
+            qemu_io_quiet(&qa, &[&format!("write -s {} 4M 64k", s(&src))]);
+            vdiskview_ok(&["write", "--offset", "4M", "--input", s(&src), s(&va)]);
+        }
+    }
+    qemu_img(&["compare", "-f", "vmdk", "-F", "vmdk", s(&qa), s(&va)]);
+    let q = qemu_img_output(&["check", "-f", "vmdk", s(&va)]);
+    assert!(q.status.success(), "qemu-img check after our writes: {}", String::from_utf8_lossy(&q.stdout));
+    assert_json_eq(&qemu_map_json(&va, "vmdk"), &qemu_map_json(&qa, "vmdk"), "map after writes");
+    compare_all(&va);
+    // the same layout as qemu's: both files end at the same offset
+    assert_eq!(std::fs::metadata(&va).unwrap().len(), std::fs::metadata(&qa).unwrap().len(), "file length after the same writes");
+
+    // refusals: qemu's and ours, nothing written by ours
+    for (what, off, len) in [("a grain written before", 64u64 << 10, 64u64 << 10), ("part of a grain", 10 << 20, 512), ("a run ending in a written grain", 0, 128 << 10)] {
+        let q = run_with_timeout(
+            std::process::Command::new("qemu-io").args(["-f", "vmdk", "-c", &format!("write -P 1 {off} {len}"), s(&qa)]),
+            DEFAULT_TIMEOUT,
+        );
+        let qtext = format!("{}{}", String::from_utf8_lossy(&q.stdout), String::from_utf8_lossy(&q.stderr));
+        assert!(qtext.contains("failed"), "qemu-io should refuse {what}: {qtext}");
+        let before = std::fs::read(&va).unwrap();
+        let out = vdiskview(&["write", "--offset", &off.to_string(), "--pattern", "1", "--length", &len.to_string(), s(&va)]);
+        assert_clean_error(&out, what);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("streamOptimized") && err.contains("qemu refuses"), "{what}: {err}");
+        assert!(std::fs::read(&va).unwrap() == before, "{what}: the refused write changed the file");
+    }
+    qemu_img(&["convert", "-f", "vmdk", "-O", "raw", s(&va), s(&root.path().join("out.raw"))]);
+
+    // a VMware-style file with its grain directory at the end: refused, unchanged
+    let f = root.path().join("f.vmdk");
+    let mut b = std::fs::read(&va).unwrap();
+    let header = b[..512].to_vec();
+    b.truncate(b.len().div_ceil(512) * 512);
+    let mut marker = vec![0u8; 512];
+    marker[12..16].copy_from_slice(&3u32.to_le_bytes());
+    b.extend_from_slice(&marker);
+    b.extend_from_slice(&header);
+    b.extend_from_slice(&[0u8; 512]);
+    b[56..64].copy_from_slice(&u64::MAX.to_le_bytes());
+    std::fs::write(&f, &b).unwrap();
+    compare_all(&f);
+    let out = vdiskview(&["write", "--offset", "8M", "--pattern", "1", "--length", "64k", s(&f)]);
+    assert_clean_error(&out, "write to a footer streamOptimized file");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("footer"));
+    assert!(std::fs::read(&f).unwrap() == b, "the refused write changed the footer file");
+}
+
+/// A streamOptimized write stopped after each of its durable steps: qemu still opens the
+/// image, `qemu-img check` is clean, and each grain reads either old or new.
+#[test]
+fn stream_optimized_write_crash() {
+    let root = workspace();
+    let img = root.path().join("s.vmdk");
+    qemu_img(&["create", "-q", "-f", "vmdk", "-o", "subformat=streamOptimized", s(&img), "8M"]);
+    qemu_io_quiet(&img, &["write -P 0x31 0 64k"]);
+    let old = qemu_convert_raw(&img, "vmdk");
+    let (off, len) = (1usize << 20, 128usize << 10);
+    let mut new = old.clone();
+    new[off..off + len].fill(0x77);
+    let work = root.path().join("w.vmdk");
+    let mut k = 1;
+    loop {
+        assert!(k < 50, "the write did not complete");
+        std::fs::copy(&img, &work).unwrap();
+        let out = run_with_timeout(
+            std::process::Command::new(vdiskview_bin())
+                .args(["write", s(&work), "--offset", &off.to_string(), "--pattern", "0x77", "--length", &len.to_string()])
+                .env("VDISKVIEW_FAILPOINT", k.to_string()),
+            DEFAULT_TIMEOUT,
+        );
+        let q = qemu_img_output(&["check", "-f", "vmdk", s(&work)]);
+        assert!(q.status.success(), "crash at step {k}: qemu-img check: {}", String::from_utf8_lossy(&q.stdout));
+        let got = qemu_convert_raw(&work, "vmdk");
+        for g in (0..got.len()).step_by(64 << 10) {
+            let r = g..g + (64 << 10);
+            assert!(got[r.clone()] == old[r.clone()] || got[r.clone()] == new[r.clone()], "crash at step {k}: grain at 0x{g:x} is neither old nor new");
+        }
+        if out.status.success() {
+            assert_bytes_eq(&got, &new, "completed write");
+            break;
+        }
+        k += 1;
+    }
+    // grain, entry (twice) and the CID: at least the two ordered steps of each grain
+    assert!(k > 4, "only {} durable steps", k - 1);
 }
 
 /// A qcow2 overlay over a multi-file VMDK: the chain mixes formats as qemu's does.
@@ -521,4 +622,156 @@ fn damaged_descriptors_never_panic() {
             assert!(out.status.code().is_some(), "{l:?}: {args:?} killed by a signal");
         }
     }
+}
+
+/// ZERO, RDONLY and NOACCESS extents. qemu drops every extent line that is not `RW` with a
+/// quoted file name (its `vmdk_parse_extents`), so the extents after them move down and the
+/// disk shrinks; vdiskview keeps each extent at its place in the descriptor (ZERO reads as
+/// zero, RDONLY and NOACCESS read their file) and refuses to write the non-RW ones. The RW
+/// extents read the same bytes in both, at their own offsets.
+#[test]
+fn zero_rdonly_noaccess_extents() {
+    let dir = workspace();
+    const M: usize = 1 << 20;
+    for (i, c) in ["a", "b", "c", "d"].iter().enumerate() {
+        std::fs::write(dir.path().join(format!("{c}.bin")), pattern_bytes(40 + i as u64, M)).unwrap();
+    }
+    let p = dir.path().join("z.vmdk");
+    std::fs::write(
+        &p,
+        "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n# Extents\n\
+         RW 2048 FLAT \"a.bin\" 0\nRW 2048 ZERO\nRDONLY 2048 FLAT \"b.bin\" 0\nNOACCESS 2048 FLAT \"c.bin\" 0\nRW 2048 FLAT \"d.bin\" 0\n",
+    )
+    .unwrap();
+    let file = |c: &str| std::fs::read(dir.path().join(format!("{c}.bin"))).unwrap();
+    // qemu: a and d only, d right after a
+    let q = qemu_convert_raw(&p, "vmdk");
+    assert_eq!(q.len(), 2 * M, "qemu drops the ZERO, RDONLY and NOACCESS extents");
+    assert_bytes_eq(&q[M..], &file("d"), "qemu reads d.bin right after a.bin");
+    // vdiskview: every extent in place
+    let ours = vdiskview_ok(&["read", s(&p)]);
+    assert_eq!(ours.len(), 5 * M);
+    assert_bytes_eq(&ours[..M], &q[..M], "the first RW extent, as qemu reads it");
+    assert!(ours[M..2 * M].iter().all(|&b| b == 0), "the ZERO extent reads as zero");
+    assert_bytes_eq(&ours[2 * M..3 * M], &file("b"), "the RDONLY extent");
+    assert_bytes_eq(&ours[3 * M..4 * M], &file("c"), "the NOACCESS extent");
+    assert_bytes_eq(&ours[4 * M..], &q[M..], "the last RW extent, as qemu reads it at 1 MiB");
+    let map = vdiskview_json(&["map", "--output", "json", s(&p)]);
+    assert_eq!(map[1]["zero"], Value::Bool(true), "{}", pretty(&map));
+    assert_eq!(map[1]["data"], Value::Bool(false), "{}", pretty(&map));
+    let info = vdiskview_json(&["info", "--output", "json", s(&p)]);
+    assert_eq!(info["virtual-size"], 5 * M as u64);
+    let ext = &info["vdiskview"]["layers"][0]["vmdk"]["extents"];
+    assert_eq!(ext[2]["access"], "RDONLY", "{}", pretty(&info));
+    assert_eq!(ext[3]["access"], "NOACCESS", "{}", pretty(&info));
+    // writes: RW extents only
+    for (off, what) in [(M + 4096, "ZERO"), (2 * M, "RDONLY"), (3 * M + 512, "NOACCESS")] {
+        let before: Vec<Vec<u8>> = ["b", "c"].iter().map(|c| file(c)).collect();
+        let out = vdiskview(&["write", "--offset", &off.to_string(), "--pattern", "1", "--length", "512", s(&p)]);
+        assert_clean_error(&out, what);
+        assert!(String::from_utf8_lossy(&out.stderr).contains(what), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(["b", "c"].iter().map(|c| file(c)).collect::<Vec<_>>() == before, "{what}: an extent file changed");
+    }
+    vdiskview_ok(&["write", "--offset", &(4 * M).to_string(), "--pattern", "0x5e", "--length", "512", s(&p)]);
+    assert!(file("d")[..512].iter().all(|&b| b == 0x5e));
+}
+
+/// `where --file` finds the grain at a file offset on demand (no list of every grain): for
+/// each data run of qemu's map, a byte inside it names the guest byte qemu maps there; a
+/// grain table and the header are named as such; a streamOptimized grain is "compressed".
+#[test]
+fn where_file_offset_finds_grains() {
+    let dir = workspace();
+    let p = create(dir.path(), "w.vmdk", "subformat=monolithicSparse");
+    qemu_io_quiet(&p, WRITES);
+    let map = qemu_map_json(&p, "vmdk");
+    let mut n = 0;
+    for e in map.as_array().unwrap() {
+        let Some(off) = e["offset"].as_u64() else { continue };
+        let (start, len) = (e["start"].as_u64().unwrap(), e["length"].as_u64().unwrap());
+        for delta in [0, len / 2, len - 1] {
+            let w = vdiskview_json(&["where", s(&p), &format!("{:#x}", off + delta), "--file", "--output", "json"]);
+            assert_eq!(w["structure"], "data", "{w}");
+            assert_eq!(w["virtual"], start + delta, "host 0x{:x}: {w}", off + delta);
+            n += 1;
+        }
+    }
+    assert!(n >= 12, "too few data runs checked: {n}");
+    let w = vdiskview_json(&["where", s(&p), "0", "--file", "--output", "json"]);
+    assert_eq!(w["structure"], "header", "{w}");
+    let gt = vdiskview_json(&["info", "--output", "json", s(&p)])["vdiskview"]["layers"][0]["vmdk"]["extents"][0]["gd-offset"].as_u64().unwrap();
+    let w = vdiskview_json(&["where", s(&p), &format!("{:#x}", gt), "--file", "--output", "json"]);
+    assert_eq!(w["structure"], "gd", "{w}");
+
+    let so = create(dir.path(), "so.vmdk", "subformat=streamOptimized");
+    qemu_io_quiet(&so, &["write -P 3 1M 64k"]);
+    let len = std::fs::metadata(&so).unwrap().len();
+    // the grain qemu appended: the first one past the (grain-aligned) metadata
+    let w = vdiskview_json(&["where", s(&so), "0x10005", "--file", "--output", "json"]);
+    assert_eq!(w["structure"], "compressed", "file of {len} bytes: {w}");
+}
+
+/// Damaged streamOptimized files and a write of one whole grain: vdiskview never panics,
+/// writes only where qemu-io writes too (stricter is allowed, looser is not), leaves a
+/// refused file byte-identical, and after a write it made, `qemu-img check` finds no more
+/// than it found before. `where --file` over the whole file never panics either.
+#[test]
+fn stream_optimized_damaged_writes() {
+    let dir = workspace();
+    let p = create(dir.path(), "good.vmdk", "subformat=streamOptimized");
+    qemu_io_quiet(&p, &["write -P 1 0 64k", "write -P 2 1M 64k"]);
+    let good = std::fs::read(&p).unwrap();
+    let le64 = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    let gd = le64(&good, 56) as usize * 512;
+    let rgd = le64(&good, 48) as usize * 512;
+    let gt = u32::from_le_bytes(good[gd..gd + 4].try_into().unwrap()) as usize * 512;
+    let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+    let poke = |off: usize, v: &[u8]| {
+        let mut b = good.clone();
+        b[off..off + v.len()].copy_from_slice(v);
+        b
+    };
+    cases.push(("GD entry 0 cleared".into(), poke(gd, &0u32.to_le_bytes())));
+    cases.push(("GD entry 0 past EOF".into(), poke(gd, &0x7fff_0000u32.to_le_bytes())));
+    cases.push(("GD entry 0 on the descriptor".into(), poke(gd, &1u32.to_le_bytes())));
+    cases.push(("RGD entry 0 past EOF".into(), poke(rgd, &0x7fff_0000u32.to_le_bytes())));
+    cases.push(("GT entry of the target grain past EOF".into(), poke(gt + 4 * 32, &0x00ff_ff00u32.to_le_bytes())));
+    cases.push(("GT entry of the target grain = 1".into(), poke(gt + 4 * 32, &1u32.to_le_bytes())));
+    cases.push(("marker flag cleared".into(), poke(10, &[0])));
+    cases.push(("compression 0".into(), poke(77, &[0, 0])));
+    cases.push(("grain size 0".into(), poke(20, &0u64.to_le_bytes())));
+    cases.push(("gtes per gt 4096".into(), poke(44, &4096u32.to_le_bytes())));
+    cases.push(("truncated in the grain area".into(), good[..good.len() - 700].to_vec()));
+    cases.push(("truncated in the tables".into(), good[..gt + 100].to_vec()));
+    let mut wrote = Vec::new();
+    for (what, bytes) in cases {
+        let (q, v) = (dir.path().join("q.vmdk"), dir.path().join("v.vmdk"));
+        std::fs::write(&q, &bytes).unwrap();
+        std::fs::write(&v, &bytes).unwrap();
+        let check_before = qemu_img_output(&["check", "-f", "vmdk", s(&v)]).status.code();
+        let qo = run_with_timeout(std::process::Command::new("qemu-io").args(["-f", "vmdk", "-c", "write -P 9 2M 64k", s(&q)]), DEFAULT_TIMEOUT);
+        let qtext = format!("{}{}", String::from_utf8_lossy(&qo.stdout), String::from_utf8_lossy(&qo.stderr));
+        let qemu_wrote = qo.status.success() && qtext.contains("wrote");
+        let out = vdiskview(&["write", "--offset", "2M", "--pattern", "9", "--length", "64k", s(&v)]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(101), "{what}: panicked: {stderr}");
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+        if out.status.success() {
+            assert!(qemu_wrote, "{what}: vdiskview wrote where qemu-io refused ({qtext})");
+            let after = qemu_img_output(&["check", "-f", "vmdk", s(&v)]).status.code();
+            assert!(after <= check_before || check_before.is_none(), "{what}: check {check_before:?} before, {after:?} after our write");
+            qemu_img(&["compare", "-f", "vmdk", "-F", "vmdk", s(&q), s(&v)]);
+            wrote.push(what.clone());
+        } else {
+            assert_clean_error(&out, &what);
+            assert!(std::fs::read(&v).unwrap() == bytes, "{what}: the refused write changed the file");
+        }
+        let len = bytes.len() as u64;
+        for off in [0, 0x200, gd as u64, gt as u64, 0x10000, 0x10005, len.saturating_sub(1)] {
+            let o = vdiskview(&["where", s(&v), &format!("{off:#x}"), "--file"]);
+            assert_ne!(o.status.code(), Some(101), "{what}: where --file {off:#x} panicked");
+        }
+    }
+    eprintln!("written despite the damage (as qemu-io does): {wrote:?}");
+    assert!(wrote.len() >= 2, "the damage that leaves writes possible was not written: {wrote:?}");
 }

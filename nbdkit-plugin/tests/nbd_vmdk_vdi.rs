@@ -52,3 +52,35 @@ fn writes_through_the_plugin_equal_qemu_io() {
         run(&["qemu-img", "check", "-q", "-f", fmt, s(&a)]);
     }
 }
+
+/// streamOptimized through the plugin: whole-grain writes land compressed as qemu-io's do
+/// (`qemu-img compare` equal, `qemu-img check` clean); a partial grain and a grain written
+/// before fail as an NBD error (qemu-io on the raw export reports "write failed"), as qemu
+/// refuses them too.
+#[test]
+fn stream_optimized_writes_through_the_plugin() {
+    let d = tempfile::Builder::new().prefix("vdvw-nbd-").tempdir().unwrap();
+    let (a, b) = (d.path().join("a.vmdk"), d.path().join("b.vmdk"));
+    for p in [&a, &b] {
+        run(&["qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=streamOptimized", s(p), "8M"]);
+    }
+    let cmds = ["write -P 0x51 64k 64k", "write -P 0x52 2M 256k", "write -P 0x53 8128k 64k"];
+    let mut script = String::from("qemu-io -f raw");
+    for c in cmds {
+        script += &format!(" -c '{}'", c);
+    }
+    script += " \"$uri\"";
+    let o = with_nbdkit(&a, &[], &script);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("failed"), "{}", String::from_utf8_lossy(&o.stdout));
+    io("vmdk", &b, &cmds);
+    run(&["qemu-img", "compare", "-f", "vmdk", "-F", "vmdk", s(&a), s(&b)]);
+    run(&["qemu-img", "check", "-q", "-f", "vmdk", s(&a)]);
+    let before = std::fs::read(&a).unwrap();
+    for bad in ["write -P 1 64k 64k", "write -P 1 4M 512"] {
+        let o = with_nbdkit(&a, &[], &format!("qemu-io -f raw -c '{}' \"$uri\"", bad));
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(text.contains("failed"), "{bad}: expected a refused write: {text}");
+        assert!(std::fs::read(&a).unwrap() == before, "{bad}: the refused write changed the file");
+    }
+}

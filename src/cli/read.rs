@@ -292,20 +292,41 @@ enum Chunk {
 }
 
 /// Copy `[start, end)` into the sink with copy_file_range where the bytes lie plainly in a
-/// host file. Returns false (nothing written) when the kernel cannot copy between these files,
-/// so the caller takes the buffered path.
+/// host file. Returns false when the kernel cannot copy between these files, so the caller
+/// takes the buffered path (which writes everything again from the same place).
+///
+/// Every byte goes to an explicit output offset (the sink's position at the start plus its
+/// guest offset); the sink's position is left at the end of the range. (Two threads copying
+/// one half each were tried: on a loaded 2-core machine they cost more CPU on dense images,
+/// both writing into one tmpfs file, and gained nothing measurable; see BENCHMARKS.md.)
 fn copy_direct(img: &crate::image::Image, sink: &SparseSink, start: u64, end: u64, file: bool) -> Result<bool> {
+    let base = sink.position()?;
+    let ok = copy_range(img, sink, start, end, base, file)?;
+    if ok {
+        sink.seek_to(base + (end - start))?;
+    }
+    Ok(ok)
+}
+
+/// [`copy_direct`] of one range, written from output offset `out` on.
+fn copy_range(img: &crate::image::Image, sink: &SparseSink, start: u64, end: u64, out: u64, file: bool) -> Result<bool> {
     use crate::image::LayerKind;
     let mut pos = start;
     let mut buf = Vec::new();
     let mut first = true;
+    // zeros found right after a data run, skipped once the run is copied
+    let mut skip_after = 0u64;
     while pos < end {
+        if skip_after > 0 {
+            pos += skip_after;
+            skip_after = 0;
+            continue;
+        }
         let (src, host, n) = if file {
             (Some(img.top().file().raw_fd()), pos, end - pos)
         } else {
             let e = img.resolve(pos, end - pos)?;
             if reads_zero(&e) {
-                sink.skip(e.len)?;
                 pos += e.len;
                 continue;
             }
@@ -320,19 +341,31 @@ fn copy_direct(img: &crate::image::Image, sink: &SparseSink, start: u64, end: u6
                         // filled around a small write, become holes too, as qemu-img convert
                         // makes them)
                         let piece = e.len.min(HOLE_PIECE - host % HOLE_PIECE);
-                        if f.next_data(host) >= host + piece || stored_zeros(f, host, piece, &mut buf) {
-                            sink.skip(piece)?;
-                            pos += piece;
+                        let zeros = zero_prefix(f, host, e.len, &mut buf);
+                        if zeros > 0 {
+                            pos += zeros;
                             continue;
                         }
                         // grow the copy over the following pieces that start with data
+                        // (the zeros that stop it are skipped at once, not looked at again)
                         let mut run = piece;
                         while run < e.len {
-                            let next = (e.len - run).min(HOLE_PIECE);
-                            if f.next_data(host + run) >= host + run + next || stored_zeros(f, host + run, next, &mut buf) {
+                            let z = zero_prefix(f, host + run, e.len - run, &mut buf);
+                            if z > 0 {
+                                skip_after = z;
                                 break;
                             }
-                            run += next;
+                            run += (e.len - run).min(HOLE_PIECE);
+                        }
+                        if skip_after > 0 || run == e.len {
+                            // the run's last piece may end in zeros (a small write at the
+                            // start of a block or grain qemu filled with zeros); its trailing
+                            // zero pages are left out of the copy, as qemu-img convert leaves
+                            // them out (looked at once per run, not per piece)
+                            let last = if run <= piece { 0 } else { piece + (run - piece - 1) / HOLE_PIECE * HOLE_PIECE };
+                            let trim = zero_tail(f, host + last, run - last, &mut buf);
+                            run -= trim;
+                            skip_after += trim;
                         }
                         (Some(f.raw_fd()), host, run)
                     } else {
@@ -345,11 +378,12 @@ fn copy_direct(img: &crate::image::Image, sink: &SparseSink, start: u64, end: u6
         match src {
             Some(fd) => {
                 let mut off = host as libc::off_t;
+                let mut out_off = (out + (pos - start)) as libc::off_t;
                 let mut left = n;
                 while left > 0 {
-                    // SAFETY: copy_file_range between two descriptors we own; the output
-                    // position is the file's own (stdout), the input offset ours.
-                    let r = unsafe { libc::copy_file_range(fd, &mut off, sink.fd, std::ptr::null_mut(), left.min(1 << 30) as usize, 0) };
+                    // SAFETY: copy_file_range between two descriptors we own, at offsets of
+                    // ours (the file positions do not move).
+                    let r = unsafe { libc::copy_file_range(fd, &mut off, sink.fd, &mut out_off, left.min(1 << 30) as usize, 0) };
                     if r < 0 {
                         let err = std::io::Error::last_os_error();
                         if first && matches!(err.raw_os_error(), Some(libc::EXDEV) | Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP)) {
@@ -367,10 +401,11 @@ fn copy_direct(img: &crate::image::Image, sink: &SparseSink, start: u64, end: u6
             None => {
                 buf.resize(n as usize, 0);
                 img.read(pos, &mut buf)?;
-                // SAFETY: writing our own buffer to our own descriptor.
+                let at = out + (pos - start);
                 let mut done = 0;
                 while done < buf.len() {
-                    let r = unsafe { libc::write(sink.fd, buf[done..].as_ptr().cast(), buf.len() - done) };
+                    // SAFETY: writing our own buffer to our own descriptor, at an offset.
+                    let r = unsafe { libc::pwrite(sink.fd, buf[done..].as_ptr().cast(), buf.len() - done, (at + done as u64) as libc::off_t) };
                     if r < 0 {
                         return Err(std::io::Error::last_os_error().into());
                     }
@@ -384,20 +419,78 @@ fn copy_direct(img: &crate::image::Image, sink: &SparseSink, start: u64, end: u6
     Ok(true)
 }
 
-/// Whether `len` bytes stored at `off` are all zero: a 4 KiB look first (data usually shows
-/// at once), the whole piece only when that is zero.
-fn stored_zeros(f: &crate::image::io::HostFile, off: u64, len: u64, buf: &mut Vec<u8>) -> bool {
-    let head = len.min(4096);
-    for n in [head, len] {
+/// How many bytes from `off` (at most `max`, in whole 64 KiB pieces, the first ending at a
+/// 64 KiB boundary of the file, then the zero 4 KiB pages that start the first piece holding
+/// data) are a hole or stored zeros. A SEEK_DATA and a 4 KiB look
+/// first (data usually shows at once); when those say zero, up to 1 MiB is read in one call
+/// and its pieces tested in memory, so a VDI block or VMDK grain qemu filled with zeros around
+/// a small write costs one read, not one per piece.
+fn zero_prefix(f: &crate::image::io::HostFile, off: u64, max: u64, buf: &mut Vec<u8>) -> u64 {
+    const WINDOW: u64 = 1 << 20;
+    let first = max.min(HOLE_PIECE - off % HOLE_PIECE);
+    let data = f.next_data(off);
+    if data >= off + first {
+        // a hole: whole pieces up to the data (or `max`)
+        let hole = (data - off).min(max);
+        return if hole >= max { max } else { first + (hole - first) / HOLE_PIECE * HOLE_PIECE };
+    }
+    let head = first.min(4096) as usize;
+    let n = max.min(WINDOW.max(first));
+    if buf.len() < n as usize {
+        // grown once, never shrunk (a resize down and up again would clear it each time)
         buf.resize(n as usize, 0);
-        if f.read_zero_fill(off, buf).is_err() || !all_zero(buf) {
-            return false;
-        }
-        if n == len {
+    }
+    if f.read_zero_fill(off, &mut buf[..head]).is_err() || !all_zero(&buf[..head]) {
+        return 0;
+    }
+    if f.read_zero_fill(off + head as u64, &mut buf[head..n as usize]).is_err() {
+        return 0;
+    }
+    let mut done = 0u64;
+    let mut piece = first;
+    while done < n {
+        let k = piece.min(n - done);
+        let b = &buf[done as usize..(done + k) as usize];
+        if !all_zero(b) {
+            // the zero pages this piece starts with are left out too (data in the middle
+            // of a block qemu filled with zeros)
+            done += b.chunks(4096).take_while(|c| c.len() == 4096 && all_zero(c)).count() as u64 * 4096;
             break;
         }
+        done += k;
+        piece = HOLE_PIECE;
     }
-    true
+    done
+}
+
+/// How many bytes at the end of the `len` bytes stored at `off` are zero, in whole 4 KiB
+/// pages counted from `off` (0 when the last page holds data or the read fails).
+fn zero_tail(f: &crate::image::io::HostFile, off: u64, len: u64, buf: &mut Vec<u8>) -> u64 {
+    const PAGE: usize = 4096;
+    let n = len as usize;
+    if n == 0 {
+        return 0;
+    }
+    if buf.len() < n {
+        buf.resize(n, 0);
+    }
+    // the last page first: data there (dense data) ends the look at once
+    let last = (n - 1) / PAGE * PAGE;
+    if f.read_zero_fill(off + last as u64, &mut buf[last..n]).is_err() || !all_zero(&buf[last..n]) {
+        return 0;
+    }
+    if f.read_zero_fill(off, &mut buf[..last]).is_err() {
+        return 0;
+    }
+    let mut keep = n.div_ceil(PAGE) * PAGE;
+    while keep > 0 {
+        let from = keep - PAGE;
+        if !all_zero(&buf[from..n.min(keep)]) {
+            break;
+        }
+        keep = from;
+    }
+    (n - keep.min(n)) as u64
 }
 
 /// A zero test the compiler vectorises (OR over 64-byte blocks, no early exit per byte).
@@ -458,6 +551,25 @@ impl SparseSink {
     fn skip(&self, n: u64) -> std::io::Result<()> {
         // SAFETY: lseek on our own fd.
         let r = unsafe { libc::lseek(self.fd, n as libc::off_t, libc::SEEK_CUR) };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// The file position (where the next byte written goes).
+    fn position(&self) -> std::io::Result<u64> {
+        // SAFETY: lseek on our own fd.
+        let r = unsafe { libc::lseek(self.fd, 0, libc::SEEK_CUR) };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(r as u64)
+    }
+
+    fn seek_to(&self, at: u64) -> std::io::Result<()> {
+        // SAFETY: lseek on our own fd.
+        let r = unsafe { libc::lseek(self.fd, at as libc::off_t, libc::SEEK_SET) };
         if r < 0 {
             return Err(std::io::Error::last_os_error());
         }

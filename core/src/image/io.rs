@@ -93,6 +93,19 @@ impl HostFile {
         Ok(())
     }
 
+    /// Make the file at least `len` bytes long (a hole at the end, nothing written).
+    pub fn extend_to(&self, len: u64) -> Result<()> {
+        if !self.writable {
+            return Err(Error::ReadOnly(format!("{} is open read-only", self.name)));
+        }
+        if len > self.len() {
+            self.file.set_len(len).map_err(|e| Error::io(format!("{}: extend to 0x{:x}", self.name, len), e))?;
+            self.len.fetch_max(len, Ordering::AcqRel);
+            self.dirty.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
     /// Make everything written so far durable before what follows is written (an ordering
     /// barrier; skipped when nothing was written since the last one).
     pub fn sync(&self) -> Result<()> {

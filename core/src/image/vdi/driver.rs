@@ -19,8 +19,29 @@ use crate::image::Result;
 pub struct Driver;
 pub static DRIVER: Driver = Driver;
 
-/// Most data regions listed (a damaged block map may name a block many times).
-const MAX_REGIONS: usize = 1 << 20;
+/// The data block stored at file offset `off`, as a region: the block map read backwards
+/// (an index of (file block, disk block) built on first use).
+fn data_region_at(v: &Vdi, off: u64) -> Option<Region> {
+    let data = v.header.offset_data as u64;
+    let bs = v.block_size();
+    let len = v.file.len();
+    if off < data || off >= len {
+        return None;
+    }
+    let entry = (off - data) / bs;
+    let rev = v.reverse.get_or_init(|| {
+        let mut r: Vec<(u32, u32)> = v.bmap.iter().enumerate().filter(|(_, &e)| is_allocated(e)).map(|(i, &e)| (e, i as u32)).collect();
+        r.sort_unstable();
+        r
+    });
+    let i = rev.partition_point(|&(e, _)| (e as u64) < entry);
+    // a damaged map may name a file block twice: the first disk block that names it
+    let &(e, block) = rev.get(i).filter(|&&(e, _)| e as u64 == entry)?;
+    let at = v.block_offset(e);
+    let mut d = Region::new(at, bs.min(len - at), "data", format!("block {} data", block));
+    d.virt = Some(block as u64 * bs);
+    Some(d)
+}
 
 impl FormatDriver for Driver {
     fn name(&self) -> &'static str {
@@ -73,6 +94,9 @@ impl FormatLayer for Vdi {
     }
     fn regions(&self) -> Vec<Region> {
         regions(self)
+    }
+    fn data_region_at(&self, off: u64) -> Result<Option<Region>> {
+        Ok(data_region_at(self, off))
     }
     fn warnings(&self) -> Vec<String> {
         self.warnings.clone()
@@ -127,29 +151,12 @@ impl FormatLayer for Vdi {
 
 fn regions(v: &Vdi) -> Vec<Region> {
     let h = &v.header;
-    let len = v.file.len();
     let mut out = Vec::new();
     let mut r = Region::new(0, HEADER_SIZE, "header", "VDI header");
     r.fields = h.fields();
     out.push(r);
     out.push(Region::new(h.offset_bmap as u64, (v.bmap.len() as u64 * 4).next_multiple_of(512), "block-map", "block map"));
-    let bs = v.block_size();
-    let mut seen = std::collections::HashSet::new();
-    for (i, &e) in v.bmap.iter().enumerate() {
-        if out.len() >= MAX_REGIONS {
-            break;
-        }
-        if !is_allocated(e) || !seen.insert(e) {
-            continue;
-        }
-        let at = v.block_offset(e);
-        if at >= len {
-            continue;
-        }
-        let mut d = Region::new(at, bs.min(len - at), "data", format!("block {} data", i));
-        d.virt = Some(i as u64 * bs);
-        out.push(d);
-    }
+    // the data blocks are found on demand (data_region_at)
     out.sort_by_key(|r| r.start);
     let mut kept: Vec<Region> = Vec::with_capacity(out.len());
     for r in out {

@@ -32,6 +32,8 @@ pub struct Vdi {
     pub bmap: Vec<u32>,
     pub virtual_size: u64,
     pub warnings: Vec<String>,
+    /// (file block, disk block) of every allocated block, sorted (built on first use).
+    pub(crate) reverse: std::sync::OnceLock<Vec<(u32, u32)>>,
 }
 
 impl Vdi {
@@ -93,7 +95,7 @@ impl Vdi {
         if !h.disk_size.is_multiple_of(SECTOR) {
             warnings.push(format!("odd disk size {} rounded up to {}", h.disk_size, disk_size));
         }
-        Ok(Vdi { file, header: h, bmap, virtual_size: disk_size, warnings })
+        Ok(Vdi { file, header: h, bmap, virtual_size: disk_size, warnings, reverse: std::sync::OnceLock::new() })
     }
 
     pub fn block_size(&self) -> u64 {

@@ -55,6 +55,7 @@ impl Vdi {
         step("vdi block map entry");
         self.header.blocks_allocated = entry + 1;
         self.bmap[block as usize] = entry;
+        self.reverse = std::sync::OnceLock::new();
         Ok(())
     }
 }

@@ -19,8 +19,74 @@ use crate::image::Result;
 pub struct Driver;
 pub static DRIVER: Driver = Driver;
 
-/// Most regions listed for one file (a damaged grain directory may point everywhere).
-const MAX_REGIONS: usize = 1 << 20;
+/// Most grains indexed by file offset (a damaged grain directory may point everywhere;
+/// 16 bytes each).
+const MAX_INDEXED_GRAINS: usize = 16 << 20;
+
+/// A grain of an extent stored in the image file: its file offset and its first guest byte.
+#[derive(Clone, Copy)]
+pub struct GrainAt {
+    pub host: u64,
+    pub virt: u64,
+    /// Index of the extent in `Vmdk::extents`.
+    pub extent: u32,
+}
+
+/// Every data grain of the image file's sparse extents, sorted by file offset.
+fn build_reverse(v: &Vmdk) -> Vec<GrainAt> {
+    let len = v.file.len();
+    let mut out = Vec::new();
+    for (ei, e) in v.extents.iter().enumerate() {
+        if e.file != Some(HostFileId::Image) {
+            continue;
+        }
+        let Some(sp) = e.sparse() else { continue };
+        for (i, &g) in sp.gd.iter().enumerate() {
+            if g == 0 || g as u64 * SECTOR >= len {
+                continue;
+            }
+            let Ok(gt) = sp.gt(&v.file, g) else { continue };
+            for (j, &gte) in gt.iter().enumerate() {
+                let Grain::At(at) = sp.classify(gte) else { continue };
+                let virt = (i as u64 * sp.gtes_per_gt + j as u64) * sp.grain;
+                if at >= len || virt >= e.size {
+                    continue;
+                }
+                if out.len() >= MAX_INDEXED_GRAINS {
+                    break;
+                }
+                out.push(GrainAt { host: at, virt: e.start + virt, extent: ei as u32 });
+            }
+        }
+    }
+    out.sort_by_key(|g| g.host);
+    out
+}
+
+/// The grain stored at file offset `off` of the image file, as a region.
+fn data_region_at(v: &Vmdk, off: u64) -> Option<Region> {
+    let rev = v.reverse.get_or_init(|| build_reverse(v));
+    let i = rev.partition_point(|g| g.host <= off);
+    let len = v.file.len();
+    // grains may share a start (a damaged table): look at the few last ones starting before
+    for g in rev[..i].iter().rev().take(4) {
+        let sp = v.extents.get(g.extent as usize)?.sparse()?;
+        let (n, structure, what) = if sp.compressed {
+            let size = sp.marker(&v.file, g.host).map(|(_, s)| s as u64 + 12).unwrap_or(SECTOR);
+            (size.next_multiple_of(SECTOR), "compressed", format!("compressed grain for guest 0x{:x}", g.virt))
+        } else {
+            (sp.grain, "data", format!("grain for guest 0x{:x}", g.virt))
+        };
+        let n = n.min(len - g.host);
+        if off < g.host + n {
+            let mut r = Region::new(g.host, n, structure, what);
+            // (a compressed grain's guest start: `where` names the grain, not the byte)
+            r.virt = Some(g.virt);
+            return Some(r);
+        }
+    }
+    None
+}
 
 impl FormatDriver for Driver {
     fn name(&self) -> &'static str {
@@ -96,6 +162,9 @@ impl FormatLayer for Vmdk {
     }
     fn regions(&self) -> Vec<Region> {
         regions(self)
+    }
+    fn data_region_at(&self, off: u64) -> Result<Option<Region>> {
+        Ok(data_region_at(self, off))
     }
     fn warnings(&self) -> Vec<String> {
         self.warnings.clone()
@@ -290,32 +359,13 @@ pub fn regions(v: &Vmdk) -> Vec<Region> {
                 }
             }
         }
+        // the grain tables; the grains themselves are found on demand (data_region_at)
         let mut seen = std::collections::HashSet::new();
-        'gd: for (i, &g) in sp.gd.iter().enumerate() {
+        for (i, &g) in sp.gd.iter().enumerate() {
             if g == 0 || !seen.insert(g) || g as u64 * SECTOR >= len {
                 continue;
             }
             out.push(Region::new(g as u64 * SECTOR, sp.gt_bytes().next_multiple_of(SECTOR), "gt", format!("grain table #{}", i)));
-            let Ok(gt) = sp.gt(&v.file, g) else { continue };
-            for (j, &gte) in gt.iter().enumerate() {
-                if out.len() >= MAX_REGIONS {
-                    break 'gd;
-                }
-                let Grain::At(at) = sp.classify(gte) else { continue };
-                if at >= len {
-                    continue;
-                }
-                let virt = e.start + (i as u64 * sp.gtes_per_gt + j as u64) * sp.grain;
-                let (n, structure, what) = if sp.compressed {
-                    let size = sp.marker(&v.file, at).map(|(_, s)| s as u64 + 12).unwrap_or(SECTOR);
-                    (size.next_multiple_of(SECTOR), "compressed", format!("compressed grain for guest 0x{:x}", virt))
-                } else {
-                    (sp.grain, "data", format!("grain for guest 0x{:x}", virt))
-                };
-                let mut d = Region::new(at, n.min(len - at), structure, what);
-                d.virt = Some(virt);
-                out.push(d);
-            }
         }
     }
     out.sort_by_key(|r| r.start);

@@ -88,6 +88,8 @@ pub struct Vmdk {
     pub warnings: Vec<String>,
     /// The CID was renewed by a write of this session.
     pub cid_updated: bool,
+    /// The grains stored in the image file, by file offset (built on the first lookup).
+    pub(crate) reverse: std::sync::OnceLock<Vec<driver::GrainAt>>,
 }
 
 fn read_text(file: &HostFile, off: u64, max: u64) -> Result<String> {
@@ -169,6 +171,7 @@ impl Vmdk {
             virtual_size: size,
             warnings,
             cid_updated: false,
+            reverse: std::sync::OnceLock::new(),
         })
     }
 
@@ -276,6 +279,7 @@ impl Vmdk {
             virtual_size: start,
             warnings,
             cid_updated: false,
+            reverse: std::sync::OnceLock::new(),
         })
     }
 

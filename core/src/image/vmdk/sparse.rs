@@ -247,6 +247,9 @@ pub struct SparseExtent {
     pub zero_grain: bool,
     pub warnings: Vec<String>,
     gts: Mutex<HashMap<u32, Arc<Vec<u32>>>>,
+    /// streamOptimized writes: the sector where this session's next compressed grain goes
+    /// (0: not chosen yet).
+    pub(super) stream_next: std::sync::atomic::AtomicU64,
 }
 
 fn read_u32s(file: &HostFile, off: u64, n: u64, what: &str) -> Result<Vec<u32>> {
@@ -347,6 +350,7 @@ impl SparseExtent {
             first_header,
             warnings,
             gts: Mutex::new(HashMap::new()),
+            stream_next: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -445,10 +449,14 @@ impl SparseExtent {
         if size == 0 || size > 2 * self.grain {
             return Err(Error::damaged("grain", Some(at), format!("{}: compressed grain at 0x{:x} has an invalid size {}", file.name, at, size)));
         }
-        let mut comp = vec![0u8; size as usize];
+        // only the part inside the file is read (and allocated); past its end, zeros (qemu
+        // reads past the end as zeros too)
+        let stored = size.min(file.len().saturating_sub(data_at));
+        let mut comp = vec![0u8; stored as usize];
         file.read_zero_fill(data_at, &mut comp)?;
-        let mut out = Vec::with_capacity(self.grain as usize);
-        flate2::read::ZlibDecoder::new(&comp[..])
+        let input = std::io::Read::chain(&comp[..], std::io::repeat(0).take(size - stored));
+        let mut out = Vec::with_capacity(self.grain.min(4 << 20) as usize);
+        flate2::read::ZlibDecoder::new(input)
             .take(self.grain)
             .read_to_end(&mut out)
             .map_err(|e| Error::damaged("grain", Some(at), format!("{}: compressed grain at 0x{:x}: {}", file.name, at, e)))?;
