@@ -1,13 +1,15 @@
 //! What an NBD client flushed survives a `kill -9` of nbdkit: the plugin keeps writes (for
 //! qcow2 their L2/L1 entries) in memory until the client's FLUSH, so that FLUSH must put
 //! them in the file. qemu-io writes through the socket, flushes, writes more without a flush,
-//! and nbdkit is killed while qemu-io is still connected (a clean close would flush too).
+//! and nbdkit is killed while qemu-io is still connected (a clean close would flush too):
+//! qemu-io's last command is a long `sleep`, and its output (line-buffered by `stdbuf`)
+//! says when the writes before it are done.
 //! Then qemu's own tools look at the image: `qemu-img check` finds nothing worse than leaks,
 //! the flushed bytes read back, and every unit of the unflushed write is all old or all new.
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -45,20 +47,22 @@ fn flushed_writes_survive(fmt: &str, opts: &str, unit: usize) {
     let a: [(usize, usize); 3] = [(100_000, 300_000), (3 * MIB + 4096, 200_000), (6 * MIB, 65536)];
     // B: overlaps nothing of A; in place and new
     let b: [(usize, usize); 2] = [(1_000_000, 150_000), (5 * MIB + 512, 400_000)];
-    let mut cmds = String::new();
+    let mut cmds = Vec::new();
     for (o, l) in a {
-        cmds += &format!("write -P 0x41 {} {}\n", o, l);
+        cmds.push(format!("write -P 0x41 {} {}", o, l));
     }
-    cmds += "flush\n";
+    cmds.push("flush".into());
     for (o, l) in a {
-        cmds += &format!("read -P 0x41 {} {}\n", o, l);
+        cmds.push(format!("read -P 0x41 {} {}", o, l));
     }
     for (o, l) in b {
-        cmds += &format!("write -P 0x42 {} {}\n", o, l);
+        cmds.push(format!("write -P 0x42 {} {}", o, l));
     }
     // read back B last: once its line is out, every write has completed
-    cmds += &format!("read -P 0x42 {} {}\n", b[1].0, b[1].1);
+    cmds.push(format!("read -P 0x42 {} {}", b[1].0, b[1].1));
     let reads = a.len() + 1;
+    // connected, doing nothing, until killed
+    cmds.push("sleep 60000".into());
 
     let nbdkit = Command::new("nbdkit")
         .args(["-f", "--exit-with-parent", "-U"])
@@ -76,19 +80,19 @@ fn flushed_writes_survive(fmt: &str, opts: &str, unit: usize) {
         std::thread::sleep(Duration::from_millis(10));
     }
     // writeback: qemu-io's default (writethrough) would flush after every write
-    let qio = Command::new("qemu-io")
-        .args(["-t", "writeback", "-f", "raw"])
+    let mut c = Command::new("stdbuf");
+    c.args(["-oL", "qemu-io", "-t", "writeback", "-f", "raw"]);
+    for cmd in &cmds {
+        c.args(["-c", cmd]);
+    }
+    let qio = c
         .arg(format!("nbd+unix:///?socket={}", sock.display()))
-        .stdin(Stdio::piped())
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut qio = Killed(qio);
-    let mut stdin = qio.0.stdin.take().unwrap();
-    stdin.write_all(cmds.as_bytes()).unwrap();
-    stdin.flush().unwrap();
-    // stdin stays open: qemu-io must not quit (and close, which flushes) before the kill
     let out = BufReader::new(qio.0.stdout.take().unwrap());
     let mut seen = 0;
     let mut log = String::new();
@@ -109,7 +113,6 @@ fn flushed_writes_survive(fmt: &str, opts: &str, unit: usize) {
     nbdkit.0.kill().unwrap();
     let st = nbdkit.0.wait().unwrap();
     assert!(!st.success(), "{}: nbdkit had already ended", fmt);
-    drop(stdin);
     drop(qio);
 
     if fmt != "vpc" {
