@@ -6,16 +6,20 @@
 //!   two-header protocol: the non-current header is written and flushed, then the other.
 //! - A write into a FULLY_PRESENT block goes in place.
 //! - A NOT_PRESENT / ZERO / UNDEFINED / UNMAPPED block gets a new block at the end of the
-//!   file (1 MiB aligned), written whole (the rest zero) and flushed; it is FULLY_PRESENT.
+//!   file (1 MiB aligned), only its written sectors written (the rest is past the old end
+//!   of the file, a hole that reads zero); it is FULLY_PRESENT.
 //!   In a differencing disk, unless the write covers the whole block (or the block was
 //!   ZERO), the new block is PARTIALLY_PRESENT: partial logical sectors completed from the
 //!   parent, the chunk's sector bitmap block allocated (1 MiB of zeros at the end, flushed)
 //!   when it has none, and the block's bits set for the written sectors only.
 //! - A PARTIALLY_PRESENT block of a differencing disk is written in place (partial logical
 //!   sectors not yet in the file completed from the parent), then its sector-bitmap bits set.
-//! - Metadata (the 4 KiB BAT sectors, sector-bitmap sectors) goes through the log: a new log
-//!   GUID in the headers, one log entry with a data descriptor per sector, flushed; then the
-//!   sectors in place, flushed; then the log GUID cleared again (qemu's vhdx_log_reset).
+//! - Data (new blocks and in place) is written for the whole write call without a flush;
+//!   then the metadata (the 4 KiB BAT sectors, sector-bitmap sectors) goes through the log:
+//!   a new log GUID in the headers (its flush makes the data durable first), one log entry
+//!   with a data descriptor per sector, flushed; then the sectors in place, flushed; then
+//!   the log GUID cleared again (qemu's vhdx_log_reset). On a lazy file (the NBD plugin)
+//!   the staged sectors wait in memory for [`Vhdx::flush`] instead.
 //!
 //! A crash leaves at worst a leaked block, or a log entry that the next writer (vdiskview,
 //! qemu, Hyper-V) replays and every reader of vdiskview replays in memory.
