@@ -675,7 +675,8 @@ impl Qcow2 {
         let cs = self.cluster_size();
         let end = self.file.len().next_multiple_of(cs);
         let mut at = self.wstate.next_free.max(end);
-        let table = self.table()?;
+        self.ensure_table()?;
+        let table = self.wstate.table.as_deref().expect("loaded");
         // crashes leak a few clusters each; a long run of them is damage, not leaks
         const MAX_SKIP: u64 = 1 << 16;
         // (counted as clusters skipped: a batched write reserves many clusters before it
@@ -689,7 +690,7 @@ impl Qcow2 {
                 )));
             }
             for c in at / cs..at / cs + n {
-                if self.refcount(&table, c)? != 0 {
+                if self.refcount(table, c)? != 0 {
                     skipped += c + 1 - at / cs;
                     at = (c + 1) * cs;
                     continue 'search;
@@ -702,10 +703,16 @@ impl Qcow2 {
     }
 
     fn table(&mut self) -> Result<Vec<u64>> {
+        self.ensure_table()?;
+        Ok(self.wstate.table.clone().unwrap())
+    }
+
+    /// The refcount table loaded into `wstate.table` (read once; not copied per cluster).
+    fn ensure_table(&mut self) -> Result<()> {
         if self.wstate.table.is_none() {
             self.wstate.table = Some(self.refcount_table()?);
         }
-        Ok(self.wstate.table.clone().unwrap())
+        Ok(())
     }
 
     /// Add `delta` to the refcount of host cluster `cluster`, creating the refcount block (and
@@ -713,12 +720,13 @@ impl Qcow2 {
     pub(crate) fn add_refcount(&mut self, cluster: u64, delta: i64) -> Result<()> {
         let per = self.refcounts_per_block();
         let ti = (cluster / per) as usize;
-        let mut table = self.table()?;
-        if ti >= table.len() {
+        self.ensure_table()?;
+        if ti >= self.wstate.table.as_ref().expect("loaded").len() {
             self.grow_refcount_table(ti + 1)?;
-            table = self.table()?;
+            self.ensure_table()?;
         }
-        let block = if table[ti] == 0 { self.new_refcount_block(ti)? } else { table[ti] };
+        let entry = self.wstate.table.as_ref().expect("loaded")[ti];
+        let block = if entry == 0 { self.new_refcount_block(ti)? } else { entry };
         let bits = self.header.refcount_bits() as u64;
         let idx = cluster % per;
         let max = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
