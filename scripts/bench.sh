@@ -563,8 +563,8 @@ w_fresh() {
 vd_write() { w_fresh; tm "$BIN" write "$W_IMG" --offset 0 --length "$W_LEN" --pattern 0xab; }
 qm_write() { w_fresh; tm qemu-io -f "$W_FMT" -c "write -P 0xab 0 $W_LEN" "$W_IMG" >/dev/null; }
 w_verify() { # the image vdiskview wrote: clean for qemu, and the bytes are there
-  if [[ "$W_FMT" == qcow2 ]]; then
-    qemu-img check -q -f qcow2 "$W_IMG" || die "qemu-img check failed after vdiskview's write into $W_IMG"
+  if [[ "$W_FMT" == qcow2 || "$W_FMT" == vhdx ]]; then
+    qemu-img check -q -f "$W_FMT" "$W_IMG" || die "qemu-img check failed after vdiskview's write into $W_IMG"
   fi
   qemu-io -f "$W_FMT" -c "read -P 0xab 0 $W_LEN" "$W_IMG" | grep -q '^read ' || die "qemu-io does not read back vdiskview's write"
 }
@@ -624,11 +624,25 @@ nbdw_case() { # NAME FORMAT OPTS
   add_ratio_row "$name" "$(median "${TIMES[0]}")" "$(median "${TIMES[1]}")" 1.0 1.2
   note "$name runs (ms): plugin $(spread "${TIMES[0]}"), qemu-nbd $(spread "${TIMES[1]}")"
   vd_nbdw
-  if [[ "$W_FMT" == qcow2 ]]; then
-    qemu-img check -q -f qcow2 "$W_IMG" || die "qemu-img check failed after nbdcopy into the plugin"
+  if [[ "$W_FMT" == qcow2 || "$W_FMT" == vhdx ]]; then
+    qemu-img check -q -f "$W_FMT" "$W_IMG" || die "qemu-img check failed after nbdcopy into the plugin"
   fi
   # the rest of the (larger) image reads as zero, which compare accepts
   qemu-img compare -q -f raw -F "$W_FMT" "$W_SRC" "$W_IMG" || die "the image the plugin wrote does not hold the source's bytes"
+}
+# The VHDX cases of the write group (dynamic VHDX, qemu's default block size: 8 MiB for
+# 1 GiB): write 1M / 64M vs qemu-io, nbdcopy 256M in, and nbdcopy out of a dense 1 GiB VHDX
+# on the same disk (a copy of the dense qcow2) vs qemu-nbd.
+write_vhdx_cases() {
+  write_case "write 1M, dynamic VHDX (on disk)" vhdx "" $((1 * MiB)) 2.0
+  write_case "write 64M, dynamic VHDX (on disk)" vhdx "" $((64 * MiB)) 1.5
+  if ! skipped nbd; then
+    nbdw_case "nbdcopy 256M random into VHDX (on disk)" vhdx ""
+    local dense="$WDIR/dense.vhdx"
+    qemu-img convert -f qcow2 -O vhdx "$DQCOW" "$dense"
+    nbd_case "nbdcopy 1G VHDX to null: (on disk)" "$dense" vhdx
+    rm -f -- "$dense"
+  fi
 }
 if ! skipped write; then
   WDIR="$(mktemp -d "$DISK_BASE/vdiskview-bench-write.XXXXXX")"
@@ -642,6 +656,7 @@ if ! skipped write; then
     nbdw_case "nbdcopy 256M random into qcow2 (on disk)" qcow2 ""
     nbdw_case "nbdcopy 256M random into VHD (on disk)" vpc "subformat=dynamic"
   fi
+  write_vhdx_cases
   rm -rf -- "$WDIR"
   WDIR=""
 fi

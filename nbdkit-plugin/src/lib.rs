@@ -5,13 +5,14 @@
 //! `nbdkit -U SOCK target/release/libvdiskview_nbdkit.so file=disk.vhd [readonly=true] [format=auto]`
 //!
 //! One image is shared by every connection behind a read-write lock: reads run in parallel,
-//! writes one at a time. As with qemu-nbd, a write returns before its last flush: the
-//! engine still flushes between its ordered steps (refcounts, data, L2, L1, releases), so a
-//! crash leaves every cluster old or new and at worst leaked clusters, but the last step of
-//! a write becomes durable on the client's NBD FLUSH, on a write with FUA, when a
-//! connection closes, and within a second otherwise (a timer thread). One image and one
-//! file for every connection: a flush on any connection makes every completed write
-//! durable, so multi-conn stays truthful.
+//! writes (and flushes) one at a time. As with qemu-nbd, a write returns before it is
+//! durable: a qcow2 write leaves its L2 and L1 entries and releases in a write-back cache
+//! in memory (reads see them), VHD and the other formats their last flush; the client's
+//! NBD FLUSH, a write with FUA, a connection's close and a timer (every second) write that
+//! metadata in qemu's order, a flush before each group (data and refcounts, L2, L1,
+//! releases), so a crash leaves every cluster old or new and at worst leaked clusters, and
+//! loses nothing flushed. One image and one file for every connection: a flush on any
+//! connection makes every completed write durable, so multi-conn stays truthful.
 
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
@@ -52,7 +53,7 @@ fn image(readonly: bool) -> Result<Arc<RwLock<Image>>> {
             std::thread::spawn(move || loop {
                 std::thread::sleep(Duration::from_secs(1));
                 let Some(img) = weak.upgrade() else { break };
-                let r = img.read().unwrap().flush();
+                let r = img.write().unwrap().flush();
                 if let Err(e) = r {
                     nbdkit::debug!("vdiskview: background flush: {}", e);
                 }
@@ -209,8 +210,9 @@ impl Server for Handle {
     }
 
     fn flush(&self) -> Result<()> {
-        // every write that completed, on any connection, becomes durable
-        self.img.read().unwrap().flush().map_err(err)
+        // every write that completed, on any connection, becomes durable (the write lock:
+        // metadata held in memory is written out, in its order)
+        self.img.write().unwrap().flush().map_err(err)
     }
 
     fn extents(&self, count: u32, offset: u64, _flags: Flags, h: &mut ExtentHandle) -> Result<()> {
@@ -234,7 +236,7 @@ impl Drop for Handle {
     /// A connection closing makes what it wrote durable, as qemu-nbd does at close.
     fn drop(&mut self) {
         if !self.readonly {
-            if let Ok(img) = self.img.read() {
+            if let Ok(mut img) = self.img.write() {
                 let _ = img.flush();
             }
         }

@@ -185,6 +185,14 @@ pub trait FormatLayer: Send + Sync + Any {
     /// Write guest bytes into this layer; `below` reads what the layers below hold (zero
     /// past their end), for copy-on-write.
     fn write(&mut self, virt: u64, data: &[u8], below: &dyn Fn(u64, &mut [u8]) -> Result<()>) -> Result<()>;
+    /// Make every write so far durable: what a lazy layer holds in memory written in its
+    /// order, then flushed (NBD FLUSH, FUA, close).
+    fn flush(&mut self) -> Result<()> {
+        for f in self.host_files() {
+            f.sync()?;
+        }
+        Ok(())
+    }
     fn as_any(&self) -> &dyn Any;
 }
 

@@ -127,6 +127,11 @@ impl HostFile {
         self.sync()
     }
 
+    /// Whether writes may return before their last flush (see [`HostFile::set_lazy`]).
+    pub fn lazy(&self) -> bool {
+        self.lazy.load(Ordering::Acquire)
+    }
+
     /// Let writes return before their last flush (NBD without FUA); see [`HostFile::sync_final`].
     pub fn set_lazy(&self, lazy: bool) {
         self.lazy.store(lazy, Ordering::Release);

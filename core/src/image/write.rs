@@ -84,12 +84,10 @@ impl Image {
         }
     }
 
-    /// Make every write so far durable (NBD FLUSH, FUA, close).
-    pub fn flush(&self) -> Result<()> {
-        for f in self.layers[0].layer.host_files() {
-            f.sync()?;
-        }
-        Ok(())
+    /// Make every write so far durable (NBD FLUSH, FUA, close): metadata a lazy layer
+    /// holds in memory is written first, in its order.
+    pub fn flush(&mut self) -> Result<()> {
+        self.layers[0].layer.flush()
     }
 
     /// Write raw bytes into the top image file (file space), for repairs by hand. Only inside

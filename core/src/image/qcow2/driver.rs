@@ -111,6 +111,9 @@ impl FormatLayer for Qcow2 {
     fn write(&mut self, virt: u64, data: &[u8], below: &dyn Fn(u64, &mut [u8]) -> Result<()>) -> Result<()> {
         Qcow2::write(self, virt, data, below)
     }
+    fn flush(&mut self) -> Result<()> {
+        Qcow2::flush(self)
+    }
     fn repair(&mut self, _name: &str, mode: crate::image::check::RepairMode) -> Result<crate::image::check::RepairReport> {
         Qcow2::repair(self, mode)
     }

@@ -220,7 +220,8 @@ impl Qcow2 {
         // a table the end of the file cuts short (or that lies past it) reads its missing
         // part as zero, as qemu's reads past the end do; `open` warns about it
         let mut buf = vec![0u8; cs as usize];
-        self.file.read_zero_fill(off, &mut buf)?;
+        // (with the entries a lazy write holds in memory over it, see write.rs)
+        self.read_l2_raw(off, &mut buf)?;
         let words: Vec<u64> = buf.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap())).collect();
         let entries: Vec<L2Entry> = if self.geo.extended {
             words.chunks_exact(2).map(|p| L2Entry { entry: p[0], bitmap: p[1] }).collect()

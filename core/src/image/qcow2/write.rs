@@ -37,7 +37,52 @@ pub(crate) struct WriteState {
     /// While a write counts its new clusters: refcount blocks created and written, whose
     /// refcount table entries (index, offset) wait for one flush after all of them.
     pending_blocks: Option<Vec<(usize, u64)>>,
+    /// Metadata written to memory only, waiting for [`Qcow2::commit_pending`].
+    pending: Pending,
 }
+
+/// The metadata groups of writes not yet written to the file: on a lazy file (the NBD
+/// plugin) they wait for the client's FLUSH, a FUA write, a close or the plugin's timer, as
+/// qemu's write-back metadata cache waits; otherwise every write commits them before it
+/// returns. Planning and reads see them: `l1` already holds the new L1 entries, and L2
+/// tables are read through [`Qcow2::read_l2_raw`], which lays the pending entries over the
+/// bytes on disk. The refcounts and data of the new clusters are in the file already (not
+/// flushed): nothing on disk points at them until the L2 group is written, after a flush.
+#[derive(Default)]
+pub(crate) struct Pending {
+    /// L2 table offset → its entries to write.
+    l2: BTreeMap<u64, PendingL2>,
+    /// L1 index → the value to write (new L2 tables).
+    l1: BTreeMap<usize, u64>,
+    /// L2 tables (shared with a snapshot) this layer no longer references.
+    old_tables: Vec<u64>,
+    /// L2 entries whose clusters (compressed, shared) this layer no longer references.
+    releases: Vec<u64>,
+    /// L2 entries held, to bound the memory a long run of lazy writes takes.
+    entries: usize,
+}
+
+struct PendingL2 {
+    /// A new table: what it starts as (0: zeros, else the offset of the shared table it
+    /// copies), written whole; `None`: a table on disk, of which only the entries' span is
+    /// written.
+    new_from: Option<u64>,
+    /// index → (entry, extended-L2 bitmap)
+    entries: BTreeMap<usize, (u64, u64)>,
+}
+
+impl Drop for Qcow2 {
+    /// A lazy image dropped without a flush still writes what it holds (errors can only
+    /// be dropped here; the plugin flushes explicitly at close).
+    fn drop(&mut self) {
+        if self.has_pending() {
+            let _ = self.commit_pending();
+        }
+    }
+}
+
+/// Pending L2 entries past which even a lazy write commits them before returning.
+const MAX_PENDING_ENTRIES: usize = 1 << 18;
 
 impl Qcow2 {
     /// Why this image must not be written, if it must not.
@@ -141,7 +186,9 @@ impl Qcow2 {
             if !l2.is_multiple_of(cs) {
                 return Some(format!("L1[{}] = 0x{:016x}: its L2 table offset 0x{:x} is not cluster aligned", l1i, l1e, l2));
             }
-            if l2.saturating_add(cs) > self.file.len() {
+            // (a new table still pending lies past the end until it is written)
+            let pending = self.wstate.pending.l2.contains_key(&l2);
+            if !pending && l2.saturating_add(cs) > self.file.len() {
                 return Some(format!(
                     "L1[{}] = 0x{:016x}: its L2 table at 0x{:x} runs past the end of the file (0x{:x} bytes)",
                     l1i,
@@ -220,6 +267,16 @@ impl Qcow2 {
             self.wstate.pending_blocks = None;
         }
         self.invalidate_caches();
+        r
+    }
+
+    /// Make every write so far durable: what lazy writes hold in memory written in its
+    /// order ([`Qcow2::commit_pending`]), every file flushed.
+    pub fn flush(&mut self) -> Result<()> {
+        let r = self.commit_pending();
+        if r.is_err() {
+            self.wstate.table = None;
+        }
         r
     }
 
@@ -345,10 +402,13 @@ impl Qcow2 {
     ///
     /// Each group only depends on groups before it, so a crash between any two flushes
     /// leaves every cluster old or new and at worst leaked clusters (counted, unreferenced).
-    /// The last flush is [`HostFile::sync_final`]: deferred on a lazy file (NBD without FUA).
+    /// Groups 1–2 are written here; 3–5 go into memory ([`Pending`]) and are written with
+    /// their flushes by [`Qcow2::commit_pending`]: before this returns, or, on a lazy file
+    /// (NBD without FUA), when the client flushes. A lazy write makes no flush at all; its
+    /// groups 3–5 join those of the writes after it (they too depend only on data and
+    /// refcounts, all flushed first).
     fn write_batched(&mut self, virt: u64, data: &[u8], below: Below) -> Result<()> {
         let cs = self.cluster_size();
-        let esize: u64 = if self.geo.extended { 16 } else { 8 };
         // plan every cluster before writing anything
         let mut plans = Vec::with_capacity((data.len() as u64 / cs + 2) as usize);
         let mut pos = 0usize;
@@ -380,31 +440,11 @@ impl Qcow2 {
                 _ => None,
             })
             .collect();
-        let shared_tables: Vec<u64> = new_tables.keys().map(|&i| self.l1[i] & L1E_OFFSET_MASK).filter(|&o| o != 0).collect();
-        // which groups write something; the last one's flush is the final one
-        let groups = [
-            (has_new && !no_refcounts) || !new_tables.is_empty(),
-            true,
-            has_new || plans.iter().any(|p| matches!(p, Planned::InPlace { l2: Some(_), .. })),
-            !new_tables.is_empty(),
-            !releases.is_empty() || !shared_tables.is_empty(),
-        ];
-        let last = groups.iter().rposition(|&g| g).unwrap_or(1);
-        let barrier = |me: &Self, g: usize, what: &str| -> Result<()> {
-            if g == last {
-                me.data_host().sync_final()?;
-                me.file.sync_final()?;
-            } else {
-                me.data_host().sync()?;
-                me.file.sync()?;
-            }
-            step(what);
-            Ok(())
-        };
+        let refcount_group = (has_new && !no_refcounts) || !new_tables.is_empty();
 
         // 1. refcounts
         let mut hosts: Vec<u64> = Vec::with_capacity(plans.len());
-        if groups[0] {
+        if refcount_group {
             // new refcount blocks: written (zeros and the counts that fall in them) as they
             // are needed, nothing points at them yet; one flush, then their refcount table
             // entries, then the flush that ends the group
@@ -428,7 +468,7 @@ impl Qcow2 {
             }
         }
 
-        // 2. data
+        // 2. data (the flush that ends the group is the first of commit_pending)
         {
             let dh = self.data_host();
             let mut hi = hosts.iter();
@@ -439,78 +479,140 @@ impl Qcow2 {
                 }
             }
         }
-        barrier(self, 1, "qcow2 refcounts and data")?;
 
-        // 3. L2 entries, grouped by table
-        if groups[2] {
-            let mut updates: BTreeMap<usize, Vec<(usize, u64, u64)>> = BTreeMap::new();
-            let bitmap_new = if self.geo.extended { 0xffff_ffffu64 } else { 0 };
-            let mut hi = hosts.iter();
-            for p in &plans {
-                match p {
-                    Planned::InPlace { l2: Some((l1i, l2i, value, bitmap)), .. } => {
-                        updates.entry(*l1i).or_default().push((*l2i, *value, *bitmap))
-                    }
-                    Planned::InPlace { l2: None, .. } => {}
-                    Planned::New { l1i, l2i, .. } => {
-                        let h = *hi.next().expect("one host per new cluster");
-                        updates.entry(*l1i).or_default().push((*l2i, h | OFLAG_COPIED, bitmap_new))
-                    }
+        // 3.–5. L2 entries, L1 entries of the new tables, releases: into memory (nothing
+        // below can fail), written by commit_pending
+        let bitmap_new = if self.geo.extended { 0xffff_ffffu64 } else { 0 };
+        let mut hi = hosts.iter();
+        for p in &plans {
+            let (l1i, l2i, value, bitmap) = match p {
+                Planned::InPlace { l2: Some((l1i, l2i, value, bitmap)), .. } => (*l1i, *l2i, *value, *bitmap),
+                Planned::InPlace { l2: None, .. } => continue,
+                Planned::New { l1i, l2i, .. } => {
+                    (*l1i, *l2i, *hi.next().expect("one host per new cluster") | OFLAG_COPIED, bitmap_new)
                 }
+            };
+            let old = self.l1[l1i] & L1E_OFFSET_MASK;
+            let (table, new_from) = match new_tables.get(&l1i) {
+                Some(&t) => (t, Some(old)),
+                None => (old, None),
+            };
+            let pending = &mut self.wstate.pending;
+            let t = pending.l2.entry(table).or_insert_with(|| PendingL2 { new_from, entries: BTreeMap::new() });
+            if t.entries.insert(l2i, (value, bitmap)).is_none() {
+                pending.entries += 1;
             }
-            for (l1i, ups) in &updates {
-                let old = self.l1[*l1i] & L1E_OFFSET_MASK;
-                let (at, mut buf, base) = if let Some(&new) = new_tables.get(l1i) {
-                    // a new table: a copy of the shared one, or zeros
-                    let mut table = vec![0u8; cs as usize];
-                    if old != 0 {
-                        self.file.read_exact_at(old, &mut table, "L2 table")?;
-                    }
-                    (new, table, 0usize)
-                } else {
-                    // the span of the owned table the entries cover, read and patched
-                    let lo = ups.iter().map(|u| u.0).min().unwrap();
-                    let hi = ups.iter().map(|u| u.0).max().unwrap();
-                    let mut span = vec![0u8; (hi - lo + 1) * esize as usize];
-                    self.file.read_exact_at(old + lo as u64 * esize, &mut span, "L2 table")?;
-                    (old + lo as u64 * esize, span, lo)
-                };
-                for &(l2i, value, bitmap) in ups {
-                    let i = (l2i - base) * esize as usize;
-                    buf[i..i + 8].copy_from_slice(&value.to_be_bytes());
-                    if self.geo.extended {
-                        buf[i + 8..i + 16].copy_from_slice(&bitmap.to_be_bytes());
-                    }
-                }
-                self.file.write_at(at, &buf)?;
-            }
-            barrier(self, 2, "qcow2 l2 entries")?;
         }
-
-        // 4. L1 entries of the new tables
-        if groups[3] {
-            for (&l1i, &t) in &new_tables {
-                let l1_value = t | OFLAG_COPIED;
-                self.file.write_at(self.header.l1_table_offset + l1i as u64 * 8, &l1_value.to_be_bytes())?;
-            }
-            barrier(self, 3, "qcow2 l1 entries")?;
-        }
-        let mut old_tables = Vec::new();
         for (&l1i, &t) in &new_tables {
-            old_tables.push(self.l1[l1i] & L1E_OFFSET_MASK);
+            let old = self.l1[l1i] & L1E_OFFSET_MASK;
+            if old != 0 {
+                self.wstate.pending.old_tables.push(old);
+            }
+            self.wstate.pending.l1.insert(l1i, t | OFLAG_COPIED);
             self.l1[l1i] = t | OFLAG_COPIED;
         }
+        self.wstate.pending.releases.extend(releases);
 
-        // 5. releases: what the write replaced
-        if groups[4] {
-            for old in old_tables.into_iter().filter(|&o| o != 0) {
+        if self.file.lazy() && self.data_host().lazy() && self.wstate.pending.entries < MAX_PENDING_ENTRIES {
+            return Ok(());
+        }
+        self.commit_pending()
+    }
+
+    /// Write what the writes so far hold in memory, in qemu's order, each group after a
+    /// flush of the ones before: the refcounts and data of the new clusters (already in the
+    /// file) flushed; the L2 entries, in place in tables this layer owns and the new tables
+    /// whole (copies of shared ones, or zeros), flush; the L1 entries of the new tables,
+    /// flush; the releases, flush. A group left empty is skipped with its flush. Each group
+    /// only depends on the ones before it, so a crash between any two flushes leaves every
+    /// cluster old or new and at worst leaked clusters. On an error what is not yet written
+    /// stays pending (but releases are dropped rather than made twice: a leak).
+    pub(crate) fn commit_pending(&mut self) -> Result<()> {
+        let cs = self.cluster_size();
+        let esize: u64 = if self.geo.extended { 16 } else { 8 };
+        self.data_host().sync()?;
+        self.file.sync()?;
+        step("qcow2 refcounts and data");
+
+        if !self.wstate.pending.l2.is_empty() {
+            for (&table, t) in &self.wstate.pending.l2 {
+                let (at, mut buf, base) = if let Some(from) = t.new_from {
+                    let mut whole = vec![0u8; cs as usize];
+                    if from != 0 {
+                        self.file.read_exact_at(from, &mut whole, "L2 table")?;
+                    }
+                    (table, whole, 0usize)
+                } else {
+                    // the span of the table the entries cover, read and patched
+                    let lo = *t.entries.keys().next().expect("a pending table has entries");
+                    let hi = *t.entries.keys().next_back().expect("a pending table has entries");
+                    let mut span = vec![0u8; (hi - lo + 1) * esize as usize];
+                    self.file.read_exact_at(table + lo as u64 * esize, &mut span, "L2 table")?;
+                    (table + lo as u64 * esize, span, lo)
+                };
+                self.patch_l2(&mut buf, base, &t.entries);
+                self.file.write_at(at, &buf)?;
+            }
+            self.file.sync()?;
+            let p = &mut self.wstate.pending;
+            p.l2.clear();
+            p.entries = 0;
+            step("qcow2 l2 entries");
+        }
+
+        if !self.wstate.pending.l1.is_empty() {
+            for (&l1i, &value) in &self.wstate.pending.l1 {
+                self.file.write_at(self.header.l1_table_offset + l1i as u64 * 8, &value.to_be_bytes())?;
+            }
+            self.file.sync()?;
+            self.wstate.pending.l1.clear();
+            step("qcow2 l1 entries");
+        }
+
+        let old_tables = std::mem::take(&mut self.wstate.pending.old_tables);
+        let releases = std::mem::take(&mut self.wstate.pending.releases);
+        if !old_tables.is_empty() || !releases.is_empty() {
+            for old in old_tables {
                 self.add_refcount(old / cs, -1)?;
             }
             for old in releases {
                 self.release_refs(old)?;
             }
-            barrier(self, 4, "qcow2 releases")?;
+            self.file.sync()?;
+            step("qcow2 releases");
         }
+        Ok(())
+    }
+
+    /// Whether writes wait in memory for [`Qcow2::commit_pending`].
+    pub(crate) fn has_pending(&self) -> bool {
+        let p = &self.wstate.pending;
+        !(p.l2.is_empty() && p.l1.is_empty() && p.old_tables.is_empty() && p.releases.is_empty())
+    }
+
+    /// Set `entries` (index → entry, bitmap) in `buf`, raw L2 bytes from index `base` on.
+    fn patch_l2(&self, buf: &mut [u8], base: usize, entries: &BTreeMap<usize, (u64, u64)>) {
+        let esize = if self.geo.extended { 16 } else { 8 };
+        for (&l2i, &(value, bitmap)) in entries {
+            let i = (l2i - base) * esize;
+            buf[i..i + 8].copy_from_slice(&value.to_be_bytes());
+            if self.geo.extended {
+                buf[i + 8..i + 16].copy_from_slice(&bitmap.to_be_bytes());
+            }
+        }
+    }
+
+    /// The raw bytes of the L2 table at `off` (`buf`: one cluster) as the writes so far
+    /// left it: the file's, with the entries still pending laid over them. Past the end of
+    /// the file reads as zero (see [`Qcow2::l2_table`]).
+    pub(crate) fn read_l2_raw(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        let Some(t) = self.wstate.pending.l2.get(&off) else { return self.file.read_zero_fill(off, buf) };
+        match t.new_from {
+            Some(0) => buf.fill(0),
+            Some(from) => self.file.read_zero_fill(from, buf)?,
+            None => self.file.read_zero_fill(off, buf)?,
+        }
+        self.patch_l2(buf, 0, &t.entries);
         Ok(())
     }
 
@@ -573,7 +675,8 @@ impl Qcow2 {
         let cs = self.cluster_size();
         let end = self.file.len().next_multiple_of(cs);
         let mut at = self.wstate.next_free.max(end);
-        let table = self.table()?;
+        self.ensure_table()?;
+        let table = self.wstate.table.as_deref().expect("loaded");
         // crashes leak a few clusters each; a long run of them is damage, not leaks
         const MAX_SKIP: u64 = 1 << 16;
         // (counted as clusters skipped: a batched write reserves many clusters before it
@@ -587,7 +690,7 @@ impl Qcow2 {
                 )));
             }
             for c in at / cs..at / cs + n {
-                if self.refcount(&table, c)? != 0 {
+                if self.refcount(table, c)? != 0 {
                     skipped += c + 1 - at / cs;
                     at = (c + 1) * cs;
                     continue 'search;
@@ -600,10 +703,16 @@ impl Qcow2 {
     }
 
     fn table(&mut self) -> Result<Vec<u64>> {
+        self.ensure_table()?;
+        Ok(self.wstate.table.clone().unwrap())
+    }
+
+    /// The refcount table loaded into `wstate.table` (read once; not copied per cluster).
+    fn ensure_table(&mut self) -> Result<()> {
         if self.wstate.table.is_none() {
             self.wstate.table = Some(self.refcount_table()?);
         }
-        Ok(self.wstate.table.clone().unwrap())
+        Ok(())
     }
 
     /// Add `delta` to the refcount of host cluster `cluster`, creating the refcount block (and
@@ -611,12 +720,13 @@ impl Qcow2 {
     pub(crate) fn add_refcount(&mut self, cluster: u64, delta: i64) -> Result<()> {
         let per = self.refcounts_per_block();
         let ti = (cluster / per) as usize;
-        let mut table = self.table()?;
-        if ti >= table.len() {
+        self.ensure_table()?;
+        if ti >= self.wstate.table.as_ref().expect("loaded").len() {
             self.grow_refcount_table(ti + 1)?;
-            table = self.table()?;
+            self.ensure_table()?;
         }
-        let block = if table[ti] == 0 { self.new_refcount_block(ti)? } else { table[ti] };
+        let entry = self.wstate.table.as_ref().expect("loaded")[ti];
+        let block = if entry == 0 { self.new_refcount_block(ti)? } else { entry };
         let bits = self.header.refcount_bits() as u64;
         let idx = cluster % per;
         let max = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };

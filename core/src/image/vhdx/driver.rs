@@ -115,6 +115,9 @@ impl FormatLayer for Vhdx {
     fn write(&mut self, virt: u64, data: &[u8], below: &dyn Fn(u64, &mut [u8]) -> Result<()>) -> Result<()> {
         Vhdx::write(self, virt, data, below)
     }
+    fn flush(&mut self) -> Result<()> {
+        Vhdx::flush(self)
+    }
     fn as_any(&self) -> &dyn Any {
         self
     }

@@ -349,6 +349,8 @@ impl Vhdx {
         }
         let mut buf = vec![0u8; per_block as usize];
         self.file.read_exact_at(start, &mut buf, "sector bitmap")?;
+        // with the bits lazy writes staged and not yet committed
+        self.overlay_pending(start, &mut buf);
         let b = Arc::new(buf);
         let mut cache = self.bitmaps.lock().unwrap();
         if cache.len() >= BITMAP_CACHE {

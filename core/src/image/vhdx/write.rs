@@ -6,16 +6,20 @@
 //!   two-header protocol: the non-current header is written and flushed, then the other.
 //! - A write into a FULLY_PRESENT block goes in place.
 //! - A NOT_PRESENT / ZERO / UNDEFINED / UNMAPPED block gets a new block at the end of the
-//!   file (1 MiB aligned), written whole (the rest zero) and flushed; it is FULLY_PRESENT.
+//!   file (1 MiB aligned), only its written sectors written (the rest is past the old end
+//!   of the file, a hole that reads zero); it is FULLY_PRESENT.
 //!   In a differencing disk, unless the write covers the whole block (or the block was
 //!   ZERO), the new block is PARTIALLY_PRESENT: partial logical sectors completed from the
 //!   parent, the chunk's sector bitmap block allocated (1 MiB of zeros at the end, flushed)
 //!   when it has none, and the block's bits set for the written sectors only.
 //! - A PARTIALLY_PRESENT block of a differencing disk is written in place (partial logical
 //!   sectors not yet in the file completed from the parent), then its sector-bitmap bits set.
-//! - Metadata (the 4 KiB BAT sectors, sector-bitmap sectors) goes through the log: a new log
-//!   GUID in the headers, one log entry with a data descriptor per sector, flushed; then the
-//!   sectors in place, flushed; then the log GUID cleared again (qemu's vhdx_log_reset).
+//! - Data (new blocks and in place) is written for the whole write call without a flush;
+//!   then the metadata (the 4 KiB BAT sectors, sector-bitmap sectors) goes through the log:
+//!   a new log GUID in the headers (its flush makes the data durable first), one log entry
+//!   with a data descriptor per sector, flushed; then the sectors in place, flushed; then
+//!   the log GUID cleared again (qemu's vhdx_log_reset). On a lazy file (the NBD plugin)
+//!   the staged sectors wait in memory for [`Vhdx::flush`] instead.
 //!
 //! A crash leaves at worst a leaked block, or a log entry that the next writer (vdiskview,
 //! qemu, Hyper-V) replays and every reader of vdiskview replays in memory.
@@ -62,6 +66,11 @@ pub struct Session {
     pub started: bool,
     /// The next log entry's sequence number.
     pub sequence: u64,
+    /// Metadata sectors (file offset → new 4 KiB) staged for the log, not yet committed.
+    /// A write commits them before it returns unless the file is lazy (the NBD plugin):
+    /// then they wait for [`Vhdx::flush`] (NBD FLUSH, FUA, close, the plugin's timer), the
+    /// BAT in memory and [`Vhdx::overlay_pending`] showing them to reads meanwhile.
+    pub pending: BTreeMap<u64, Vec<u8>>,
 }
 
 impl Vhdx {
@@ -94,23 +103,69 @@ impl Vhdx {
             self.start_session()?;
         }
         let bs = self.block_size();
-        // metadata sectors to update through the log: file offset -> new 4 KiB
-        let mut pending: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        // metadata sectors to update through the log: file offset -> new 4 KiB (with those
+        // earlier lazy writes left)
+        let mut pending = std::mem::take(&mut self.session.pending);
         let mut pos = 0usize;
+        let mut r = Ok(());
         while pos < data.len() {
             let v = virt + pos as u64;
             let block = v / bs;
             let n = ((bs - v % bs) as usize).min(data.len() - pos);
-            self.write_in_block(block, v % bs, &data[pos..pos + n], below, &mut pending)?;
+            r = self.write_in_block(block, v % bs, &data[pos..pos + n], below, &mut pending);
+            if r.is_err() {
+                break;
+            }
             pos += n;
             if pending.len() >= MAX_ENTRY_SECTORS {
-                self.commit(std::mem::take(&mut pending))?;
+                r = self.commit(&pending);
+                if r.is_ok() {
+                    pending.clear();
+                }
+                if r.is_err() {
+                    break;
+                }
             }
         }
-        if !pending.is_empty() {
-            self.commit(pending)?;
+        // (what is staged stays staged on an error: the BAT in memory already says it)
+        self.session.pending = pending;
+        r?;
+        if self.file.lazy() {
+            return Ok(());
         }
-        Ok(())
+        self.flush()
+    }
+
+    /// Make every write so far durable: the data of all blocks written (new ones and in
+    /// place) and then, through the log, the metadata sectors staged for them. The data
+    /// needs no flush of its own: the header update that starts a log commit is flushed
+    /// before the log entry is written, so data is durable before any BAT entry or sector
+    /// bitmap bit that exposes it.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.session.pending.is_empty() {
+            self.file.sync()?;
+            step("vhdx data");
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.session.pending);
+        let r = self.commit(&pending);
+        if r.is_err() {
+            // committed again, whole, by the next flush (a log entry replays idempotently)
+            self.session.pending = pending;
+        }
+        r
+    }
+
+    /// Lay the staged metadata sectors over `buf`, read from the file at `off`.
+    pub(crate) fn overlay_pending(&self, off: u64, buf: &mut [u8]) {
+        let end = off + buf.len() as u64;
+        for (&sec, data) in self.session.pending.range(off.saturating_sub(SECTOR - 1)..end) {
+            let lo = sec.max(off);
+            let hi = (sec + SECTOR).min(end);
+            if lo < hi {
+                buf[(lo - off) as usize..(hi - off) as usize].copy_from_slice(&data[(lo - sec) as usize..(hi - sec) as usize]);
+            }
+        }
     }
 
     /// Refuse, before anything is written, a write through a damaged BAT entry: an invalid
@@ -198,8 +253,6 @@ impl Vhdx {
             bat::PAYLOAD_FULLY_PRESENT | bat::PAYLOAD_PARTIALLY_PRESENT if !partial => {
                 let host = self.block_host(block)?;
                 self.file.write_at(host + in_block, data)?;
-                self.file.sync()?;
-                step("vhdx data in place");
                 Ok(())
             }
             bat::PAYLOAD_PARTIALLY_PRESENT => self.write_partial(block, in_block, data, below, pending),
@@ -227,9 +280,15 @@ impl Vhdx {
                 if start / MIB >= 1 << 44 {
                     return Err(Error::Invalid("the file is too large for another VHDX block".into()));
                 }
-                self.file.write_at(start, &buf)?;
-                self.file.sync()?;
-                step("vhdx new block data");
+                // only the written sectors: the block lies past the end of the file, where
+                // the rest reads as zero (a hole, as qemu leaves it); the last byte written
+                // so the file covers the whole block. No flush: see `flush`.
+                let (lo, hi) = if sparse { (first, end) } else { (in_block / lss * lss, (in_block + data.len() as u64).div_ceil(lss) * lss) };
+                let hi = hi.min(bs);
+                self.file.write_at(start + lo, &buf[lo as usize..hi as usize])?;
+                if hi < bs {
+                    self.file.write_at(start + bs - 1, &[0])?;
+                }
                 let idx = self.geo.payload_index(block);
                 let state = if sparse { bat::PAYLOAD_PARTIALLY_PRESENT } else { bat::PAYLOAD_FULLY_PRESENT };
                 self.stage_bat(idx, (start / MIB) << 20 | state, pending)?;
@@ -274,8 +333,6 @@ impl Vhdx {
         let off = (in_block - first) as usize;
         buf[off..off + data.len()].copy_from_slice(data);
         self.file.write_at(host + first, &buf)?;
-        self.file.sync()?;
-        step("vhdx data in place");
         if (first / lss..end / lss).all(|s| lsb_bit(&bm, s)) {
             return Ok(());
         }
@@ -446,7 +503,7 @@ impl Vhdx {
 
     /// Write metadata sectors through the log: new log GUID, the entry (flushed), the
     /// sectors in place (flushed), the log GUID cleared.
-    fn commit(&mut self, sectors: BTreeMap<u64, Vec<u8>>) -> Result<()> {
+    fn commit(&mut self, sectors: &BTreeMap<u64, Vec<u8>>) -> Result<()> {
         let log_guid = new_guid()?;
         self.update_headers(|h| h.log_guid = log_guid)?;
         let seq = self.session.sequence;
@@ -487,13 +544,23 @@ impl Vhdx {
         self.file.write_at(h.log_offset, &e)?;
         self.file.sync()?;
         step("vhdx log entry");
-        for (off, data) in &sectors {
+        for (off, data) in sectors {
             self.file.write_at(*off, data)?;
         }
         self.file.sync()?;
         step("vhdx metadata in place");
         self.update_headers(|h| h.log_guid = [0; 16])?;
         Ok(())
+    }
+}
+
+impl Drop for Vhdx {
+    /// A lazy image dropped without a flush still commits what it staged (errors can only
+    /// be dropped here; the plugin flushes explicitly at close).
+    fn drop(&mut self) {
+        if !self.session.pending.is_empty() {
+            let _ = self.flush();
+        }
     }
 }
 
