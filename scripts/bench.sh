@@ -32,7 +32,13 @@
 #           the plugin vs through `qemu-nbd -f FMT` (only the nbdcopy is timed). The written
 #           images are checked (qemu-img check, qemu-io read -P, qemu-img compare).
 #   stream  `vdiskview read` of the dense 1 GiB qcow2 to /dev/null and into a pipe
-#           (`| cat >/dev/null`) vs `cat` of the image file to the same place.
+#           (`| cat >/dev/null`) vs `cat` of the image file to the same place; the same for
+#           the dense VHD and VHDX, and for all three into a tmpfs file (vs `cat` of the
+#           image file into a tmpfs file).
+#   VHDX    (issue 18) the map, read, nbd and stream groups also time the dense 1 GiB VHDX
+#           and the 64 GiB VHDX with BENCH_FRAG scattered blocks, against qemu as for VHD.
+#           qemu's vhdx driver has no block status: `qemu-img map` reports a whole VHDX as
+#           one data extent, so its map JSON is not compared (the read outputs are).
 #   render  `vdiskview render IMG --size 160x48 --format text`: wall time (median) and peak
 #           RSS (/usr/bin/time -f %M, warm-up run) of the first frame, for every image size.
 #   keys    hex page-down (Tabs to the Hex pane, PgDn x K), grid page-down across the whole
@@ -62,6 +68,9 @@
 #                            of each cluster, the file gets tens of thousands of ext4 extents,
 #                            and on a disk mounted with `discard` deleting it takes ~20 minutes
 #                            (64 KiB writes: 19 extents per 10,000 clusters, deleted in 0.3 s)
+#   dense.vhdx               the dense 1 GiB disk as a dynamic VHDX (qemu-img convert)
+#   frag64.vhdx              64 GiB dynamic VHDX with 2 MiB blocks (as the VHD's), 512 bytes
+#                            written in BENCH_FRAG blocks like frag64.vhd
 #   sparse2t.qcow2           2 TiB, three 64 KiB writes (start, middle, end)
 #   sparse2t.vhd             2040 GiB dynamic VHD (the VHD limit, a 1M-entry BAT), the same
 #   sparse4g.qcow2           4 GiB, BENCH_FRAG/16 clusters scattered like frag64.qcow2's
@@ -164,10 +173,10 @@ SHM_BASE="${BENCH_SHMDIR:-/dev/shm}"
 DISK_BASE="${BENCH_TMPDIR:-${TMPDIR:-/tmp}}"
 avail_kib() { df -Pk "$1" 2>/dev/null | awk 'NR==2 {print $4}'; }
 mem_avail_kib() { awk '/^MemAvailable:/ {print $2}' /proc/meminfo; }
-# tmpfs needs: dense raw + 2 dense images (3 GiB), two read outputs (2 GiB), the sparse 4 GiB
+# tmpfs needs: dense raw + 3 dense images (4 GiB), two read outputs (2 GiB), the sparse 4 GiB
 # read output of vdiskview (up to ~2 GiB, see below), the 64 GiB images (~0.5 GiB)
-# (+ 3 GiB: the 64 GiB VDI, ~2.1 GiB of stored blocks, and its read outputs)
-SHM_NEED_KIB=$((11 << 20))
+# (+ 1 GiB: the dense VHDX; + 3 GiB: the 64 GiB VDI, ~2.1 GiB of stored blocks, and its read outputs)
+SHM_NEED_KIB=$((12 << 20))
 if [[ ! -d "$SHM_BASE" || ! -w "$SHM_BASE" ]] || (($(avail_kib "$SHM_BASE") < SHM_NEED_KIB)) \
   || (($(mem_avail_kib) < SHM_NEED_KIB + (2 << 20))); then
   say "WARNING: $SHM_BASE has not $((SHM_NEED_KIB >> 20)) GiB free (or memory is short): everything goes to $DISK_BASE, reads are not to tmpfs"
@@ -328,6 +337,20 @@ if ! skipped map || ! skipped read; then
   make_vmdk_vdi_images
 fi
 
+# ---------------------------------------------------------------- VHDX images (issue 18)
+DVHDX="$WORK/dense.vhdx"
+FVHDX="$WORK/frag64.vhdx"
+make_vhdx_images() {
+  local t0=$SECONDS
+  say "making the dense 1 GiB VHDX and the 64 GiB VHDX with $FRAG scattered blocks"
+  qemu-img convert -f qcow2 -O vhdx -o subformat=dynamic "$DQCOW" "$DVHDX"
+  qemu-img create -q -f vhdx -o subformat=dynamic,block_size=2M "$FVHDX" $((64 * GiB))
+  scattered "$FRAG" $((64 * GiB / (2 * MiB))) $((2 * MiB)) 512 scattered | qemu_io_script vhdx "$FVHDX" \
+    || die "qemu-io failed on $FVHDX"
+  IMG_S=$((IMG_S + SECONDS - t0))
+}
+make_vhdx_images
+
 # the virtual size in bytes (not from the JSON: its first "virtual-size" is the file's)
 vsize() { qemu-img info "$1" | sed -n 's/^virtual size: .*(\([0-9]*\) bytes).*/\1/p' | head -1; }
 
@@ -418,6 +441,25 @@ if ! skipped map; then
   map_case "map 64G VDI, $COUNT_VDI blocks" "$FVDI" vdi
 fi
 
+# map of a VHDX (issue 18): timed as for VHD; qemu-img map has no block status for VHDX (one
+# data extent for the whole disk), so vdiskview's map is checked instead against the blocks
+# qemu-io wrote: one data extent per written block
+map_vhdx_case() { # NAME IMAGE
+  local name=$1 n_vd n_data
+  CUR_IMG=$2 CUR_FMT=vhdx
+  "$BIN" map --output json "$CUR_IMG" >"$WORK/map.vd.json" || die "vdiskview map failed on $CUR_IMG"
+  n_vd=$(wc -l <"$WORK/map.vd.json")
+  n_data=$(grep -c '"data": true' "$WORK/map.vd.json" || true)
+  say "timing: $name ($n_vd map entries)"
+  interleave "$RUNS" vd_map qm_map || die "map failed on $CUR_IMG"
+  add_ratio_row "$name" "$(median "${TIMES[0]}")" "$(median "${TIMES[1]}")" 0.5 1.0
+  note "$name: vdiskview $n_vd entries, $n_data of them data (qemu-io wrote $FRAG blocks); qemu-img map: $(qemu-img map -f vhdx --output=json "$CUR_IMG" | wc -l) entry (no block status for VHDX); runs (ms) vdiskview $(spread "${TIMES[0]}"), qemu-img $(spread "${TIMES[1]}")"
+  rm -f -- "$WORK/map.vd.json"
+}
+if ! skipped map; then
+  map_vhdx_case "map 64G VHDX, $FRAG blocks" "$FVHDX"
+fi
+
 # ---------------------------------------------------------------- read
 OUT_VD="$WORK/out.vd.raw"
 OUT_QM="$WORK/out.qm.raw"
@@ -492,6 +534,11 @@ if ! skipped read; then
   read_case "read 64G streamOptimized VMDK, $COUNT_VMDK grains -> tmpfs" "$FSVMDK" vmdk
 fi
 
+if ! skipped read; then # VHDX (issue 18)
+  read_case "read 1G VHDX -> tmpfs file" "$DVHDX" vhdx
+  read_case "read 64G VHDX, $FRAG blocks -> tmpfs" "$FVHDX" vhdx
+fi
+
 # ---------------------------------------------------------------- nbd
 NBD_T="$WORK/nbd.us"
 NBD_RUN="$WORK/nbdcopy-timed.sh"
@@ -550,6 +597,7 @@ if ! skipped nbd; then
   nbd_case "nbdcopy 1G qcow2 to null:" "$DQCOW" qcow2
   nbd_case "nbdcopy 1G VHD to null:" "$DVHD" vpc
   mc_vd=$(nbdkit -U - "$PLUGIN" file="$DQCOW" readonly=true --run 'nbdinfo "$uri"' 2>/dev/null | awk '/can_multi_conn/ {print $2}')
+  nbd_case "nbdcopy 1G VHDX to null:" "$DVHDX" vhdx # issue 18
   note "nbdcopy opens 4 connections when the server allows multi-conn: the plugin says can_multi_conn=$mc_vd; qemu-nbd -r (default --shared=1) does not, so it is read over one connection."
 fi
 
@@ -676,6 +724,41 @@ if ! skipped stream; then
   "$BIN" read "$DQCOW" | cat >"$WORK/pipe.raw"
   qemu-img compare -q -f raw -F qcow2 "$WORK/pipe.raw" "$DQCOW" || die "vdiskview read into a pipe differs from qemu's guest bytes"
   rm -f -- "$WORK/pipe.raw"
+fi
+
+# stream of every dense image (issue 18): to /dev/null, into a pipe and into a tmpfs file, vs
+# cat of the same image file (as large as the guest disk, to within its metadata)
+S_IMG=""
+S_OUT="$WORK/stream.out"
+vd_snull() { tm "$BIN" read "$S_IMG" >/dev/null; }
+cat_snull() { tm cat "$S_IMG" >/dev/null; }
+vd_spipe() { tm bash -c '"$0" read "$1" | cat >/dev/null' "$BIN" "$S_IMG"; }
+cat_spipe() { tm bash -c 'cat "$0" | cat >/dev/null' "$S_IMG"; }
+vd_sfile() { rm -f -- "$S_OUT"; tm "$BIN" read "$S_IMG" >"$S_OUT"; }
+cat_sfile() { rm -f -- "$S_OUT"; tm cat "$S_IMG" >"$S_OUT"; }
+stream_case() { # NAME IMAGE FORMAT
+  local name=$1 fmt=$3
+  S_IMG=$2
+  if [[ $fmt != qcow2 ]]; then # the qcow2's /dev/null and pipe cases are in the group above
+    say "timing: read $name -> /dev/null vs cat"
+    interleave "$RUNS" vd_snull cat_snull || die "read to /dev/null failed"
+    add_ratio_row "read $name -> /dev/null (qemu column: cat of the file)" "$(median "${TIMES[0]}")" "$(median "${TIMES[1]}")" 1.5 1.5
+    say "timing: read $name -> pipe vs cat"
+    interleave "$RUNS" vd_spipe cat_spipe || die "read into a pipe failed"
+    add_ratio_row "read $name -> pipe (qemu column: cat of the file)" "$(median "${TIMES[0]}")" "$(median "${TIMES[1]}")" 1.5 1.5
+    "$BIN" read "$S_IMG" | cat >"$S_OUT"
+    qemu-img compare -q -f raw -F "$fmt" "$S_OUT" "$S_IMG" || die "vdiskview read of $S_IMG into a pipe differs from qemu's guest bytes"
+  fi
+  say "timing: read $name -> tmpfs file vs cat"
+  interleave "$RUNS" vd_sfile cat_sfile || die "read into a tmpfs file failed"
+  add_ratio_row "read $name -> tmpfs file (qemu column: cat of the file)" "$(median "${TIMES[0]}")" "$(median "${TIMES[1]}")" 1.5 1.5
+  note "read $name -> tmpfs file runs (ms): vdiskview $(spread "${TIMES[0]}"), cat $(spread "${TIMES[1]}")"
+  rm -f -- "$S_OUT"
+}
+if ! skipped stream; then
+  stream_case "1G qcow2" "$DQCOW" qcow2
+  stream_case "1G VHD" "$DVHD" vpc
+  stream_case "1G VHDX" "$DVHDX" vhdx
 fi
 
 # ---------------------------------------------------------------- render

@@ -11,7 +11,7 @@ use super::{open, Output};
 use crate::image::{Extent, Image, OpenOptions};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MapEntry {
+pub struct MapEntry<'a> {
     pub start: u64,
     pub length: u64,
     pub depth: usize,
@@ -20,11 +20,11 @@ pub struct MapEntry {
     pub data: bool,
     pub compressed: bool,
     pub offset: Option<u64>,
-    pub filename: Option<String>,
+    pub filename: Option<&'a str>,
 }
 
-impl MapEntry {
-    pub fn from_extent(img: &Image, e: &Extent) -> MapEntry {
+impl<'a> MapEntry<'a> {
+    pub fn from_extent(img: &'a Image, e: &Extent) -> MapEntry<'a> {
         let crate::image::mapping::Status { present, zero, data, compressed, .. } = e.kind.status();
         let offset = e.host_at(0).map(|(_, h)| h);
         MapEntry {
@@ -36,7 +36,7 @@ impl MapEntry {
             data,
             compressed,
             offset,
-            filename: offset.and(img.host_name(e).map(str::to_string)),
+            filename: offset.and(img.host_name(e)),
         }
     }
 
@@ -69,7 +69,7 @@ impl MapEntry {
 
 /// The map of the whole guest disk, merged as qemu-img merges it; `human` applies qemu's
 /// human-format coalescing of zero and unallocated ranges.
-pub fn entries(img: &Image, human: bool, mut sink: impl FnMut(&MapEntry, bool) -> Result<()>) -> Result<()> {
+pub fn entries<'a>(img: &'a Image, human: bool, mut sink: impl FnMut(&MapEntry<'a>, bool) -> Result<()>) -> Result<()> {
     let length = img.virtual_size();
     let mut curr = MapEntry {
         start: 0,
@@ -106,10 +106,13 @@ pub fn entries(img: &Image, human: bool, mut sink: impl FnMut(&MapEntry, bool) -
 pub fn run(path: &Path, opts: &OpenOptions, output: Output, out: &mut dyn Write) -> Result<ExitCode> {
     let img = open(path, opts)?;
     let human = output == Output::Human;
+    // entries are formatted into one buffer, written out in large pieces: a fragmented disk
+    // has hundreds of thousands of them
+    let mut buf: Vec<u8> = Vec::with_capacity(OUT_CHUNK + 512);
     if human {
-        writeln!(out, "{:<16}{:<16}{:<16}File", "Offset", "Length", "Mapped to")?;
+        buf.extend_from_slice(format!("{:<16}{:<16}{:<16}File\n", "Offset", "Length", "Mapped to").as_bytes());
     } else {
-        write!(out, "[")?;
+        buf.push(b'[');
     }
     let res = entries(&img, human, |e, more| {
         if human {
@@ -117,44 +120,83 @@ pub fn run(path: &Path, opts: &OpenOptions, output: Output, out: &mut dyn Write)
                 bail!("File contains external, encrypted or compressed clusters.");
             }
             if e.data && !e.zero {
-                writeln!(
-                    out,
-                    "{:<16}{:<16}{:<16}{}",
-                    hex(e.start),
-                    hex(e.length),
-                    hex(e.offset.unwrap_or(0)),
-                    e.filename.as_deref().unwrap_or("")
-                )?;
+                for v in [e.start, e.length, e.offset.unwrap_or(0)] {
+                    pad16(&mut buf, |b| hex(b, v));
+                }
+                buf.extend_from_slice(e.filename.unwrap_or("").as_bytes());
+                buf.push(b'\n');
             }
         } else {
-            write!(
-                out,
-                "{{ \"start\": {}, \"length\": {}, \"depth\": {}, \"present\": {}, \"zero\": {}, \"data\": {}, \"compressed\": {}",
-                e.start, e.length, e.depth, e.present, e.zero, e.data, e.compressed
-            )?;
+            buf.extend_from_slice(b"{ \"start\": ");
+            dec(&mut buf, e.start);
+            buf.extend_from_slice(b", \"length\": ");
+            dec(&mut buf, e.length);
+            buf.extend_from_slice(b", \"depth\": ");
+            dec(&mut buf, e.depth as u64);
+            for (name, v) in [("present", e.present), ("zero", e.zero), ("data", e.data), ("compressed", e.compressed)] {
+                buf.extend_from_slice(b", \"");
+                buf.extend_from_slice(name.as_bytes());
+                buf.extend_from_slice(if v { b"\": true" } else { b"\": false" });
+            }
             if let Some(o) = e.offset {
-                write!(out, ", \"offset\": {}", o)?;
+                buf.extend_from_slice(b", \"offset\": ");
+                dec(&mut buf, o);
             }
-            write!(out, "}}")?;
+            buf.push(b'}');
             if more {
-                writeln!(out, ",")?;
+                buf.extend_from_slice(b",\n");
             }
+        }
+        if buf.len() >= OUT_CHUNK {
+            out.write_all(&buf)?;
+            buf.clear();
         }
         Ok(())
     });
     if !human && res.is_ok() {
-        writeln!(out, "]")?;
+        buf.extend_from_slice(b"]\n");
     }
+    out.write_all(&buf)?;
     out.flush()?;
     res?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// C's `%#x`: `0x` prefix except for zero.
-fn hex(v: u64) -> String {
-    if v == 0 {
-        "0".into()
-    } else {
-        format!("{:#x}", v)
+/// Output is handed on in pieces of about this size.
+const OUT_CHUNK: usize = 64 << 10;
+
+/// `v` in decimal.
+fn dec(buf: &mut Vec<u8>, mut v: u64) {
+    let mut d = [0u8; 20];
+    let mut i = d.len();
+    loop {
+        i -= 1;
+        d[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
     }
+    buf.extend_from_slice(&d[i..]);
+}
+
+/// C's `%#x`: `0x` prefix except for zero.
+fn hex(buf: &mut Vec<u8>, v: u64) {
+    if v == 0 {
+        buf.push(b'0');
+        return;
+    }
+    buf.extend_from_slice(b"0x");
+    let digits = (64 - v.leading_zeros()).div_ceil(4);
+    for k in (0..digits).rev() {
+        buf.push(b"0123456789abcdef"[((v >> (4 * k)) & 0xf) as usize]);
+    }
+}
+
+/// What `f` appends, left-aligned in 16 columns (C's `%-16s`).
+fn pad16(buf: &mut Vec<u8>, f: impl FnOnce(&mut Vec<u8>)) {
+    let at = buf.len();
+    f(buf);
+    let n = buf.len() - at;
+    buf.resize(buf.len() + 16usize.saturating_sub(n), b' ');
 }

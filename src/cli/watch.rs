@@ -69,7 +69,7 @@ pub fn run(path: &Path, opts: &OpenOptions, output: Output, seconds: Option<u64>
                             format!("{:#x}", m.start),
                             format!("{:#x}", m.length),
                             m.offset.map(|o| format!("{:#x}", o)).unwrap_or_else(|| "-".into()),
-                            m.filename.as_deref().unwrap_or("")
+                            m.filename.unwrap_or("")
                         ),
                     };
                     match writeln!(out, "{}", line).and_then(|_| out.flush()) {

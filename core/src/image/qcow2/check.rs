@@ -172,6 +172,25 @@ impl<'a> Walk<'a> {
         }
     }
 
+    /// The words of the L2 table at `off`, zeros past the end of the file: from the image's
+    /// L2 cache when the offset is aligned (so `oflag_copied` finds the tables the walk read),
+    /// else read here (an unaligned offset is a finding, but qemu still reads the table).
+    fn l2_table(&mut self, off: u64, l1i: Option<usize>) -> Option<L2Table> {
+        if off.is_multiple_of(self.cs) {
+            return match self.q.l2_words(off, l1i) {
+                Ok(w) => Some(L2Table::Cached(w)),
+                Err(e) => {
+                    self.report.push(Finding::new(Severity::CheckError, "free", format!("I/O error reading the L2 table: {}", e)).at(off, self.cs));
+                    None
+                }
+            };
+        }
+        let raw = self.read_table(off, self.cs, "L2 table")?;
+        let mut words: Vec<u64> = raw.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap())).collect();
+        words.resize((self.cs / 8) as usize, 0);
+        Some(L2Table::Read(words))
+    }
+
     /// qemu's qcow2_inc_refcounts_imrt: one more reference to every cluster of the range.
     fn inc(&mut self, off: u64, size: u64, role: ClusterRole) {
         if size == 0 {
@@ -262,7 +281,7 @@ impl<'a> Walk<'a> {
     /// qemu's check_refcounts_l2.
     fn l2(&mut self, l2_off: u64, active: bool, base_virt: Option<u64>, label: &str, l1_index: usize) {
         let cs = self.cs;
-        let Some(raw) = self.read_table(l2_off, cs, "L2 table") else { return };
+        let Some(table) = self.l2_table(l2_off, active.then_some(l1_index)) else { return };
         let ext = self.q.geo.extended;
         let esize = if ext { 16 } else { 8 };
         let has_data_file = self.q.geo.has_data_file;
@@ -270,11 +289,10 @@ impl<'a> Walk<'a> {
         let n = cs as usize / esize;
         for i in 0..n {
             let o = i * esize;
-            if o + 8 > raw.len() {
-                break; // zeros past the end of the file: unallocated
+            let (entry, bitmap) = if ext { (table[2 * i], table[2 * i + 1]) } else { (table[i], 0) };
+            if entry == 0 && bitmap == 0 {
+                continue; // unallocated (also past the end of the file)
             }
-            let entry = be64(&raw, o);
-            let bitmap = if ext && o + 16 <= raw.len() { be64(&raw, o + 8) } else { 0 };
             let at = l2_off + o as u64;
             let virt = base_virt.map(|b| b + i as u64 * cs);
             let place = || format!("{} L1[{}] L2[{}]", label, l1_index, i);
@@ -545,7 +563,9 @@ impl<'a> OnDisk<'a> {
         let counts = match self.cache.get(&block) {
             Some(c) => c.clone(),
             None => {
-                if self.cache.len() > 64 {
+                // decoded blocks kept: enough that the compare and the COPIED pass read each
+                // block once on images of a few GiB even with 512-byte clusters
+                if self.cache.len() as u64 * self.per_block * 8 > DECODED_REFCOUNT_BYTES {
                     self.cache.clear();
                 }
                 let c = std::rc::Rc::new(self.decode(block));
@@ -571,6 +591,25 @@ impl<'a> OnDisk<'a> {
             let per_byte = 8 / bits;
             let mask = ((1u16 << bits) - 1) as u8;
             buf.iter().flat_map(|&b| (0..per_byte).map(move |i| ((b >> (i * bits)) & mask) as u64)).collect()
+        }
+    }
+}
+
+/// Bytes of decoded refcount blocks the walk keeps.
+const DECODED_REFCOUNT_BYTES: u64 = 32 << 20;
+
+/// An L2 table's words for the walk.
+enum L2Table {
+    Cached(super::L2Words),
+    Read(Vec<u64>),
+}
+
+impl std::ops::Deref for L2Table {
+    type Target = [u64];
+    fn deref(&self) -> &[u64] {
+        match self {
+            L2Table::Cached(w) => w,
+            L2Table::Read(v) => v,
         }
     }
 }
@@ -795,9 +834,9 @@ fn oflag_copied(q: &Qcow2, w: &mut Walk, disk: &mut OnDisk) {
                 format!("ERROR OFLAG_COPIED L2 cluster: l1_index={} l1_entry={:x} refcount={}", i, e, rc),
             );
         }
-        let Some(raw) = w.read_table(l2, cs, "L2 table") else { return };
-        for (j, ent) in raw.chunks_exact(esize).enumerate() {
-            let entry = be64(ent, 0);
+        let Some(table) = w.l2_table(l2, Some(i)) else { return };
+        for (j, ent) in table.chunks_exact(esize / 8).enumerate() {
+            let entry = ent[0];
             if entry & OFLAG_COMPRESSED != 0 {
                 continue;
             }

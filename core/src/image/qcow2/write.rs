@@ -605,6 +605,16 @@ impl Qcow2 {
     /// The raw bytes of the L2 table at `off` (`buf`: one cluster) as the writes so far
     /// left it: the file's, with the entries still pending laid over them. Past the end of
     /// the file reads as zero (see [`Qcow2::l2_table`]).
+    /// Whether a lazy write holds entries of the L2 table at `off` not yet in the file.
+    pub(crate) fn l2_pending(&self, off: u64) -> bool {
+        self.wstate.pending.l2.contains_key(&off)
+    }
+
+    /// Whether any L2 entries are waiting (the common case, none, skips the per-table check).
+    pub(crate) fn any_l2_pending(&self) -> bool {
+        !self.wstate.pending.l2.is_empty()
+    }
+
     pub(crate) fn read_l2_raw(&self, off: u64, buf: &mut [u8]) -> Result<()> {
         let Some(t) = self.wstate.pending.l2.get(&off) else { return self.file.read_zero_fill(off, buf) };
         match t.new_from {
