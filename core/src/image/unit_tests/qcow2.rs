@@ -374,3 +374,31 @@ fn extended_l2_subclusters_over_a_raw_backing_file() {
     let e = img.resolve(3 * CS, CS).unwrap_err();
     assert!(e.to_string().contains("invalid subcluster bitmap"), "{e}");
 }
+
+/// A lazy write (the NBD plugin's mode) keeps its L2 entries in memory until `flush`: map,
+/// block status and reads must see them before, and the file must hold the same after.
+#[test]
+fn lazy_writes_are_seen_by_the_map_before_the_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, _) = every_kind().build();
+    let path = write_file(dir.path(), "lazy.qcow2", &bytes);
+    let mut img = open_with(&path, &OpenOptions { write: true, ..Default::default() });
+    img.set_lazy_flush(true);
+    let before = map(&img);
+    // c2 and c7 were unallocated, c9 past everything written
+    for c in [2u64, 7, 9] {
+        img.write(c * CS, &pattern(0x40 + c as u8, CS as usize)).unwrap();
+    }
+    let pending = map(&img);
+    assert_ne!(pending, before);
+    for c in [2u64, 7, 9] {
+        let e = pending.iter().find(|e| e.0 <= c * CS && c * CS < e.0 + e.1).unwrap();
+        assert!(matches!(e.3, LayerKind::Data { .. }), "cluster {c} before the flush: {:?}", e.3);
+    }
+    let content = read_all(&img);
+    img.flush().unwrap();
+    drop(img);
+    let img = open(&path);
+    assert_eq!(map(&img), pending, "the map after the flush, reopened");
+    assert_bytes(&read_all(&img), &content, "content after the flush");
+}
