@@ -222,21 +222,7 @@ fn where_file_offset_finds_blocks() {
     qemu_img(&["create", "-q", "-f", "vdi", s(&p), "32M"]);
     // written out of order: file order differs from disk order
     qemu_io_quiet(&p, &["write -P 1 20M 4k", "write -P 2 1M 8k", "write -P 3 7M 1M", "write -P 4 31M 512"]);
-    let map = qemu_map_json(&p, "vdi");
-    let mut n = 0;
-    for e in map.as_array().unwrap() {
-        let Some(off) = e["offset"].as_u64() else { continue };
-        let (start, len) = (e["start"].as_u64().unwrap(), e["length"].as_u64().unwrap());
-        for delta in [0, len / 2, len - 1] {
-            let w = vdiskview_json(&["where", s(&p), &format!("{:#x}", off + delta), "--file", "--output", "json"]);
-            assert_eq!(w["structure"], "data", "{w}");
-            assert_eq!(w["virtual"], start + delta, "host 0x{:x}: {w}", off + delta);
-            n += 1;
-        }
-    }
-    assert!(n >= 12, "too few data runs checked: {n}");
-    let w = vdiskview_json(&["where", s(&p), "0", "--file", "--output", "json"]);
-    assert_eq!(w["structure"], "header", "{w}");
+    assert_where_file_finds_data_and_header(&p, "vdi");
     let bmap = vdiskview_json(&["info", "--output", "json", s(&p)])["vdiskview"]["layers"][0]["vdi"]["block-map-offset"].as_u64().unwrap();
     let w = vdiskview_json(&["where", s(&p), &format!("{:#x}", bmap + 4), "--file", "--output", "json"]);
     assert_eq!(w["structure"], "block-map", "{w}");

@@ -684,21 +684,7 @@ fn where_file_offset_finds_grains() {
     let dir = workspace();
     let p = create(dir.path(), "w.vmdk", "subformat=monolithicSparse");
     qemu_io_quiet(&p, WRITES);
-    let map = qemu_map_json(&p, "vmdk");
-    let mut n = 0;
-    for e in map.as_array().unwrap() {
-        let Some(off) = e["offset"].as_u64() else { continue };
-        let (start, len) = (e["start"].as_u64().unwrap(), e["length"].as_u64().unwrap());
-        for delta in [0, len / 2, len - 1] {
-            let w = vdiskview_json(&["where", s(&p), &format!("{:#x}", off + delta), "--file", "--output", "json"]);
-            assert_eq!(w["structure"], "data", "{w}");
-            assert_eq!(w["virtual"], start + delta, "host 0x{:x}: {w}", off + delta);
-            n += 1;
-        }
-    }
-    assert!(n >= 12, "too few data runs checked: {n}");
-    let w = vdiskview_json(&["where", s(&p), "0", "--file", "--output", "json"]);
-    assert_eq!(w["structure"], "header", "{w}");
+    assert_where_file_finds_data_and_header(&p, "vmdk");
     let gt = vdiskview_json(&["info", "--output", "json", s(&p)])["vdiskview"]["layers"][0]["vmdk"]["extents"][0]["gd-offset"].as_u64().unwrap();
     let w = vdiskview_json(&["where", s(&p), &format!("{:#x}", gt), "--file", "--output", "json"]);
     assert_eq!(w["structure"], "gd", "{w}");

@@ -4,7 +4,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{io, qemu_convert_raw, run, vhd::DiffVhd, with_nbdkit};
+use common::{io, qemu_convert_raw, qemu_io_over_nbd, run, vhd::DiffVhd, with_nbdkit};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("vdvw-nbd-").tempdir().unwrap()
@@ -93,12 +93,7 @@ fn writes_through_the_plugin_equal_direct_qemu_io_writes() {
         run(&["qemu-img", "create", "-q", "-f", fmt, "-o", opts, s(&a), "8M"]);
         io(fmt, &a, &["write -P 1 0 1M", "write -c -P 2 4M 64k"].iter().filter(|c| fmt == "qcow2" || !c.contains("-c")).copied().collect::<Vec<_>>());
         std::fs::copy(&a, &b).unwrap();
-        let mut script = String::from("qemu-io -f raw");
-        for c in cmds {
-            script += &format!(" -c '{}'", c);
-        }
-        script += " \"$uri\"";
-        let o = with_nbdkit(&a, &[], &script);
+        let o = with_nbdkit(&a, &[], &qemu_io_over_nbd("", &cmds));
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         io(fmt, &b, &cmds);
         run(&["qemu-img", "compare", "-f", fmt, "-F", fmt, s(&a), s(&b)]);
@@ -186,12 +181,7 @@ fn lazy_writes_over_snapshots_compressed_and_backing_equal_qemu_io() {
         let a = p(name);
         let b = p(&format!("qemu-{}", name));
         std::fs::copy(&a, &b).unwrap();
-        let mut script = String::from("qemu-io -t writeback -f raw");
-        for c in cmds {
-            script += &format!(" -c '{}'", c);
-        }
-        script += " \"$uri\"";
-        let o = with_nbdkit(&a, &[], &script);
+        let o = with_nbdkit(&a, &[], &qemu_io_over_nbd("-t writeback", &cmds));
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(o.status.success() && !out.contains("fail"), "{}: {}{}", name, out, String::from_utf8_lossy(&o.stderr));
         io("qcow2", &b, &cmds);

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{io, qemu_convert_raw, run, with_nbdkit};
+use common::{io, qemu_convert_raw, qemu_io_over_nbd, run, with_nbdkit};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -40,12 +40,7 @@ fn writes_through_the_plugin_equal_qemu_io() {
         let b = d.path().join(format!("b-{}.{}", opts.replace('=', "-"), fmt));
         run(&["qemu-img", "create", "-q", "-f", fmt, "-o", opts, s(&a), "8M"]);
         run(&["qemu-img", "create", "-q", "-f", fmt, "-o", opts, s(&b), "8M"]);
-        let mut script = String::from("qemu-io -f raw");
-        for c in cmds {
-            script += &format!(" -c '{}'", c);
-        }
-        script += " \"$uri\"";
-        let o = with_nbdkit(&a, &[], &script);
+        let o = with_nbdkit(&a, &[], &qemu_io_over_nbd("", &cmds));
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         io(fmt, &b, &cmds);
         run(&["qemu-img", "compare", "-f", fmt, "-F", fmt, s(&a), s(&b)]);
@@ -65,12 +60,7 @@ fn stream_optimized_writes_through_the_plugin() {
         run(&["qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=streamOptimized", s(p), "8M"]);
     }
     let cmds = ["write -P 0x51 64k 64k", "write -P 0x52 2M 256k", "write -P 0x53 8128k 64k"];
-    let mut script = String::from("qemu-io -f raw");
-    for c in cmds {
-        script += &format!(" -c '{}'", c);
-    }
-    script += " \"$uri\"";
-    let o = with_nbdkit(&a, &[], &script);
+    let o = with_nbdkit(&a, &[], &qemu_io_over_nbd("", &cmds));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(!String::from_utf8_lossy(&o.stdout).contains("failed"), "{}", String::from_utf8_lossy(&o.stdout));
     io("vmdk", &b, &cmds);

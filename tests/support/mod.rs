@@ -437,3 +437,23 @@ pub fn same_file(a: &str, b: &Path) -> bool {
         _ => false,
     }
 }
+
+/// `where --file` at the start, middle and last byte of every data run `qemu-img map` gives
+/// says "data" at the guest offset qemu maps it to, and offset 0 is the header.
+pub fn assert_where_file_finds_data_and_header(p: &Path, fmt: &str) {
+    let map = qemu_map_json(p, fmt);
+    let mut n = 0;
+    for e in map.as_array().unwrap() {
+        let Some(off) = e["offset"].as_u64() else { continue };
+        let (start, len) = (e["start"].as_u64().unwrap(), e["length"].as_u64().unwrap());
+        for delta in [0, len / 2, len - 1] {
+            let w = vdiskview_json(&["where", s(p), &format!("{:#x}", off + delta), "--file", "--output", "json"]);
+            assert_eq!(w["structure"], "data", "{w}");
+            assert_eq!(w["virtual"], start + delta, "host 0x{:x}: {w}", off + delta);
+            n += 1;
+        }
+    }
+    assert!(n >= 12, "too few data runs checked: {n}");
+    let w = vdiskview_json(&["where", s(p), "0", "--file", "--output", "json"]);
+    assert_eq!(w["structure"], "header", "{w}");
+}

@@ -49,6 +49,17 @@ pub fn with_nbdkit(img: &Path, args: &[&str], cmd: &str) -> std::process::Output
     c.output().expect("nbdkit is installed (.ci/run installs it)")
 }
 
+/// The `--run` command of [`with_nbdkit`] that runs qemu-io (with `flags`, e.g. "-t
+/// writeback") and its commands on the export.
+#[allow(dead_code)] // not every test file writes through the plugin
+pub fn qemu_io_over_nbd(flags: &str, cmds: &[&str]) -> String {
+    let mut script = format!("qemu-io {flags} -f raw");
+    for c in cmds {
+        script += &format!(" -c '{}'", c);
+    }
+    script + " \"$uri\""
+}
+
 /// Run `qemu-io -f FMT -c CMD … IMG` and insist nothing failed.
 #[allow(dead_code)] // not every test file writes with qemu-io
 pub fn io(fmt: &str, img: &Path, cmds: &[&str]) {
