@@ -209,19 +209,11 @@ fn stream_optimized_footer() {
     std::fs::write(&raw, &content).unwrap();
     let p = dir.path().join("f.vmdk");
     qemu_img(&["convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", s(&raw), s(&p)]);
-    let mut b = std::fs::read(&p).unwrap();
-    let header = b[..512].to_vec();
-    b.truncate(b.len() / 512 * 512);
-    let mut marker = vec![0u8; 512];
-    marker[12..16].copy_from_slice(&3u32.to_le_bytes());
-    b.extend_from_slice(&marker);
-    b.extend_from_slice(&header);
-    b.extend_from_slice(&[0u8; 512]);
-    b[56..64].copy_from_slice(&u64::MAX.to_le_bytes());
-    std::fs::write(&p, &b).unwrap();
+    footer_gd_at_end(&p, &p);
     compare_all(&p);
     assert_bytes_eq(&vdiskview_ok(&["read", s(&p)]), &content, "read of the footer image");
     // a garbled footer marker: a clean error, as qemu refuses it too
+    let mut b = std::fs::read(&p).unwrap();
     let n = b.len();
     b[n - 1536 + 12] = 7;
     std::fs::write(&p, &b).unwrap();
@@ -416,16 +408,8 @@ fn stream_optimized_write_like_qemu_io() {
 
     // a VMware-style file with its grain directory at the end: refused, unchanged
     let f = root.path().join("f.vmdk");
-    let mut b = std::fs::read(&va).unwrap();
-    let header = b[..512].to_vec();
-    b.truncate(b.len().div_ceil(512) * 512);
-    let mut marker = vec![0u8; 512];
-    marker[12..16].copy_from_slice(&3u32.to_le_bytes());
-    b.extend_from_slice(&marker);
-    b.extend_from_slice(&header);
-    b.extend_from_slice(&[0u8; 512]);
-    b[56..64].copy_from_slice(&u64::MAX.to_le_bytes());
-    std::fs::write(&f, &b).unwrap();
+    footer_gd_at_end(&va, &f);
+    let b = std::fs::read(&f).unwrap();
     compare_all(&f);
     let out = vdiskview(&["write", "--offset", "8M", "--pattern", "1", "--length", "64k", s(&f)]);
     assert_clean_error(&out, "write to a footer streamOptimized file");
@@ -760,4 +744,20 @@ fn stream_optimized_damaged_writes() {
     }
     eprintln!("written despite the damage (as qemu-io does): {wrote:?}");
     assert!(wrote.len() >= 2, "the damage that leaves writes possible was not written: {wrote:?}");
+}
+
+/// `dst` = the streamOptimized `src` as VMware writes it: the header's GD offset says "at the
+/// end" (GD_AT_END) and a footer marker, a copy of the header and the end-of-stream marker
+/// follow what qemu wrote (the specification's footer).
+fn footer_gd_at_end(src: &Path, dst: &Path) {
+    let mut b = std::fs::read(src).unwrap();
+    let header = b[..512].to_vec();
+    b.resize(b.len().div_ceil(512) * 512, 0);
+    let mut marker = vec![0u8; 512];
+    marker[12..16].copy_from_slice(&3u32.to_le_bytes()); // MARKER_FOOTER
+    b.extend_from_slice(&marker);
+    b.extend_from_slice(&header);
+    b.extend_from_slice(&[0u8; 512]); // MARKER_EOS
+    b[56..64].copy_from_slice(&u64::MAX.to_le_bytes()); // gdOffset = GD_AT_END
+    std::fs::write(dst, &b).unwrap();
 }
