@@ -310,7 +310,7 @@ fn copy_direct(img: &crate::image::Image, sink: &SparseSink, start: u64, end: u6
 }
 
 /// [`copy_direct`] of one range, written from output offset `out` on.
-fn copy_range<'f>(img: &'f crate::image::Image, sink: &SparseSink, start: u64, end: u64, out: u64, file: bool, scan: &mut ZeroScan<'f>) -> Result<bool> {
+fn copy_range<'f>(img: &'f crate::image::Image, sink: &SparseSink, start: u64, end: u64, out: u64, file: bool, scan: &mut ZeroScan<'_, 'f>) -> Result<bool> {
     use crate::image::LayerKind;
     let mut pos = start;
     let mut buf = Vec::new();
@@ -426,7 +426,7 @@ fn copy_range<'f>(img: &'f crate::image::Image, sink: &SparseSink, start: u64, e
 /// first (data usually shows at once); when those say zero, the first non-zero byte of up to
 /// 1 MiB is looked for ([`ZeroScan`]), so a VDI block or VMDK grain qemu filled with zeros
 /// around a small write is read once, not once per piece.
-fn zero_prefix<'f>(f: &'f crate::image::io::HostFile, off: u64, max: u64, buf: &mut Vec<u8>, scan: &mut ZeroScan<'f>) -> u64 {
+fn zero_prefix<'f>(f: &'f crate::image::io::HostFile, off: u64, max: u64, buf: &mut Vec<u8>, scan: &mut ZeroScan<'_, 'f>) -> u64 {
     const WINDOW: u64 = 1 << 20;
     let first = max.min(HOLE_PIECE - off % HOLE_PIECE);
     let data = f.next_data(off);

@@ -20,7 +20,10 @@ use crate::image::io::HostFile;
 /// Bytes read per claim.
 const CHUNK: u64 = 128 << 10;
 /// Scanner of stored bytes; see the module comment.
-pub struct ZeroScan<'f> {
+pub struct ZeroScan<'s, 'f> {
+    /// Where the helper is started, on the first stretch longer than a chunk (a dense image
+    /// never needs one).
+    scope: Option<&'s std::thread::Scope<'s, 'f>>,
     helper: Option<Sender<Arc<Stretch<'f>>>>,
     buf: Vec<u8>,
 }
@@ -47,33 +50,39 @@ struct Stretch<'f> {
     done: Condvar,
 }
 
-impl<'f> ZeroScan<'f> {
-    /// Run `body` with a scanner; the helper thread (if any) lives as long as `body`.
-    pub fn with<R>(body: impl FnOnce(&mut ZeroScan<'f>) -> R) -> R {
+impl<'s, 'f> ZeroScan<'s, 'f> {
+    /// Run `body` with a scanner; the helper thread (if one is started) ends with `body`.
+    pub fn with<R>(body: impl for<'x> FnOnce(&mut ZeroScan<'x, 'f>) -> R) -> R {
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         if cpus < 2 {
-            return body(&mut ZeroScan { helper: None, buf: Vec::new() });
+            return body(&mut ZeroScan { scope: None, helper: None, buf: Vec::new() });
         }
-        std::thread::scope(|scope| {
-            let (tx, rx) = channel::<Arc<Stretch<'f>>>();
-            scope.spawn(move || {
-                let mut buf = Vec::new();
-                for s in rx {
-                    {
-                        let mut h = s.helper.lock().unwrap_or_else(|e| e.into_inner());
-                        if *h != Helper::Waiting {
-                            continue;
-                        }
-                        *h = Helper::Reading;
+        // the sender is dropped with the scanner when `body` returns: the helper's loop ends
+        std::thread::scope(|scope| body(&mut ZeroScan { scope: Some(scope), helper: None, buf: Vec::new() }))
+    }
+
+    fn start_helper(&mut self) {
+        let Some(scope) = self.scope.take() else { return };
+        let (tx, rx) = channel::<Arc<Stretch<'f>>>();
+        let spawned = std::thread::Builder::new().name("zero-scan".into()).spawn_scoped(scope, move || {
+            let mut buf = Vec::new();
+            for s in rx {
+                {
+                    let mut h = s.helper.lock().unwrap_or_else(|e| e.into_inner());
+                    if *h != Helper::Waiting {
+                        continue;
                     }
-                    s.claim_and_scan(&mut buf);
-                    *s.helper.lock().unwrap_or_else(|e| e.into_inner()) = Helper::Done;
-                    s.done.notify_all();
+                    *h = Helper::Reading;
                 }
-            });
-            // the sender is dropped with the scanner when `body` returns: the helper's loop ends
-            body(&mut ZeroScan { helper: Some(tx), buf: Vec::new() })
-        })
+                s.claim_and_scan(&mut buf);
+                *s.helper.lock().unwrap_or_else(|e| e.into_inner()) = Helper::Done;
+                s.done.notify_all();
+            }
+        });
+        // no thread (out of resources): this thread reads alone
+        if spawned.is_ok() {
+            self.helper = Some(tx);
+        }
     }
 
     /// The offset (from `off`) of the first non-zero byte of the `len` bytes stored at `off`
@@ -90,6 +99,9 @@ impl<'f> ZeroScan<'f> {
             helper: Mutex::new(Helper::Waiting),
             done: Condvar::new(),
         });
+        if len > CHUNK && self.helper.is_none() {
+            self.start_helper();
+        }
         let shared = len > CHUNK && self.helper.as_ref().is_some_and(|tx| tx.send(s.clone()).is_ok());
         s.claim_and_scan(&mut self.buf);
         if shared {
