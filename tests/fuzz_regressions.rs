@@ -499,3 +499,29 @@ fn vmdk_write_into_a_quarter_gib_grain() {
     assert!(m.blocks() * 512 < 64 << 20, "{} bytes allocated for a 4 MiB disk", m.blocks() * 512);
     survives(&v);
 }
+
+/// vdi_image (writes): a VDI header claiming 256 MiB blocks (the largest vdiskview opens;
+/// qemu opens only 1 MiB) over a 4 MiB disk. A new block was built in one buffer of the whole
+/// block and written whole; it is now written in 1 MiB pieces, zeros past the end of the file
+/// left a hole. The guest bytes read back equal a raw image qemu-io wrote the same bytes into.
+#[test]
+fn vdi_write_into_a_quarter_gib_block() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = workspace();
+    let (v, raw) = (dir.path().join("v.vdi"), dir.path().join("r.raw"));
+    qemu_img(&["create", "-q", "-f", "vdi", s(&v), "4M"]);
+    let mut b = std::fs::read(&v).unwrap();
+    b[376..380].copy_from_slice(&(256u32 << 20).to_le_bytes());
+    std::fs::write(&v, &b).unwrap();
+    qemu_img(&["create", "-q", "-f", "raw", s(&raw), "4M"]);
+    qemu_io("raw", &raw, &["write -P 7 1M 4k", "write -P 9 3M 64k"]);
+    vdiskview_ok(&["write", s(&v), "--offset", "1M", "--length", "4k", "--pattern", "7"]);
+    vdiskview_ok(&["write", s(&v), "--offset", "3M", "--length", "64k", "--pattern", "9"]);
+    let got = vdiskview_ok(&["read", s(&v)]);
+    assert!(got == std::fs::read(&raw).unwrap(), "the guest bytes differ from qemu-io's raw image");
+    let m = std::fs::metadata(&v).unwrap();
+    let data_off = u32::from_le_bytes(b[344..348].try_into().unwrap()) as u64;
+    assert_eq!(m.len(), data_off + (256 << 20), "the file ends a whole block past the data offset");
+    assert!(m.blocks() * 512 < 64 << 20, "{} bytes allocated for a 4 MiB disk", m.blocks() * 512);
+    survives(&v);
+}

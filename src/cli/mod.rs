@@ -15,6 +15,7 @@ mod tables;
 mod watch;
 mod where_;
 mod write;
+mod zero_scan;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 
+use super::zero_scan::ZeroScan;
 use super::{offset, open};
 use crate::image::OpenOptions;
 
@@ -301,7 +302,7 @@ enum Chunk {
 /// both writing into one tmpfs file, and gained nothing measurable; see BENCHMARKS.md.)
 fn copy_direct(img: &crate::image::Image, sink: &SparseSink, start: u64, end: u64, file: bool) -> Result<bool> {
     let base = sink.position()?;
-    let ok = copy_range(img, sink, start, end, base, file)?;
+    let ok = ZeroScan::with(|scan| copy_range(img, sink, start, end, base, file, scan))?;
     if ok {
         sink.seek_to(base + (end - start))?;
     }
@@ -309,7 +310,7 @@ fn copy_direct(img: &crate::image::Image, sink: &SparseSink, start: u64, end: u6
 }
 
 /// [`copy_direct`] of one range, written from output offset `out` on.
-fn copy_range(img: &crate::image::Image, sink: &SparseSink, start: u64, end: u64, out: u64, file: bool) -> Result<bool> {
+fn copy_range<'f>(img: &'f crate::image::Image, sink: &SparseSink, start: u64, end: u64, out: u64, file: bool, scan: &mut ZeroScan<'_, 'f>) -> Result<bool> {
     use crate::image::LayerKind;
     let mut pos = start;
     let mut buf = Vec::new();
@@ -341,7 +342,7 @@ fn copy_range(img: &crate::image::Image, sink: &SparseSink, start: u64, end: u64
                         // filled around a small write, become holes too, as qemu-img convert
                         // makes them)
                         let piece = e.len.min(HOLE_PIECE - host % HOLE_PIECE);
-                        let zeros = zero_prefix(f, host, e.len, &mut buf);
+                        let zeros = zero_prefix(f, host, e.len, &mut buf, scan);
                         if zeros > 0 {
                             pos += zeros;
                             continue;
@@ -350,7 +351,7 @@ fn copy_range(img: &crate::image::Image, sink: &SparseSink, start: u64, end: u64
                         // (the zeros that stop it are skipped at once, not looked at again)
                         let mut run = piece;
                         while run < e.len {
-                            let z = zero_prefix(f, host + run, e.len - run, &mut buf);
+                            let z = zero_prefix(f, host + run, e.len - run, &mut buf, scan);
                             if z > 0 {
                                 skip_after = z;
                                 break;
@@ -422,10 +423,10 @@ fn copy_range(img: &crate::image::Image, sink: &SparseSink, start: u64, end: u64
 /// How many bytes from `off` (at most `max`, in whole 64 KiB pieces, the first ending at a
 /// 64 KiB boundary of the file, then the zero 4 KiB pages that start the first piece holding
 /// data) are a hole or stored zeros. A SEEK_DATA and a 4 KiB look
-/// first (data usually shows at once); when those say zero, up to 1 MiB is read in one call
-/// and its pieces tested in memory, so a VDI block or VMDK grain qemu filled with zeros around
-/// a small write costs one read, not one per piece.
-fn zero_prefix(f: &crate::image::io::HostFile, off: u64, max: u64, buf: &mut Vec<u8>) -> u64 {
+/// first (data usually shows at once); when those say zero, the first non-zero byte of up to
+/// 1 MiB is looked for ([`ZeroScan`]), so a VDI block or VMDK grain qemu filled with zeros
+/// around a small write is read once, not once per piece.
+fn zero_prefix<'f>(f: &'f crate::image::io::HostFile, off: u64, max: u64, buf: &mut Vec<u8>, scan: &mut ZeroScan<'_, 'f>) -> u64 {
     const WINDOW: u64 = 1 << 20;
     let first = max.min(HOLE_PIECE - off % HOLE_PIECE);
     let data = f.next_data(off);
@@ -436,31 +437,24 @@ fn zero_prefix(f: &crate::image::io::HostFile, off: u64, max: u64, buf: &mut Vec
     }
     let head = first.min(4096) as usize;
     let n = max.min(WINDOW.max(first));
-    if buf.len() < n as usize {
-        // grown once, never shrunk (a resize down and up again would clear it each time)
-        buf.resize(n as usize, 0);
+    if buf.len() < head {
+        buf.resize(head, 0);
     }
     if f.read_zero_fill(off, &mut buf[..head]).is_err() || !all_zero(&buf[..head]) {
         return 0;
     }
-    if f.read_zero_fill(off + head as u64, &mut buf[head..n as usize]).is_err() {
-        return 0;
+    // the first non-zero byte of the window (read once, in cache-sized chunks, by two threads)
+    let p = match scan.first_nonzero(f, off + head as u64, n - head as u64) {
+        Some(p) => head as u64 + p,
+        None => return 0,
+    };
+    if p >= n {
+        return n;
     }
-    let mut done = 0u64;
-    let mut piece = first;
-    while done < n {
-        let k = piece.min(n - done);
-        let b = &buf[done as usize..(done + k) as usize];
-        if !all_zero(b) {
-            // the zero pages this piece starts with are left out too (data in the middle
-            // of a block qemu filled with zeros)
-            done += b.chunks(4096).take_while(|c| c.len() == 4096 && all_zero(c)).count() as u64 * 4096;
-            break;
-        }
-        done += k;
-        piece = HOLE_PIECE;
-    }
-    done
+    // whole zero pieces, then the zero 4 KiB pages that start the piece holding data (data
+    // in the middle of a block qemu filled with zeros)
+    let piece = if p < first { 0 } else { first + (p - first) / HOLE_PIECE * HOLE_PIECE };
+    piece + (p - piece) / 4096 * 4096
 }
 
 /// How many bytes at the end of the `len` bytes stored at `off` are zero, in whole 4 KiB

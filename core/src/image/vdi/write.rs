@@ -1,5 +1,6 @@
 //! Writing a VDI as qemu does: in place for a static image and for allocated blocks; a new
-//! block otherwise, numbered `blocks allocated` and written whole (zeros around the data),
+//! block otherwise, numbered `blocks allocated` and written whole (zeros around the data, in
+//! pieces of at most 1 MiB),
 //! then the header's count, then the block map entry (qemu's order: a crash between leaves a
 //! count that is too high, which `check` reports, never a block used twice).
 
@@ -42,9 +43,32 @@ impl Vdi {
                 name, block, entry, self.header.blocks_in_image
             )));
         }
-        let mut buf = vec![0u8; self.block_size() as usize];
-        buf[in_block as usize..in_block as usize + piece.len()].copy_from_slice(piece);
-        self.file.write_at(self.block_offset(entry), &buf)?;
+        // Written in pieces of at most 1 MiB (a header may claim blocks of up to 256 MiB);
+        // a piece of zeros that lies past the end of the file is left a hole (it reads as
+        // zeros, and qemu's map of a dynamic VDI does not look at the file's holes), one
+        // inside the file is written (old bytes there must not show through). A 1 MiB block,
+        // the only size qemu and VirtualBox make, is one piece: written whole, as qemu does.
+        const PIECE: u64 = 1 << 20;
+        let bs = self.block_size();
+        let at = self.block_offset(entry);
+        let file_end = self.file.len();
+        let (p0, p1) = (in_block, in_block + piece.len() as u64);
+        let mut buf = vec![0u8; PIECE.min(bs) as usize];
+        let mut o = 0u64;
+        while o < bs {
+            let n = PIECE.min(bs - o);
+            let (s0, s1) = (p0.max(o), p1.min(o + n));
+            if s0 < s1 || at + o < file_end {
+                let b = &mut buf[..n as usize];
+                b.fill(0);
+                if s0 < s1 {
+                    b[(s0 - o) as usize..(s1 - o) as usize].copy_from_slice(&piece[(s0 - p0) as usize..(s1 - p0) as usize]);
+                }
+                self.file.write_at(at + o, b)?;
+            }
+            o += n;
+        }
+        self.file.extend_to(at + bs)?;
         self.file.sync()?;
         step("vdi new block");
         self.file.write_at(388, &(entry + 1).to_le_bytes())?;
