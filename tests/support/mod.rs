@@ -286,6 +286,21 @@ pub fn assert_bytes_eq(actual: &[u8], expected: &[u8], what: &str) {
     );
 }
 
+/// Run every read-only command (`info`, `map`, `read`, `check`, `tables`) on the damaged
+/// image `f`: each may succeed or fail, but never panic, hang (30 s) or die by a signal.
+#[track_caller]
+pub fn assert_commands_survive(f: &Path, what: &str) {
+    for cmd in [&["info", "--output", "json"][..], &["map", "--output", "json"], &["read"], &["check"], &["tables"]] {
+        let mut args = cmd.to_vec();
+        args.push(s(f));
+        let out = vdiskview_timeout(&args, Duration::from_secs(30));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(101), "{what}: {args:?} panicked: {stderr}");
+        assert!(!stderr.contains("panicked"), "{what}: {args:?}: {stderr}");
+        assert!(out.status.code().is_some(), "{what}: {args:?} killed by a signal");
+    }
+}
+
 /// Assert the run is a clean CLI error: exit code 1 (not 101 = panic, not a
 /// signal), stderr exactly one line starting `vdiskview: `, no "panicked".
 #[track_caller]
